@@ -1,0 +1,1 @@
+"""nuScenes access, the synthetic nuScenes-format world, and LiDAR BEV rasters."""

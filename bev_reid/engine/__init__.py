@@ -1,0 +1,1 @@
+"""Run plumbing: atomic files, checkpoints, logging, distributed set-up."""

@@ -1,0 +1,1 @@
+"""ReID dataset building, sampling, training, evaluation and metrics."""

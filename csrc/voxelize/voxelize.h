@@ -1,0 +1,49 @@
+// Voxelization of point clouds, with mmcv's conventions.
+//
+//   points            [P, F] fp32 or fp64 (CPU and CUDA), contiguous, F >= 3; columns 0..2 are x, y, z
+//   voxel_size        [3] (vx, vy, vz) > 0, read in the points' dtype
+//   point_cloud_range [6] (x_min, y_min, z_min, x_max, y_max, z_max), min < max
+//   grid size per axis = round((max - min) / size), as mmcv; a point's cell is
+//   floor((p - min) / size) computed in the points' dtype; it is outside when any cell index is
+//   < 0 or >= the grid size.
+//
+// dynamic_voxelize -> coords [P, 3] int32 (z, y, x); the whole row is -1 for points outside.
+// hard_voxelize    -> voxels [V, max_points, F] (zero padded), coords [V, 3] int32 (z, y, x),
+//                     num_points [V] int32. Voxels are numbered in the order of their first point;
+//                     a voxel keeps its first max_points points in input order; once max_voxels
+//                     voxels exist, points of new voxels are dropped. Deterministic.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <array>
+#include <tuple>
+#include <vector>
+
+namespace bev_reid {
+
+struct VoxelGrid {
+  std::array<double, 3> size;
+  std::array<double, 3> lo;
+  std::array<int64_t, 3> dims;  // cells along x, y, z
+};
+
+// Checks the arguments and derives the grid; names what is wrong in the error.
+VoxelGrid check_voxelize_args(const at::Tensor& points, at::ArrayRef<double> voxel_size,
+                              at::ArrayRef<double> point_cloud_range);
+
+at::Tensor dynamic_voxelize_cpu(const at::Tensor& points, at::ArrayRef<double> voxel_size,
+                                at::ArrayRef<double> point_cloud_range);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> hard_voxelize_cpu(
+    const at::Tensor& points, at::ArrayRef<double> voxel_size,
+    at::ArrayRef<double> point_cloud_range, int64_t max_points, int64_t max_voxels);
+
+#ifdef WITH_CUDA
+at::Tensor dynamic_voxelize_cuda(const at::Tensor& points, at::ArrayRef<double> voxel_size,
+                                 at::ArrayRef<double> point_cloud_range);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> hard_voxelize_cuda(
+    const at::Tensor& points, at::ArrayRef<double> voxel_size,
+    at::ArrayRef<double> point_cloud_range, int64_t max_points, int64_t max_voxels);
+#endif
+
+}  // namespace bev_reid

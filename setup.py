@@ -1,0 +1,88 @@
+"""Builds bev-reid and its one compiled extension, ``bev_reid._C``.
+
+C++ kernels are always built. CUDA kernels are added when torch is a CUDA build and a CUDA
+toolkit is found, or when ``FORCE_CUDA=1``. ``TORCH_CUDA_ARCH_LIST`` is honoured; its default
+covers sm_70 to sm_90 plus PTX. Nothing is compiled at import or run time.
+"""
+
+import glob
+import os
+
+from setuptools import find_packages, setup
+from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+
+import torch
+
+VERSION = "0.1.0"
+ROOT = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_CUDA_ARCHS = "7.0;7.5;8.0;8.6;8.9;9.0+PTX"
+
+
+def want_cuda() -> bool:
+    if os.environ.get("FORCE_CUDA", "0") == "1":
+        return True
+    return torch.version.cuda is not None and CUDA_HOME is not None and torch.cuda.is_available()
+
+
+def make_extension():
+    csrc = os.path.join(ROOT, "csrc")
+    sources = sorted(glob.glob(os.path.join(csrc, "*.cpp")) + glob.glob(os.path.join(csrc, "*", "*.cpp")))
+    cxx_flags = ["-O3", "-std=c++17"]
+    if os.name != "nt":
+        cxx_flags.append("-fopenmp")
+    define_macros = [("Py_LIMITED_API", "0x03090000")]
+    kwargs = dict(
+        name="bev_reid._C",
+        include_dirs=[csrc],
+        define_macros=define_macros,
+        extra_link_args=["-fopenmp"] if os.name != "nt" else [],
+        py_limited_api=True,
+    )
+    if want_cuda():
+        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_CUDA_ARCHS)
+        sources += sorted(glob.glob(os.path.join(csrc, "*", "*.cu")))
+        define_macros.append(("WITH_CUDA", None))
+        nvcc_flags = ["-O3", "-std=c++17", "--expt-relaxed-constexpr", "-lineinfo"]
+        return CUDAExtension(sources=sources, extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags}, **kwargs)
+    return CppExtension(sources=sources, extra_compile_args={"cxx": cxx_flags}, **kwargs)
+
+
+def read(name: str) -> str:
+    with open(os.path.join(ROOT, name), encoding="utf-8") as f:
+        return f.read()
+
+
+setup(
+    name="bev-reid",
+    version=VERSION,
+    description="Vehicle re-identification in bird's-eye-view space from surround cameras",
+    long_description=read("README.md"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["bev_reid", "bev_reid.*"]),
+    package_data={"bev_reid": ["configs/*.yaml"]},
+    ext_modules=[make_extension()],
+    cmdclass={"build_ext": BuildExtension.with_options(no_python_abi_suffix=True)},
+    options={"bdist_wheel": {"py_limited_api": "cp39"}},
+    install_requires=[
+        # torch is not listed on purpose: pip must never resolve it (it would pull a multi-GB CUDA
+        # build on a CPU machine). Install the torch you want first; see README.
+        "numpy>=1.24,<2",  # nuscenes-devkit 1.2.0 needs numpy 1.x
+        "nuscenes-devkit==1.2.0",
+        "opencv-python<4.12",  # 4.12+ pulls numpy 2
+        "efficientnet-pytorch==0.7.1",
+        "pyyaml>=6",
+        "tqdm>=4.60",
+        "tensorboard>=2.14",
+        "safetensors>=0.4",
+        "matplotlib>=3.7",
+        "pillow>=9",
+        "shapely>=2",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "ruff>=0.5"],
+        # OpenMMLab cross-checks. mmcv 2.1.0 has no wheel for recent torch: see README.
+        "mm": ["mmcv==2.1.0", "mmengine==0.10.7"],
+    },
+    entry_points={"console_scripts": ["bev-reid=bev_reid.cli:main"]},
+)
