@@ -27,7 +27,7 @@ def want_cuda() -> bool:
 def make_extension():
     csrc = os.path.join(ROOT, "csrc")
     sources = sorted(glob.glob(os.path.join(csrc, "*.cpp")) + glob.glob(os.path.join(csrc, "*", "*.cpp")))
-    cxx_flags = ["-O3", "-std=c++17"]
+    cxx_flags = ["-O3"]  # the C++ standard is torch's default (C++20 for torch 2.13)
     if os.name != "nt":
         cxx_flags.append("-fopenmp")
     define_macros = [("Py_LIMITED_API", "0x03090000")]
@@ -42,7 +42,7 @@ def make_extension():
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_CUDA_ARCHS)
         sources += sorted(glob.glob(os.path.join(csrc, "*", "*.cu")))
         define_macros.append(("WITH_CUDA", None))
-        nvcc_flags = ["-O3", "-std=c++17", "--expt-relaxed-constexpr", "-lineinfo"]
+        nvcc_flags = ["-O3", "--expt-relaxed-constexpr", "-lineinfo"]
         return CUDAExtension(sources=sources, extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags}, **kwargs)
     return CppExtension(sources=sources, extra_compile_args={"cxx": cxx_flags}, **kwargs)
 
