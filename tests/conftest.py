@@ -53,7 +53,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     skip = pytest.mark.skip(reason=f"real nuScenes scene not found (set {NUSCENES_MINI_ENV})")
     for item in items:
-        if "data" in item.keywords:
+        if item.get_closest_marker("data") is not None:
             item.add_marker(skip)
 
 
