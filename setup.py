@@ -8,10 +8,9 @@ covers sm_70 to sm_90 plus PTX. Nothing is compiled at import or run time.
 import glob
 import os
 
+import torch
 from setuptools import find_packages, setup
 from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
-
-import torch
 
 VERSION = "0.1.0"
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -26,7 +25,9 @@ def want_cuda() -> bool:
 
 def make_extension():
     csrc = os.path.join(ROOT, "csrc")
-    sources = sorted(glob.glob(os.path.join(csrc, "*.cpp")) + glob.glob(os.path.join(csrc, "*", "*.cpp")))
+    sources = sorted(
+        glob.glob(os.path.join(csrc, "*.cpp")) + glob.glob(os.path.join(csrc, "*", "*.cpp"))
+    )
     cxx_flags = ["-O3"]  # the C++ standard is torch's default (C++20 for torch 2.13)
     if os.name != "nt":
         cxx_flags.append("-fopenmp")
@@ -43,7 +44,9 @@ def make_extension():
         sources += sorted(glob.glob(os.path.join(csrc, "*", "*.cu")))
         define_macros.append(("WITH_CUDA", None))
         nvcc_flags = ["-O3", "--expt-relaxed-constexpr", "-lineinfo"]
-        return CUDAExtension(sources=sources, extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags}, **kwargs)
+        return CUDAExtension(
+            sources=sources, extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags}, **kwargs
+        )
     return CppExtension(sources=sources, extra_compile_args={"cxx": cxx_flags}, **kwargs)
 
 

@@ -21,7 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bev_reid.ops import bev_pool, bev_pool_reference, dynamic_voxelize, voxelize, voxelize_reference
+from bev_reid.ops import (
+    bev_pool,
+    bev_pool_reference,
+    dynamic_voxelize,
+    voxelize,
+    voxelize_reference,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,7 +57,9 @@ def frustum_points(batch, cams, depth_bins, fh, fw, channels, grid, dbound=(4.0,
     ang = yaw[:, None] + azim[None, :]  # N x fW
     px = depth[None, :, None] * torch.cos(ang)[:, None, :]  # N x D x fW (metres)
     py = depth[None, :, None] * torch.sin(ang)[:, None, :]
-    ix = ((px + 50.0) / cell).floor().long()[:, :, None, :].expand(cams, depth_bins, fh, fw)  # N x D x fH x fW
+    ix = (
+        ((px + 50.0) / cell).floor().long()[:, :, None, :].expand(cams, depth_bins, fh, fw)
+    )  # N x D x fH x fW
     iy = ((py + 50.0) / cell).floor().long()[:, :, None, :].expand(cams, depth_bins, fh, fw)
     xyz = torch.stack([ix, iy, torch.zeros_like(ix)], -1).reshape(-1, 3)
     coords = torch.cat(
@@ -89,7 +97,9 @@ def bench_bev_pool(name, device, repeat, batch, cams, depth_bins, fh, fw, channe
         # Fewest bytes: read feats and coords once, write the output once.
         moved = feats.numel() * feats.element_size() + coords.numel() * coords.element_size()
         moved += math.prod(out_shape) * feats.element_size()
-        print(f"  forward bandwidth {moved / f_ours / 1e9:.0f} GB/s (card: {card_bandwidth():.0f} GB/s copy)")
+        print(
+            f"  forward bandwidth {moved / f_ours / 1e9:.0f} GB/s (card: {card_bandwidth():.0f} GB/s copy)"
+        )
     return f_ref / f_ours, fb_ref / fb_ours
 
 
@@ -109,11 +119,19 @@ def bench_voxelize(device, repeat):
         source = f"real sweep {files[0].name}"
     else:  # a stand-in of the same size when the real scene is absent
         g = torch.Generator().manual_seed(0)
-        pts = torch.cat([torch.randn(34000, 3, generator=g) * torch.tensor([15.0, 15.0, 1.0]), torch.rand(34000, 2, generator=g)], 1)
+        pts = torch.cat(
+            [
+                torch.randn(34000, 3, generator=g) * torch.tensor([15.0, 15.0, 1.0]),
+                torch.rand(34000, 2, generator=g),
+            ],
+            1,
+        )
         source = "random cloud (real scene not found)"
     args = ((0.1, 0.1, 0.2), (-54.0, -54.0, -5.0, 54.0, 54.0, 3.0), 10, 120000)
     pts_d = pts.to(device)
-    print(f"\nvoxelize: {source}, {pts.shape[0]:,} points, voxel 0.1 x 0.1 x 0.2 m, max 10 points, 120k voxels, {device}")
+    print(
+        f"\nvoxelize: {source}, {pts.shape[0]:,} points, voxel 0.1 x 0.1 x 0.2 m, max 10 points, 120k voxels, {device}"
+    )
     t_ours = timeit(lambda: voxelize(pts_d, *args), device, repeat)
     t_dyn = timeit(lambda: dynamic_voxelize(pts_d, *args[:2]), device, repeat)
     t_ref = timeit(lambda: voxelize_reference(pts, *args), "cpu", max(1, repeat // 2))
@@ -132,7 +150,9 @@ def bench_voxelize(device, repeat):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--skip-large", action="store_true", help="skip config (b)")
@@ -140,7 +160,9 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
     bench_bev_pool("(a) default", args.device, args.repeat, 4, 6, 41, 8, 22, 64, (200, 200, 1))
     if not args.skip_large:
-        bench_bev_pool("(b) large", args.device, max(1, args.repeat // 2), 1, 6, 118, 32, 88, 80, (256, 256, 1))
+        bench_bev_pool(
+            "(b) large", args.device, max(1, args.repeat // 2), 1, 6, 118, 32, 88, 80, (256, 256, 1)
+        )
     bench_voxelize(args.device, args.repeat)
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from bev_reid import __version__
 from bev_reid.config import Config, ConfigError, load_config
+from bev_reid.engine.checkpoint import CheckpointError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +47,9 @@ def register_command(
     return wrap
 
 
-def config_option(parser: argparse.ArgumentParser, flag: str, key: str, help: str, **kwargs: Any) -> None:
+def config_option(
+    parser: argparse.ArgumentParser, flag: str, key: str, help: str, **kwargs: Any
+) -> None:
     """Adds ``flag`` as a shortcut for the config key ``key`` (``section.field``).
 
     The help text shows the default from the config dataclass.
@@ -67,7 +70,13 @@ def config_option(parser: argparse.ArgumentParser, flag: str, key: str, help: st
         kwargs.setdefault("type", hint)
     if hint is not bool:
         kwargs.setdefault("metavar", name.upper())
-    parser.add_argument(flag, dest=f"cfg:{key}", default=None, help=f"{help} (default: {default}; config key {key})", **kwargs)
+    parser.add_argument(
+        flag,
+        dest=f"cfg:{key}",
+        default=None,
+        help=f"{help} (default: {default}; config key {key})",
+        **kwargs,
+    )
 
 
 def resolve_config(args: argparse.Namespace) -> Config:
@@ -95,7 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
         p.add_argument("--config", default=None, help="YAML config file (sections as in configs/)")
         p.add_argument(
-            "--set", action="append", metavar="KEY=VALUE", help="config override, e.g. data.version=v1.0-mini (repeatable)"
+            "--set",
+            action="append",
+            metavar="KEY=VALUE",
+            help="config override, e.g. data.version=v1.0-mini (repeatable)",
         )
         cmd.add_arguments(p)
     return parser
@@ -115,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = resolve_config(args)
         return int(COMMANDS[args.command].run(args, cfg) or 0)
-    except (ConfigError, FileNotFoundError, ValueError) as e:
+    except (ConfigError, FileNotFoundError, ValueError, CheckpointError) as e:
         print(f"bev-reid {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -37,12 +37,16 @@ class GridConfig:
         for name in ("xbound", "ybound", "zbound", "dbound"):
             lo, hi, step = getattr(self, name)
             if not (hi > lo and step > 0):
-                raise ConfigError(f"grid.{name} must be (min, max, step) with max > min and step > 0, got {(lo, hi, step)}")
+                raise ConfigError(
+                    f"grid.{name} must be (min, max, step) with max > min and step > 0, got {(lo, hi, step)}"
+                )
 
     @property
     def shape(self) -> tuple[int, int, int]:
         """Cells along (x, y, z)."""
-        return tuple(int(round((b[1] - b[0]) / b[2])) for b in (self.xbound, self.ybound, self.zbound))  # type: ignore[return-value]
+        return tuple(
+            int(round((b[1] - b[0]) / b[2])) for b in (self.xbound, self.ybound, self.zbound)
+        )  # type: ignore[return-value]
 
     @property
     def depth_bins(self) -> int:
@@ -77,13 +81,196 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class SynthConfig:
-    """The offline synthetic nuScenes-format world (`bev-reid synth`)."""
+    """The offline synthetic nuScenes-format world (`bev-reid synth`).
+
+    The defaults make 4 scenes x 24 keyframes (96 samples, 576 images, about 100 vehicle
+    identities seen in 4 keyframes or more) in well under a minute on two CPU cores.
+    """
 
     out: str = "data/synth"
     scenes: int = 4
-    keyframes: int = 20
+    keyframes: int = 24  # 2 Hz keyframes per scene (nuScenes scenes hold ~40)
     seed: int = 0
     version: str = "v1.0-mini"
+    # Scene i takes entry i modulo the length of each of these lists.
+    conditions: tuple[str, ...] = ("day", "night", "day", "rain")  # day / night / rain
+    layouts: tuple[str, ...] = ("straight", "loop")  # straight street / loop around a block
+    locations: tuple[str, ...] = (
+        "singapore-onenorth",
+        "boston-seaport",
+        "singapore-queenstown",
+        "singapore-hollandvillage",
+    )
+    ego_speed: tuple[float, float] = (6.0, 9.0)  # m/s, drawn per scene
+    moving_vehicles: int = 12  # per scene: cars, trucks and buses in traffic
+    pedestrians: int = 6  # per scene
+    parking_share: float = 0.6  # share of kerbs with a row of parked vehicles
+    lot_share: float = 0.3  # share of blocks that are parking lots
+    park_share: float = 0.15  # share of blocks that are grass (the rest hold buildings)
+    populate_range_m: float = 90.0  # static things are placed this close to the ego's route
+    annotate_range_m: float = 60.0  # objects this close to the ego get a sample_annotation
+    render_range_m: float = 110.0  # agents farther than this are not drawn
+    render_scale: int = 4  # rasterise at 1600/scale x 900/scale, upscale to 1600 x 900
+    jpeg_quality: int = 90
+    lidar_azimuth_steps: int = 1080  # x 32 beams, as nuScenes' LIDAR_TOP
+    lidar_range_m: float = 70.0
+    workers: int = 2  # processes; scenes are rendered in parallel (same bytes for any count)
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, what: str) -> None:
+            if not ok:
+                raise ConfigError(what)
+
+        need(self.scenes >= 1, f"synth.scenes must be at least 1, got {self.scenes}")
+        need(self.keyframes >= 2, f"synth.keyframes must be at least 2, got {self.keyframes}")
+        need(
+            bool(self.version) and "/" not in self.version,
+            f"synth.version must be a folder name such as v1.0-mini, got {self.version!r}",
+        )
+        for name, valid in (
+            ("conditions", ("day", "night", "rain")),
+            ("layouts", ("straight", "loop")),
+            (
+                "locations",
+                (
+                    "singapore-onenorth",
+                    "boston-seaport",
+                    "singapore-queenstown",
+                    "singapore-hollandvillage",
+                ),
+            ),
+        ):
+            values = getattr(self, name)
+            bad = [v for v in values if v not in valid]
+            need(
+                bool(values) and not bad,
+                f"synth.{name} must be a non-empty list of {', '.join(valid)}; got {list(values)}",
+            )
+        lo, hi = self.ego_speed
+        need(
+            0 < lo <= hi, f"synth.ego_speed must be (min, max) with 0 < min <= max, got {(lo, hi)}"
+        )
+        for name in ("moving_vehicles", "pedestrians"):
+            need(getattr(self, name) >= 0, f"synth.{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("parking_share", "lot_share", "park_share"):
+            v = getattr(self, name)
+            need(0.0 <= v <= 1.0, f"synth.{name} must lie in [0, 1], got {v}")
+        need(
+            self.lot_share + self.park_share <= 1.0,
+            f"synth.lot_share + synth.park_share must be <= 1, got {self.lot_share + self.park_share}",
+        )
+        for name in ("populate_range_m", "annotate_range_m", "render_range_m", "lidar_range_m"):
+            need(getattr(self, name) > 0, f"synth.{name} must be > 0, got {getattr(self, name)}")
+        need(
+            self.render_scale >= 1
+            and 1600 % self.render_scale == 0
+            and 900 % self.render_scale == 0,
+            f"synth.render_scale must divide both 1600 and 900 (1, 2, 4, 5, 10, ...), got {self.render_scale}",
+        )
+        need(
+            1 <= self.jpeg_quality <= 100,
+            f"synth.jpeg_quality must lie in [1, 100], got {self.jpeg_quality}",
+        )
+        need(self.workers >= 1, f"synth.workers must be >= 1, got {self.workers}")
+        need(
+            self.lidar_azimuth_steps >= 8,
+            f"synth.lidar_azimuth_steps must be >= 8, got {self.lidar_azimuth_steps}",
+        )
+
+
+@dataclass(frozen=True)
+class LSSConfig:
+    """The lift-splat-shoot network."""
+
+    trunk: str = "efficientnet-b0"  # built with EfficientNet.from_name: no download
+    trunk_weights: str = ""  # optional local file of ImageNet weights for the trunk
+    channels: int = 64  # C of the lifted camera features
+    downsample: int = 16  # stride of the camera features
+    bev_channels: int = 64  # channels of the BEV encoder's output (the ReID crops' features)
+    splat: str = "bev_pool"  # "bev_pool" (our op) or "reference" (plain torch)
+
+
+@dataclass(frozen=True)
+class TrainLSSConfig:
+    """Training of the LSS network with the dual loss (`bev-reid train-lss`)."""
+
+    logdir: str = "runs/lss"
+    device: str = "auto"  # auto, cpu, cuda
+    batch_size: int = 4
+    max_steps: int = 20000
+    lr: float = 1e-3
+    weight_decay: float = 1e-7
+    grad_clip: float = 5.0
+    bce_weight: float = 0.5
+    mse_weight: float = 0.5
+    pos_weight: float = 2.13
+    amp: str = "none"  # none, bf16, fp16 (autocast; GPU)
+    seed: int = 0
+    checkpoint_every: int = 500  # steps
+    keep_checkpoints: int = 5  # newest kept; 0 keeps all
+    log_every: int = 10
+    image_every: int = 100
+    resume: bool = False
+    split: str = "train"  # official split when data.scenes is empty
+
+
+@dataclass(frozen=True)
+class ValLSSConfig:
+    """`bev-reid val-lss`: IoU of a trained LSS checkpoint on validation keyframes."""
+
+    checkpoint: str = ""  # a checkpoint sidecar / weights file, or a folder (its latest)
+    nvals: int = 0  # keyframes to evaluate; 0 = all of the split
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class ShowConfig:
+    """`bev-reid show-sample`: a picture of one keyframe."""
+
+    sample: str = ""  # sample token; empty = the first keyframe of the first scene
+    out: str = "sample.png"
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """`bev-reid build-dataset`: every vehicle of every keyframe, cropped from one BEV pass."""
+
+    out: str = "runs/reid-dataset"
+    checkpoint: str = ""  # LSS checkpoint; not needed with modalities = lidar
+    categories: tuple[str, ...] = ("vehicle",)  # category name prefixes of the identities
+    min_iou: float = 0.2  # predicted vehicle mask vs box footprint; 0 turns the filter off
+    min_visibility: int = 1  # nuScenes visibility level 1-4
+    min_lidar_points: int = 0
+    min_views: int = 4  # identities with fewer views are dropped
+    crop_size: int = 24  # cells (24 x 0.5 m = 12 m)
+    align_heading: bool = True  # rotate crops so the box heading points the same way
+    zero_outside: bool = True  # zero the crop outside the box footprint (the original's choice)
+    modalities: tuple[str, ...] = ("camera",)  # camera, lidar, or both
+    val_scenes: tuple[str, ...] = ()  # identities of these scenes form the validation split
+    val_fraction: float = 0.1  # else this share of identities, drawn with `seed`
+    seed: int = 0
+    shard: str = ""  # "i/n": process the i-th of n parts of the keyframes, then `--merge`
+    merge: bool = False  # only merge finished parts (after sharded runs)
+    part_size: int = 32  # keyframes per resumable part file
+    device: str = "auto"
+    split: str = ""  # official split to read; empty = every scene of the version
+
+    def __post_init__(self) -> None:
+        bad = [m for m in self.modalities if m not in ("camera", "lidar")]
+        if bad or not self.modalities:
+            raise ConfigError(
+                f"build.modalities must be camera, lidar or both, got {list(self.modalities)}"
+            )
+        if not 1 <= self.min_visibility <= 4:
+            raise ConfigError(
+                f"build.min_visibility must be a nuScenes level 1-4, got {self.min_visibility}"
+            )
+        if self.crop_size < 2:
+            raise ConfigError(f"build.crop_size must be >= 2 cells, got {self.crop_size}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"build.val_fraction must lie in [0, 1), got {self.val_fraction}")
+        if self.min_views < 1:
+            raise ConfigError(f"build.min_views must be >= 1, got {self.min_views}")
 
 
 @dataclass(frozen=True)
@@ -91,6 +278,11 @@ class Config:
     grid: GridConfig = field(default_factory=GridConfig)
     data: DataConfig = field(default_factory=DataConfig)
     synth: SynthConfig = field(default_factory=SynthConfig)
+    lss: LSSConfig = field(default_factory=LSSConfig)
+    train_lss: TrainLSSConfig = field(default_factory=TrainLSSConfig)
+    val_lss: ValLSSConfig = field(default_factory=ValLSSConfig)
+    show: ShowConfig = field(default_factory=ShowConfig)
+    build: BuildConfig = field(default_factory=BuildConfig)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -216,6 +408,11 @@ def load_config(
         if value is not None:
             _set_dotted(tree, key, value)
     return _build(cls, tree, "")
+
+
+def config_from_dict(values: dict[str, Any], cls: type[T] = Config) -> T:  # type: ignore[assignment]
+    """Rebuilds a config from :func:`to_dict`'s output (e.g. a checkpoint's sidecar)."""
+    return _build(cls, values, "")
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

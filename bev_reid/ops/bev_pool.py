@@ -48,7 +48,9 @@ def bev_pool(
 @torch.library.register_fake("bev_reid::bev_pool")
 def _bev_pool_fake(feats, coords, batch_size, grid):
     torch._check(feats.dim() == 2, lambda: f"bev_pool: feats must be [N, C], got {feats.shape}")
-    torch._check(coords.shape[0] == feats.shape[0], lambda: "bev_pool: coords and feats differ in N")
+    torch._check(
+        coords.shape[0] == feats.shape[0], lambda: "bev_pool: coords and feats differ in N"
+    )
     x, y, z = grid
     return feats.new_empty((batch_size, feats.shape[1], z, x, y))
 
@@ -78,7 +80,9 @@ def _bev_pool_double_backward(ctx, grad_grad_feats):
     return grad, None, None, None
 
 
-torch.library.register_autograd("bev_reid::bev_pool", _bev_pool_backward, setup_context=_setup_context)
+torch.library.register_autograd(
+    "bev_reid::bev_pool", _bev_pool_backward, setup_context=_setup_context
+)
 torch.library.register_autograd(
     "bev_reid::bev_pool_backward", _bev_pool_double_backward, setup_context=_setup_context
 )

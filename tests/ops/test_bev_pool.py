@@ -8,7 +8,9 @@ import torch
 from bev_reid.ops import bev_pool, bev_pool_reference
 
 
-def make_points(n, c, batch, grid, *, dtype=torch.float64, index_dtype=torch.int64, outside=0.2, seed=0):
+def make_points(
+    n, c, batch, grid, *, dtype=torch.float64, index_dtype=torch.int64, outside=0.2, seed=0
+):
     """Random features and coords; a share `outside` of points lies out of the grid or batch."""
     g = torch.Generator().manual_seed(seed)
     x_n, y_n, z_n = grid
@@ -17,7 +19,9 @@ def make_points(n, c, batch, grid, *, dtype=torch.float64, index_dtype=torch.int
     coords = (torch.rand(n, 4, generator=g) * hi).long()
     bad = torch.rand(n, generator=g) < outside
     axis = torch.randint(0, 4, (n,), generator=g)
-    shift = torch.where(torch.rand(n, generator=g) < 0.5, -1 - coords[torch.arange(n), axis], hi[axis])
+    shift = torch.where(
+        torch.rand(n, generator=g) < 0.5, -1 - coords[torch.arange(n), axis], hi[axis]
+    )
     coords[bad, axis[bad]] += shift[bad]
     return feats, coords.to(index_dtype)
 
@@ -42,14 +46,18 @@ def test_forward_matches_reference(device, n, c, batch, grid):
 
 
 @pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64])
-@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float16, 2e-3), (torch.bfloat16, 2e-2)])
+@pytest.mark.parametrize(
+    "dtype,tol", [(torch.float32, 1e-5), (torch.float16, 2e-3), (torch.bfloat16, 2e-2)]
+)
 def test_dtypes(device, dtype, tol, index_dtype):
     grid, batch = (16, 12, 2), 2
     feats64, coords = make_points(4000, 24, batch, grid, index_dtype=index_dtype, seed=3)
     feats = feats64.to(dtype)
     out = bev_pool(feats.to(device), coords.to(device), batch, grid)
     assert out.dtype == dtype
-    ref = bev_pool_reference(feats.double(), coords, batch, grid)  # exact sums of the rounded inputs
+    ref = bev_pool_reference(
+        feats.double(), coords, batch, grid
+    )  # exact sums of the rounded inputs
     scale = ref.abs().max()
     assert ((out.cpu().double() - ref).abs().max() / scale) < tol
 
@@ -65,7 +73,16 @@ def test_grad_matches_reference(device):
     torch.testing.assert_close(f1.grad.cpu(), f2.grad, rtol=1e-10, atol=1e-12)
     # Exactly: each point's gradient is the weight of its voxel, and zero for dropped points.
     x, y, z, b = coords.unbind(1)
-    outside = (x < 0) | (x >= grid[0]) | (y < 0) | (y >= grid[1]) | (z < 0) | (z >= grid[2]) | (b < 0) | (b >= batch)
+    outside = (
+        (x < 0)
+        | (x >= grid[0])
+        | (y < 0)
+        | (y >= grid[1])
+        | (z < 0)
+        | (z >= grid[2])
+        | (b < 0)
+        | (b >= batch)
+    )
     expected = torch.zeros_like(feats)
     k = ~outside
     expected[k] = weight[b[k], :, z[k], x[k], y[k]]
@@ -84,7 +101,9 @@ def test_gradcheck_and_gradgradcheck(device):
 
 def test_all_points_outside(device):
     feats = torch.randn(50, 4, dtype=torch.float64, device=device)
-    coords = torch.tensor([[-1, 0, 0, 0], [0, 5, 0, 0], [0, 0, 1, 0], [0, 0, 0, 2]] * 12 + [[9, 9, 9, 9]] * 2)
+    coords = torch.tensor(
+        [[-1, 0, 0, 0], [0, 5, 0, 0], [0, 0, 1, 0], [0, 0, 0, 2]] * 12 + [[9, 9, 9, 9]] * 2
+    )
     out = bev_pool(feats, coords.to(device), 2, (3, 5, 1))
     assert out.shape == (2, 4, 1, 3, 5) and (out == 0).all()
 
@@ -98,14 +117,26 @@ def test_many_points_in_one_voxel_and_duplicates(device):
     rest[1, :, 0, 2, 1] = 0
     assert (rest == 0).all()  # nothing anywhere else
     # The same point twice counts twice.
-    twice = bev_pool(torch.cat([feats[:1], feats[:1]]).to(device), coords[:2].to(device), 2, (4, 3, 1))
+    twice = bev_pool(
+        torch.cat([feats[:1], feats[:1]]).to(device), coords[:2].to(device), 2, (4, 3, 1)
+    )
     torch.testing.assert_close(twice[1, :, 0, 2, 1].cpu(), 2 * feats[0])
 
 
 def test_empty_batch_and_empty_points(device):
-    out = bev_pool(torch.randn(0, 5, device=device), torch.zeros(0, 4, dtype=torch.long, device=device), 2, (3, 3, 1))
+    out = bev_pool(
+        torch.randn(0, 5, device=device),
+        torch.zeros(0, 4, dtype=torch.long, device=device),
+        2,
+        (3, 3, 1),
+    )
     assert out.shape == (2, 5, 1, 3, 3) and (out == 0).all()
-    out = bev_pool(torch.randn(4, 5, device=device), torch.zeros(4, 4, dtype=torch.long, device=device), 0, (3, 3, 1))
+    out = bev_pool(
+        torch.randn(4, 5, device=device),
+        torch.zeros(4, 4, dtype=torch.long, device=device),
+        0,
+        (3, 3, 1),
+    )
     assert out.shape == (0, 5, 1, 3, 3)
 
 
@@ -126,13 +157,49 @@ def test_deterministic_across_runs_and_threads():
 @pytest.mark.parametrize(
     "feats,coords,batch,grid,match",
     [
-        (torch.randn(5, 3), torch.zeros(5, 3, dtype=torch.long), 1, (2, 2, 1), r"coords must be \[N, 4\]"),
-        (torch.randn(5, 3), torch.zeros(4, 4, dtype=torch.long), 1, (2, 2, 1), "coords has 4 rows but feats has 5"),
+        (
+            torch.randn(5, 3),
+            torch.zeros(5, 3, dtype=torch.long),
+            1,
+            (2, 2, 1),
+            r"coords must be \[N, 4\]",
+        ),
+        (
+            torch.randn(5, 3),
+            torch.zeros(4, 4, dtype=torch.long),
+            1,
+            (2, 2, 1),
+            "coords has 4 rows but feats has 5",
+        ),
         (torch.randn(5, 3), torch.zeros(5, 4), 1, (2, 2, 1), "coords must be int32 or int64"),
-        (torch.zeros(5, 3, dtype=torch.long), torch.zeros(5, 4, dtype=torch.long), 1, (2, 2, 1), "feats must be a floating"),
-        (torch.randn(5), torch.zeros(5, 4, dtype=torch.long), 1, (2, 2, 1), r"feats must be \[N, C\]"),
-        (torch.randn(5, 3), torch.zeros(5, 4, dtype=torch.long), 1, (2, 0, 1), "every grid size must be > 0"),
-        (torch.randn(5, 3), torch.zeros(5, 4, dtype=torch.long), -1, (2, 2, 1), "batch_size must be >= 0"),
+        (
+            torch.zeros(5, 3, dtype=torch.long),
+            torch.zeros(5, 4, dtype=torch.long),
+            1,
+            (2, 2, 1),
+            "feats must be a floating",
+        ),
+        (
+            torch.randn(5),
+            torch.zeros(5, 4, dtype=torch.long),
+            1,
+            (2, 2, 1),
+            r"feats must be \[N, C\]",
+        ),
+        (
+            torch.randn(5, 3),
+            torch.zeros(5, 4, dtype=torch.long),
+            1,
+            (2, 0, 1),
+            "every grid size must be > 0",
+        ),
+        (
+            torch.randn(5, 3),
+            torch.zeros(5, 4, dtype=torch.long),
+            -1,
+            (2, 2, 1),
+            "batch_size must be >= 0",
+        ),
     ],
 )
 def test_bad_input(feats, coords, batch, grid, match):
@@ -148,9 +215,13 @@ def test_bad_grid_length():
 def test_opcheck(device):
     feats, coords = make_points(300, 6, 2, (5, 4, 2), dtype=torch.float32, seed=13)
     feats = feats.to(device).requires_grad_()
-    torch.library.opcheck(torch.ops.bev_reid.bev_pool.default, (feats, coords.to(device), 2, [5, 4, 2]))
+    torch.library.opcheck(
+        torch.ops.bev_reid.bev_pool.default, (feats, coords.to(device), 2, [5, 4, 2])
+    )
     grad_out = torch.randn(2, 6, 2, 5, 4, device=device)
-    torch.library.opcheck(torch.ops.bev_reid.bev_pool_backward.default, (grad_out, coords.to(device), 2, [5, 4, 2]))
+    torch.library.opcheck(
+        torch.ops.bev_reid.bev_pool_backward.default, (grad_out, coords.to(device), 2, [5, 4, 2])
+    )
 
 
 def test_torch_compile(device):

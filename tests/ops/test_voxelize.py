@@ -33,7 +33,11 @@ def assert_same(out, ref):
 
 @pytest.mark.parametrize(
     "n,f,max_points,max_voxels,dtype",
-    list(itertools.product([0, 1, 300, 4000], [3, 5], [1, 5, 32], [1, 40, 20000], [torch.float32, torch.float64])),
+    list(
+        itertools.product(
+            [0, 1, 300, 4000], [3, 5], [1, 5, 32], [1, 40, 20000], [torch.float32, torch.float64]
+        )
+    ),
 )
 def test_hard_matches_reference(device, n, f, max_points, max_voxels, dtype):
     pts = make_cloud(n, f, dtype=dtype, seed=n + f)
@@ -43,7 +47,9 @@ def test_hard_matches_reference(device, n, f, max_points, max_voxels, dtype):
     assert out[0].shape[1:] == (max_points, f) and out[0].shape[0] <= max_voxels
 
 
-@pytest.mark.parametrize("n,dtype", list(itertools.product([0, 7, 5000], [torch.float32, torch.float64])))
+@pytest.mark.parametrize(
+    "n,dtype", list(itertools.product([0, 7, 5000], [torch.float32, torch.float64]))
+)
 def test_dynamic_matches_reference(device, n, dtype):
     pts = make_cloud(n, dtype=dtype, seed=n)
     out = dynamic_voxelize(pts.to(device), VOXEL, RANGE)
@@ -63,19 +69,26 @@ def test_hand_computed_cells(device):
         ]
     )
     out = dynamic_voxelize(pts.to(device), VOXEL, RANGE).cpu()
-    expected = torch.tensor([[0, 0, 0], [3, 11, 15], [-1, -1, -1], [2, 5, 8], [-1, -1, -1], [-1, -1, -1]], dtype=torch.int32)
+    expected = torch.tensor(
+        [[0, 0, 0], [3, 11, 15], [-1, -1, -1], [2, 5, 8], [-1, -1, -1], [-1, -1, -1]],
+        dtype=torch.int32,
+    )
     assert torch.equal(out, expected)
 
 
 def test_all_points_outside(device):
-    pts = torch.tensor([[10.0, 0.0, 0.0, 1.0], [0.0, -9.0, 0.0, 1.0], [0.0, 0.0, 5.0, 1.0]], device=device)
+    pts = torch.tensor(
+        [[10.0, 0.0, 0.0, 1.0], [0.0, -9.0, 0.0, 1.0], [0.0, 0.0, 5.0, 1.0]], device=device
+    )
     voxels, coords, num = voxelize(pts, VOXEL, RANGE, 4, 10)
     assert voxels.shape == (0, 4, 4) and coords.shape == (0, 3) and num.shape == (0,)
     assert (dynamic_voxelize(pts, VOXEL, RANGE) == -1).all()
 
 
 def test_many_points_in_one_voxel_keeps_the_first(device):
-    pts = torch.stack([torch.full((100,), 0.1), torch.full((100,), 0.1), torch.zeros(100), torch.arange(100.0)], 1)
+    pts = torch.stack(
+        [torch.full((100,), 0.1), torch.full((100,), 0.1), torch.zeros(100), torch.arange(100.0)], 1
+    )
     voxels, coords, num = voxelize(pts.to(device), VOXEL, RANGE, 7, 10)
     assert num.tolist() == [7] and coords.tolist() == [[2, 6, 8]]
     assert voxels[0, :, 3].tolist() == list(range(7))  # first come, first kept, in input order
@@ -95,7 +108,10 @@ def test_max_voxels_drops_later_voxels(device):
         (dict(points=torch.zeros(5, 3, dtype=torch.int32)), "points must be float32 or float64"),
         (dict(points=torch.zeros(5, 2)), r"points must be \[P, F\] with F >= 3"),
         (dict(voxel_size=(0.5, 0.0, 1.0)), r"voxel_size\[1\] \(y\) must be a positive number"),
-        (dict(voxel_size=(0.5, float("nan"), 1.0)), r"voxel_size\[1\] \(y\) must be a positive number"),
+        (
+            dict(voxel_size=(0.5, float("nan"), 1.0)),
+            r"voxel_size\[1\] \(y\) must be a positive number",
+        ),
         (dict(point_cloud_range=(-4, 3, -2, 4, -3, 2)), "point_cloud_range y must have min < max"),
         (dict(point_cloud_range=(-4, -3, -2, 4, 3, -2)), "point_cloud_range z must have min < max"),
         (dict(max_points=0), "max_points must be >= 1"),
@@ -103,7 +119,13 @@ def test_max_voxels_drops_later_voxels(device):
     ],
 )
 def test_bad_input(kwargs, match):
-    args = dict(points=torch.zeros(5, 4), voxel_size=VOXEL, point_cloud_range=RANGE, max_points=4, max_voxels=10)
+    args = dict(
+        points=torch.zeros(5, 4),
+        voxel_size=VOXEL,
+        point_cloud_range=RANGE,
+        max_points=4,
+        max_voxels=10,
+    )
     args.update(kwargs)
     with pytest.raises(RuntimeError, match=match):
         voxelize(**args)
@@ -121,7 +143,9 @@ def test_bad_lengths():
 
 def test_opcheck(device):
     pts = make_cloud(500, 5, seed=3).to(device)
-    torch.library.opcheck(torch.ops.bev_reid.dynamic_voxelize.default, (pts, list(VOXEL), list(RANGE)))
+    torch.library.opcheck(
+        torch.ops.bev_reid.dynamic_voxelize.default, (pts, list(VOXEL), list(RANGE))
+    )
     torch.library.opcheck(
         torch.ops.bev_reid.hard_voxelize.default,
         (pts, list(VOXEL), list(RANGE), 5, 100),
@@ -159,5 +183,9 @@ def test_matches_mmcv_on_real_sweep(nuscenes_mini, max_points, max_voxels):
 def test_matches_mmcv_on_random_points():
     mmcv_ops = pytest.importorskip("mmcv.ops")
     pts = make_cloud(20000, 4, seed=21)
-    assert_same(voxelize(pts, VOXEL, RANGE, 5, 300), tuple(mmcv_ops.voxelization(pts, VOXEL, RANGE, 5, 300)))
-    assert torch.equal(dynamic_voxelize(pts, VOXEL, RANGE), mmcv_ops.voxelization(pts, VOXEL, RANGE, -1, -1))
+    assert_same(
+        voxelize(pts, VOXEL, RANGE, 5, 300), tuple(mmcv_ops.voxelization(pts, VOXEL, RANGE, 5, 300))
+    )
+    assert torch.equal(
+        dynamic_voxelize(pts, VOXEL, RANGE), mmcv_ops.voxelization(pts, VOXEL, RANGE, -1, -1)
+    )

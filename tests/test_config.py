@@ -1,0 +1,78 @@
+"""The config system: YAML + dotted overrides, strict keys, and the CLI's flag mapping."""
+
+import pytest
+
+from bev_reid.cli import build_parser, main, resolve_config
+from bev_reid.config import Config, ConfigError, config_from_dict, load_config, to_dict
+
+
+def test_yaml_and_overrides(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text(
+        "data:\n  version: v1.0-mini\n  final_dim: [64, 176]\ngrid:\n  xbound: [-20, 20, 0.5]\n"
+    )
+    cfg = load_config(f, ["data.version=v1.0-trainval", "train_lss.max_steps=7", "data.scenes=a,b"])
+    assert cfg.data.version == "v1.0-trainval"  # the override wins over the file
+    assert cfg.data.final_dim == (64, 176)
+    assert cfg.grid.xbound == (-20.0, 20.0, 0.5) and cfg.grid.shape == (80, 200, 1)
+    assert cfg.train_lss.max_steps == 7 and cfg.data.scenes == ("a", "b")
+    assert cfg.train_lss.lr == Config().train_lss.lr  # untouched defaults stay
+
+
+def test_unknown_key_names_the_valid_ones(tmp_path):
+    with pytest.raises(
+        ConfigError, match=r"unknown key 'data.verison'; valid keys of data: dataroot, version"
+    ):
+        load_config(overrides=["data.verison=x"])
+    with pytest.raises(ConfigError, match="unknown key 'nosuch'"):
+        load_config(overrides=["nosuch.a=1"])
+
+
+def test_type_errors_name_the_key(tmp_path):
+    with pytest.raises(ConfigError, match="train_lss.max_steps must be an integer"):
+        load_config(overrides=["train_lss.max_steps=many"])
+    with pytest.raises(ConfigError, match=r"data.final_dim must have 2 items"):
+        load_config(overrides=["data.final_dim=[1, 2, 3]"])
+    with pytest.raises(ConfigError, match="grid.xbound must be"):
+        load_config(overrides=["grid.xbound=[1, 0, 0.5]"])
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_round_trip_through_dict():
+    cfg = load_config(overrides=["data.scenes=[s1]", "grid.dbound=[1, 10, 0.5]"])
+    assert config_from_dict(to_dict(cfg)) == cfg
+
+
+def test_cli_flags_map_to_config_keys(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("train_lss:\n  max_steps: 3\n  batch_size: 2\n")
+    args = build_parser().parse_args(
+        [
+            "train-lss",
+            "--config",
+            str(f),
+            "--max-steps",
+            "9",
+            "--set",
+            "train_lss.batch_size=5",
+            "--no-resume",
+            "--scenes",
+            "x,y",
+        ]
+    )
+    cfg = resolve_config(args)
+    assert cfg.train_lss.max_steps == 9  # flag beats file
+    assert cfg.train_lss.batch_size == 5  # --set beats file
+    assert cfg.train_lss.resume is False and cfg.data.scenes == ("x", "y")
+
+
+def test_cli_reports_config_errors(capsys):
+    assert main(["val-lss", "--set", "val_lss.nvals=lots"]) == 2
+    assert "val_lss.nvals must be an integer" in capsys.readouterr().err
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.startswith("bev-reid 0.1.0")
