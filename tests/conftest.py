@@ -42,9 +42,33 @@ def _nuscenes_mini(tmp_path_factory: pytest.TempPathFactory) -> DataRoot:
     return DataRoot("nuscenes-mini", path, "v1.0-mini")
 
 
+# A small synthetic world, made once per test session (both scene layouts, day and night).
+SYNTH_TEST_CONFIG = dict(scenes=2, keyframes=6, seed=7)
+
+
+def _synthetic(tmp_path_factory: pytest.TempPathFactory) -> DataRoot:
+    return synth_world_root(tmp_path_factory)
+
+
+_SYNTH_ROOT: list[DataRoot] = []
+
+
+def synth_world_root(tmp_path_factory: pytest.TempPathFactory) -> DataRoot:
+    """The session's synthetic world (generated on first use)."""
+    if not _SYNTH_ROOT:
+        from bev_reid.config import SynthConfig
+        from bev_reid.data.synthetic import generate_world
+
+        cfg = SynthConfig(**SYNTH_TEST_CONFIG)
+        path = generate_world(cfg, out=tmp_path_factory.mktemp("synth"), progress=False)
+        _SYNTH_ROOT.append(DataRoot("synthetic", Path(path), cfg.version))
+    return _SYNTH_ROOT[0]
+
+
 # name -> (factory, marks). A factory may build its data under tmp_path_factory.
 DATA_SOURCES: dict[str, tuple[Callable[[pytest.TempPathFactory], DataRoot], tuple]] = {
     "nuscenes-mini": (_nuscenes_mini, (pytest.mark.data,)),
+    "synthetic": (_synthetic, ()),
 }
 
 
@@ -73,3 +97,9 @@ def nuscenes_mini() -> Path:
 def dataroot(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> DataRoot:
     factory, _ = DATA_SOURCES[request.param]
     return factory(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def synth_world(tmp_path_factory: pytest.TempPathFactory) -> DataRoot:
+    """A small synthetic nuScenes-format world shared by the tests of later stages."""
+    return synth_world_root(tmp_path_factory)
