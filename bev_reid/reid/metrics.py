@@ -1,0 +1,495 @@
+"""Re-identification metrics: CMC rank-k, mAP and mINP over a gallery, chunked over the queries.
+
+Conventions (fast-reid's, with two deliberate differences stated here):
+
+- Similarity: dot product of L2-normalised embeddings (distance = 1 - cos); higher ranks first.
+- Exclusion by *group*: a group is the keyframe (sample) a view comes from. For each query, every
+  gallery item of the query's group is removed, whatever its identity (fast-reid removes items of
+  the same identity *and* camera). This also removes the query itself when query and gallery are
+  the same set.
+- Ties are broken pessimistically: among items of equal similarity, negatives rank before
+  positives. The ranking is thus the sort by the key (-similarity, is_positive); the order inside
+  a run of tied positives (or tied negatives) changes no metric. fast-reid ranks with
+  ``np.argsort`` (quicksort: ties in no defined order) and Market-1501's MATLAB code with a stable
+  sort (ties by gallery index); both agree with ours whenever no negative ties a positive. We chose
+  the pessimistic rule because it is deterministic and cannot flatter a model: collapsed or
+  duplicated embeddings score as badly as they are, not by the luck of the gallery order.
+- CMC@k: share of valid queries whose first correct match ranks within the top k.
+  AP: mean over the query's positives of (positives ranked at or before it) / (its rank).
+  INP: (number of positives) / (rank of the last positive). mAP and mINP average over valid queries.
+- A query is valid when at least one positive remains in its gallery; the others are skipped
+  (counted in ``num_queries`` but not in ``num_valid`` nor in any mean). Metrics over no valid
+  query (an empty gallery, say) are NaN. Values are fractions in [0, 1] (fast-reid prints percent).
+
+How it is computed without a per-query loop: for a chunk of queries the similarity block
+[q, G] is formed, same-group items are set to -inf, and each row is sorted (values only). The
+positives of a query are looked up through a per-identity table of the gallery, so for a positive
+of similarity p its rank follows from two binary searches:
+``rank = 1 + #negatives >= p + #positives ranked before it``, with
+``#negatives >= p = #items >= p - #positives >= p`` (counting ``>=`` is the pessimistic tie rule).
+On CPU the rows are sorted in place by numpy, whose SIMD sort is about ten times faster than
+``torch.sort`` there; on CUDA ``torch.sort`` is used. Memory per chunk is about 5 bytes per
+(query, gallery) pair, and the chunk is sized to ``memory_budget``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "DEFAULT_TOPK",
+    "QueryResults",
+    "ReIDEvaluator",
+    "cmc_single_shot",
+    "query_results",
+    "rank_metrics",
+    "summarize",
+]
+
+DEFAULT_TOPK = (1, 5, 10, 20)
+DEFAULT_MEMORY_BUDGET = 256 * 2**20  # bytes for one chunk's work tensors
+# Work bytes per (query, gallery) pair of a chunk: the similarity (4) and the same-group mask (1);
+# on CUDA torch.sort also returns new values (4) and int64 indices (8).
+_BYTES_PER_PAIR = {"cpu": 5, "cuda": 17}
+_PARALLEL_SORT_MIN = 1 << 21  # elements; below, handing rows to threads costs more than it saves
+
+
+@dataclass(frozen=True)
+class QueryResults:
+    """Per-query outcome of a ranking; invalid queries (no positive) hold 0 everywhere.
+
+    Attributes:
+        first_rank: [Q] int64, 1-based rank of the first correct match (0 when invalid).
+        ap: [Q] float64 average precision.
+        inp: [Q] float64 inverse negative penalty.
+        num_pos: [Q] int64 positives in the query's gallery (after group exclusion).
+        num_gallery: G, the gallery size before exclusion.
+    """
+
+    first_rank: torch.Tensor
+    ap: torch.Tensor
+    inp: torch.Tensor
+    num_pos: torch.Tensor
+    num_gallery: int
+
+    @property
+    def valid(self) -> torch.Tensor:
+        """[Q] bool: queries with at least one positive."""
+        return self.num_pos > 0
+
+    def subset(self, mask: torch.Tensor) -> QueryResults:
+        """The results of the queries selected by ``mask`` ([Q] bool or index tensor)."""
+        return QueryResults(
+            self.first_rank[mask], self.ap[mask], self.inp[mask], self.num_pos[mask],
+            self.num_gallery,
+        )  # fmt: skip
+
+
+def _codes(query: torch.Tensor, gallery: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Maps the labels of both sets to 0..U-1 (int64), so any integer labels work as table keys."""
+    uniq, inv = torch.unique(
+        torch.cat([query.reshape(-1), gallery.reshape(-1)]), return_inverse=True
+    )
+    return inv[: query.numel()], inv[query.numel() :], uniq.numel()
+
+
+def _check_inputs(q_emb, q_ids, q_groups, g_emb, g_ids, g_groups) -> None:
+    if q_emb.dim() != 2 or g_emb.dim() != 2 or q_emb.shape[1] != g_emb.shape[1]:
+        raise ValueError(
+            f"embeddings must be [Q, D] and [G, D], got {tuple(q_emb.shape)} and "
+            f"{tuple(g_emb.shape)}"
+        )
+    for name, t, n in (
+        ("query_ids", q_ids, q_emb.shape[0]), ("query_groups", q_groups, q_emb.shape[0]),
+        ("gallery_ids", g_ids, g_emb.shape[0]), ("gallery_groups", g_groups, g_emb.shape[0]),
+    ):  # fmt: skip
+        if t.shape != (n,):
+            raise ValueError(f"{name} must be [{n}], got {tuple(t.shape)}")
+        if t.is_floating_point() or t.is_complex():
+            raise ValueError(f"{name} must hold integers, got {t.dtype}")
+    if not (torch.isfinite(q_emb).all() and torch.isfinite(g_emb).all()):
+        raise ValueError("embeddings hold NaN or inf; ranks would be undefined")
+
+
+def auto_chunk(
+    num_gallery: int, memory_budget: int = DEFAULT_MEMORY_BUDGET, device: str = "cpu"
+) -> int:
+    """Queries per chunk so that one chunk's [q, G] work tensors fit in ``memory_budget`` bytes."""
+    per_pair = _BYTES_PER_PAIR.get(torch.device(device).type, max(_BYTES_PER_PAIR.values()))
+    return max(1, memory_budget // (max(num_gallery, 1) * per_pair))
+
+
+def _sort_rows_(block: np.ndarray, pool: ThreadPoolExecutor | None, workers: int) -> None:
+    """Sorts each row of a [q, G] float32 array in place, row blocks spread over the pool (numpy
+    releases the GIL while sorting; its SIMD sort is ~10x faster than torch.sort on CPU)."""
+    if pool is None or block.shape[0] < workers or block.size < _PARALLEL_SORT_MIN:
+        block.sort(axis=1)
+        return
+    parts = np.array_split(np.arange(block.shape[0]), workers)
+    list(pool.map(lambda r: block[r[0] : r[-1] + 1].sort(axis=1), [r for r in parts if r.size]))
+
+
+@torch.no_grad()
+def query_results(
+    query_emb: torch.Tensor,
+    query_ids: torch.Tensor,
+    query_groups: torch.Tensor,
+    gallery_emb: torch.Tensor,
+    gallery_ids: torch.Tensor,
+    gallery_groups: torch.Tensor,
+    chunk: int | None = None,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+) -> QueryResults:
+    """Ranks every query against the gallery and returns per-query first rank, AP and INP.
+
+    Args: as ``rank_metrics``. Computation runs on ``query_emb``'s device; results are on CPU.
+    """
+    _check_inputs(query_emb, query_ids, query_groups, gallery_emb, gallery_ids, gallery_groups)
+    device = query_emb.device
+    num_q, num_g = query_emb.shape[0], gallery_emb.shape[0]
+    q_emb = query_emb.detach().float()
+    g_emb = gallery_emb.detach().to(device=device, dtype=torch.float32)
+    q_id, g_id, num_ids = _codes(query_ids.to(device), gallery_ids.to(device))
+    q_grp, g_grp, _ = _codes(query_groups.to(device), gallery_groups.to(device))
+    q_grp, g_grp = q_grp.to(torch.int32), g_grp.to(torch.int32)  # half the bytes in the [q, G] mask
+
+    # Gallery items of identity c are g_order[id_start[c] : id_start[c] + id_count[c]].
+    g_order = torch.argsort(g_id, stable=True)  # G
+    id_count = torch.bincount(g_id, minlength=num_ids)  # U
+    id_start = torch.cumsum(id_count, 0) - id_count  # U
+
+    first_rank = torch.zeros(num_q, dtype=torch.int64, device=device)
+    ap = torch.zeros(num_q, dtype=torch.float64, device=device)
+    inp = torch.zeros(num_q, dtype=torch.float64, device=device)
+    num_pos = torch.zeros(num_q, dtype=torch.int64, device=device)
+    if num_g == 0 or num_q == 0:
+        return _to_cpu(first_rank, ap, inp, num_pos, num_g)
+    chunk = auto_chunk(num_g, memory_budget, device) if chunk is None else max(1, int(chunk))
+    chunk = min(chunk, num_q)
+    # Work buffers reused by every chunk: fresh ones would cost a page fault per 4 kB each time.
+    sim_buf = torch.empty(chunk, num_g, device=device)  # chunk x G
+    mask_buf = torch.empty(chunk, num_g, dtype=torch.bool, device=device)  # chunk x G
+    threads = torch.get_num_threads()
+    pool = ThreadPoolExecutor(threads) if device.type == "cpu" and threads > 1 else None
+    try:
+        for s in range(0, num_q, chunk):
+            e = min(s + chunk, num_q)
+            _rank_chunk(
+                q_emb[s:e], q_id[s:e], q_grp[s:e], g_emb, g_grp, g_order, id_start, id_count,
+                sim_buf[: e - s], mask_buf[: e - s], pool,
+                first_rank[s:e], ap[s:e], inp[s:e], num_pos[s:e],
+            )  # fmt: skip
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    return _to_cpu(first_rank, ap, inp, num_pos, num_g)
+
+
+def _rank_chunk(
+    q_emb, q_id, grp, g_emb, g_grp, g_order, id_start, id_count, sim, same_group, pool,
+    first_rank, ap, inp, num_pos,
+) -> None:  # fmt: skip
+    """Ranks q queries against the gallery; writes into the q-long output views."""
+    num_g = g_emb.shape[0]
+    device = q_emb.device
+    # Candidate positives: all gallery views of the query's identity.
+    c = q_id  # q
+    cnt = id_count[c]  # q
+    cmax = int(cnt.max())
+    if cmax == 0:
+        return
+    slot = torch.arange(cmax, device=device)  # C
+    in_id = slot[None, :] < cnt[:, None]  # q x C
+    cand = g_order[torch.where(in_id, id_start[c][:, None] + slot[None, :], 0)]  # q x C
+    is_pos = in_id & (g_grp[cand] != grp[:, None])  # q x C
+
+    torch.mm(q_emb, g_emb.T, out=sim)  # q x G
+    pos_sim = torch.where(is_pos, sim.gather(1, cand), math.inf)  # q x C, padding +inf
+    pos_sim = pos_sim.sort(dim=1).values  # q x C ascending; real positives first
+    npos = is_pos.sum(1)  # q
+    torch.eq(g_grp[None, :], grp[:, None], out=same_group)  # q x G
+    sim.masked_fill_(same_group, -math.inf)  # excluded items rank below all
+    if device.type == "cpu":
+        _sort_rows_(sim.numpy(), pool, torch.get_num_threads())  # in place, q x G ascending
+    else:
+        sim = sim.sort(dim=1).values  # q x G ascending
+
+    # For the positive at ascending slot j (0-based) of a query with P positives:
+    #   items_ge[j] = #gallery items (positives included) with similarity >= p_j,
+    #   pos_ge[j]   = #positives with similarity >= p_j,
+    #   neg_ge[j]   = items_ge - pos_ge: negatives that rank before it (ties: pessimistic),
+    #   i = P - j   = its 1-based place among the positives (best positive: i = 1),
+    #   rank        = neg_ge + i.
+    items_ge = num_g - torch.searchsorted(sim, pos_sim, right=False)  # q x C
+    pos_ge = npos[:, None] - torch.searchsorted(pos_sim, pos_sim, right=False)  # q x C
+    neg_ge = items_ge - pos_ge  # q x C
+    i = npos[:, None] - slot[None, :]  # q x C (<= 0 on padding)
+    real = i > 0  # q x C
+    rank = (neg_ge + i).clamp(min=1).double()  # q x C
+    prec = torch.where(real, i.double() / rank, 0.0)  # q x C
+    valid = npos > 0  # q
+    p = npos.clamp(min=1)
+    best = (npos - 1).clamp(min=0)[:, None]  # slot of the best positive
+    first_rank.copy_(torch.where(valid, (neg_ge.gather(1, best)[:, 0] + 1), 0))
+    ap.copy_(prec.sum(1) / p)
+    inp.copy_(torch.where(valid, npos.double() / rank[:, 0], 0.0))  # slot 0: last positive
+    num_pos.copy_(npos)
+
+
+def _to_cpu(first_rank, ap, inp, num_pos, num_g) -> QueryResults:
+    return QueryResults(first_rank.cpu(), ap.cpu(), inp.cpu(), num_pos.cpu(), num_g)
+
+
+def summarize(results: QueryResults, topk: Sequence[int] = DEFAULT_TOPK) -> dict[str, float]:
+    """CMC ``Rank-k`` for each k, ``mAP``, ``mINP`` and the counts, from per-query results."""
+    valid = results.valid
+    num_valid = int(valid.sum())
+    out: dict[str, float] = {}
+    for k in topk:
+        hit = (results.first_rank[valid] <= k).double()
+        out[f"Rank-{k}"] = float(hit.mean()) if num_valid else math.nan
+    out["mAP"] = float(results.ap[valid].mean()) if num_valid else math.nan
+    out["mINP"] = float(results.inp[valid].mean()) if num_valid else math.nan
+    out["num_queries"] = int(valid.numel())
+    out["num_valid"] = num_valid
+    out["num_gallery"] = results.num_gallery
+    return out
+
+
+def rank_metrics(
+    query_emb: torch.Tensor,
+    query_ids: torch.Tensor,
+    query_groups: torch.Tensor,
+    gallery_emb: torch.Tensor,
+    gallery_ids: torch.Tensor,
+    gallery_groups: torch.Tensor,
+    topk: Sequence[int] = DEFAULT_TOPK,
+    chunk: int | None = None,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+) -> dict[str, float]:
+    """CMC, mAP and mINP of queries ranked against a gallery (conventions: module docstring).
+
+    Args:
+        query_emb: [Q, D] L2-normalised embeddings (CPU or CUDA; the work runs on this device).
+        query_ids: [Q] integer identity of each query.
+        query_groups: [Q] integer group (keyframe) of each query.
+        gallery_emb: [G, D] L2-normalised embeddings.
+        gallery_ids: [G] integer identities.
+        gallery_groups: [G] integer groups; items of the query's group are excluded for it.
+        topk: the k of the CMC values reported.
+        chunk: queries per chunk; None sizes it to ``memory_budget``.
+        memory_budget: bytes allowed for one chunk's [chunk, G] work tensors.
+
+    Returns:
+        ``{"Rank-k": ..., "mAP": ..., "mINP": ..., "num_queries", "num_valid", "num_gallery"}``;
+        the metrics are fractions, NaN when no query is valid.
+    """
+    res = query_results(
+        query_emb, query_ids, query_groups, gallery_emb, gallery_ids, gallery_groups,
+        chunk=chunk, memory_budget=memory_budget,
+    )  # fmt: skip
+    return summarize(res, topk)
+
+
+def cmc_single_shot(
+    emb: torch.Tensor,
+    ids: torch.Tensor,
+    groups: torch.Tensor,
+    timestamps: torch.Tensor | None = None,
+    trials: int = 10,
+    seed: int = 0,
+    topk: Sequence[int] = DEFAULT_TOPK,
+    min_gap: float = 0.0,
+) -> dict[str, float]:
+    """Single-shot CMC of the original method, averaged over random trials.
+
+    In each trial, every identity with views in at least two groups contributes one probe view
+    and one gallery view from another group (and, with ``timestamps``, at least ``min_gap`` away
+    in time), drawn at random; each probe is ranked against the gallery of one view per identity
+    (same-group items excluded and ties pessimistic, as in ``rank_metrics``). Draws come from
+    ``numpy.random.default_rng(seed)`` over the identities in increasing order: a seed gives the
+    same result on any device.
+
+    Args:
+        emb: [N, D] L2-normalised embeddings of all views.
+        ids: [N] integer identities.
+        groups: [N] integer groups (keyframes).
+        timestamps: optional [N] times (any unit); with ``min_gap`` > 0 a gallery view must be at
+            least that far in time from its probe.
+        trials: number of random draws averaged.
+        seed: seed of the draws.
+        topk: the k of the CMC values.
+        min_gap: minimum |t_probe - t_gallery| when ``timestamps`` is given.
+
+    Returns:
+        ``{"Rank-k": mean over trials, ..., "num_identities": identities drawn per trial,
+        "trials": trials}``; NaN metrics when fewer than one identity qualifies.
+    """
+    ids, groups = ids.to(emb.device), groups.to(emb.device)
+    ids_np = ids.detach().cpu().numpy()
+    grp_np = groups.detach().cpu().numpy()
+    t_np = None if timestamps is None else timestamps.detach().cpu().double().numpy()
+    order = np.argsort(ids_np, kind="stable")
+    _, start, count = np.unique(ids_np[order], return_index=True, return_counts=True)
+
+    # Per identity: its views, and those views that have at least one admissible partner.
+    pools: list[tuple[np.ndarray, np.ndarray]] = []
+    for s, n in zip(start, count, strict=True):
+        views = order[s : s + n]
+        if np.unique(grp_np[views]).size < 2:
+            continue
+        ok = grp_np[views][:, None] != grp_np[views][None, :]  # n x n admissible pairs
+        if t_np is not None and min_gap > 0:
+            ok &= np.abs(t_np[views][:, None] - t_np[views][None, :]) >= min_gap
+        probes = views[ok.any(1)]
+        if probes.size:
+            pools.append((views, probes))
+    out = {f"Rank-{k}": math.nan for k in topk}
+    out.update(num_identities=len(pools), trials=int(trials))
+    if not pools or trials < 1:
+        return out
+
+    rng = np.random.default_rng(seed)
+    sums = dict.fromkeys(topk, 0.0)
+    for _ in range(trials):
+        probe_idx = np.empty(len(pools), dtype=np.int64)
+        gal_idx = np.empty(len(pools), dtype=np.int64)
+        for n, (views, probes) in enumerate(pools):
+            p = probes[rng.integers(probes.size)]
+            ok = grp_np[views] != grp_np[p]
+            if t_np is not None and min_gap > 0:
+                ok &= np.abs(t_np[views] - t_np[p]) >= min_gap
+            partners = views[ok]
+            probe_idx[n], gal_idx[n] = p, partners[rng.integers(partners.size)]
+        pi = torch.from_numpy(probe_idx).to(emb.device)
+        gi = torch.from_numpy(gal_idx).to(emb.device)
+        res = rank_metrics(emb[pi], ids[pi], groups[pi], emb[gi], ids[gi], groups[gi], topk=topk)
+        for k in topk:
+            sums[k] += res[f"Rank-{k}"]
+    out.update({f"Rank-{k}": sums[k] / trials for k in topk})
+    return out
+
+
+class ReIDEvaluator:
+    """Collects embeddings batch by batch and ranks marked queries against the marked gallery.
+
+    fast-reid's interface: ``reset()``, ``process(...)`` per batch, ``evaluate()`` at the end.
+    Query and gallery are marked explicitly per view (``is_query``), never split by position.
+
+    Protocols of ``evaluate``:
+        ``"query_gallery"``: views marked query against views not marked query.
+        ``"all"``: every view against all views (its own group, hence itself, excluded).
+
+    Besides the overall metrics, ``evaluate`` reports ``"<condition>/<metric>"`` for the queries
+    of each condition (e.g. day / night / rain), ranked against the same whole gallery.
+    """
+
+    PROTOCOLS = ("query_gallery", "all")
+
+    def __init__(
+        self,
+        topk: Sequence[int] = DEFAULT_TOPK,
+        normalize: bool = True,
+        chunk: int | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        """Sets up an empty evaluator.
+
+        Args:
+            topk: the k of the CMC values.
+            normalize: L2-normalise embeddings before ranking.
+            chunk: queries per chunk (None: sized to the memory budget).
+            device: where the ranking runs (None: CUDA when available, else CPU).
+        """
+        self.topk = tuple(topk)
+        self.normalize = normalize
+        self.chunk = chunk
+        self.device = device
+        self.reset()
+
+    def reset(self) -> None:
+        """Forgets every processed view."""
+        self._emb: list[torch.Tensor] = []
+        self._ids: list[torch.Tensor] = []
+        self._groups: list[torch.Tensor] = []
+        self._is_query: list[torch.Tensor] = []
+        self._conditions: list[str | None] = []
+
+    def process(
+        self,
+        embeddings: torch.Tensor,
+        ids: torch.Tensor,
+        groups: torch.Tensor,
+        is_query: torch.Tensor | bool,
+        conditions: Sequence[str] | None = None,
+    ) -> None:
+        """Adds a batch of B views.
+
+        Args:
+            embeddings: [B, D] embeddings (any device; stored on CPU).
+            ids: [B] integer identities.
+            groups: [B] integer groups (keyframes).
+            is_query: [B] bool, or one bool for the whole batch.
+            conditions: B condition names (e.g. "day"), or None when unknown.
+        """
+        b = embeddings.shape[0]
+        if isinstance(is_query, bool):
+            is_query = torch.full((b,), is_query, dtype=torch.bool)
+        is_query = torch.as_tensor(is_query).reshape(-1).bool().cpu()
+        if is_query.numel() == 1 and b != 1:
+            is_query = is_query.expand(b)
+        if ids.shape != (b,) or groups.shape != (b,) or is_query.shape != (b,):
+            raise ValueError(
+                f"process: ids, groups and is_query must be [{b}], got {tuple(ids.shape)}, "
+                f"{tuple(groups.shape)} and {tuple(is_query.shape)}"
+            )
+        if conditions is not None and len(conditions) != b:
+            raise ValueError(f"process: {len(conditions)} conditions for {b} views")
+        self._emb.append(embeddings.detach().float().cpu())
+        self._ids.append(ids.detach().cpu().long())
+        self._groups.append(groups.detach().cpu().long())
+        self._is_query.append(is_query)
+        self._conditions.extend(conditions if conditions is not None else [None] * b)
+
+    def __len__(self) -> int:
+        return sum(e.shape[0] for e in self._emb)
+
+    def evaluate(self, protocol: str = "query_gallery") -> dict[str, float]:
+        """Metrics of the processed views (keys as ``rank_metrics``, plus per-condition ones)."""
+        if protocol not in self.PROTOCOLS:
+            raise KeyError(f"unknown protocol {protocol!r}; valid: {', '.join(self.PROTOCOLS)}")
+        if not self._emb:
+            empty = torch.zeros(0, dtype=torch.long)
+            return summarize(
+                QueryResults(empty, empty.double(), empty.double(), empty, 0), self.topk
+            )
+        emb = torch.cat(self._emb)
+        ids, groups = torch.cat(self._ids), torch.cat(self._groups)
+        is_query = torch.cat(self._is_query)
+        if self.normalize:
+            emb = F.normalize(emb, dim=1)
+        device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        emb = emb.to(device)
+        if protocol == "all":
+            q_sel = g_sel = torch.ones_like(is_query)
+        else:
+            q_sel, g_sel = is_query, ~is_query
+        res = query_results(
+            emb[q_sel.to(device)], ids[q_sel], groups[q_sel],
+            emb[g_sel.to(device)], ids[g_sel], groups[g_sel], chunk=self.chunk,
+        )  # fmt: skip
+        out = summarize(res, self.topk)
+        q_cond = [c for c, q in zip(self._conditions, q_sel.tolist(), strict=True) if q]
+        for cond in sorted({c for c in q_cond if c is not None}):
+            mask = torch.tensor([c == cond for c in q_cond], dtype=torch.bool)
+            for key, value in summarize(res.subset(mask), self.topk).items():
+                if key != "num_gallery":
+                    out[f"{cond}/{key}"] = value
+        return out
