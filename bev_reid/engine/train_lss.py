@@ -2,7 +2,9 @@
 
 The dual loss: ``bce_weight`` x BCE-with-logits (``pos_weight``) of the vehicle logits against the
 GT BEV mask, plus ``mse_weight`` x MSE between the BEV encoder's feature output and the splatted
-camera features (detached: they are the target that keeps appearance in the BEV features).
+camera features. The MSE keeps appearance in the BEV features the ReID crops are cut from. Its
+gradient reaches both maps: with the splat detached, nothing bounds the camera features' scale
+(the BEV encoder's batch norm hides it from the BCE) and the MSE runs away chasing it.
 
 Exact resume: batches are a function of (seed, epoch, step within the epoch), augmentation of
 (seed, epoch, sample index), and the checkpoint holds the optimizer and RNG states, so a resumed
@@ -36,6 +38,7 @@ from bev_reid.engine.checkpoint import (
 from bev_reid.engine.distributed import (
     DistInfo,
     all_reduce_mean,
+    barrier,
     cleanup_distributed,
     init_distributed,
 )
@@ -56,7 +59,7 @@ def dual_loss(out: LSSOutput, mask: torch.Tensor, cfg) -> LossTerms:
     """The dual loss (see the module doc). mask [B, 1, X, Y] in {0, 1}."""
     pos_weight = torch.tensor(cfg.pos_weight, device=mask.device)
     bce = F.binary_cross_entropy_with_logits(out.logits.float(), mask, pos_weight=pos_weight)
-    mse = F.mse_loss(out.bev.float(), out.splat.detach().float())
+    mse = F.mse_loss(out.bev.float(), out.splat.float())
     return LossTerms(cfg.bce_weight * bce + cfg.mse_weight * mse, bce, mse)
 
 
@@ -184,7 +187,6 @@ def _train(cfg: Config, dist: DistInfo) -> Path:
     bar = tqdm(
         total=tc.max_steps, initial=step, desc="train-lss", unit="step", disable=not dist.is_main
     )
-    last_path = latest
     net.train()
     tick, seen = time.perf_counter(), 0
     while step < tc.max_steps:
@@ -231,16 +233,18 @@ def _train(cfg: Config, dist: DistInfo) -> Path:
                         "config": to_dict(cfg),
                         "metrics": {"loss": terms.total.item(), "iou": iou},
                     }
-                    last_path = save_checkpoint(ckpt_dir, step, model, optimizer, meta=meta)
+                    save_checkpoint(ckpt_dir, step, model, optimizer, meta=meta)
                     prune_checkpoints(ckpt_dir, tc.keep_checkpoints)
             if step >= tc.max_steps:
                 break
     bar.close()
     if writer is not None:
         writer.close()
+    barrier()  # rank 0 has written the last checkpoint
+    last_path = latest_checkpoint(ckpt_dir)
     if last_path is None:
         raise CheckpointError(f"train-lss wrote no checkpoint in {ckpt_dir}")
-    return Path(last_path)
+    return last_path
 
 
 def load_lss(path: str | Path, device: str | torch.device = "cpu") -> tuple[LiftSplatShoot, Config]:

@@ -155,6 +155,11 @@ class LiftSplatShoot(nn.Module):
             raise ValueError(
                 f"data.final_dim {data.final_dim} must be divisible by lss.downsample ({model.downsample})"
             )
+        if model.bev_channels != model.channels * grid.shape[2]:
+            raise ValueError(
+                f"lss.bev_channels ({model.bev_channels}) must equal lss.channels x grid z cells "
+                f"({model.channels} x {grid.shape[2]}): the dual loss compares the two maps"
+            )
         self.grid, self.cfg = grid, model
         self.register_buffer(
             "frustum",

@@ -1,0 +1,228 @@
+"""The LSS network and its training on the synthetic world: shapes, splat paths, learning,
+exact resume, DDP, and refusal of damaged checkpoints."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from bev_reid.config import SynthConfig, load_config
+from bev_reid.data.nuscenes import NuScenesKeyframes, collate
+from bev_reid.data.synthetic import generate_world
+from bev_reid.engine.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
+from bev_reid.engine.train_lss import CAMERA_KEYS, build_model, load_lss, train_lss, validate_lss
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def tiny(root, logdir=None, **extra):
+    """A small, fast configuration of the whole LSS job on a synthetic world."""
+    overrides = {
+        "data.dataroot": str(root.path),
+        "data.version": root.version,
+        "data.final_dim": [64, 176],
+        "data.num_workers": 0,
+        "data.resize_lim": [0.11, 0.12],
+        "data.bot_pct_lim": [0.0, 0.1],
+        "grid.xbound": [-24, 24, 1.5],
+        "grid.ybound": [-24, 24, 1.5],
+        "grid.dbound": [4, 36, 2],
+        "lss.channels": 16,
+        "lss.bev_channels": 16,
+        "train_lss.batch_size": 1,
+        "train_lss.log_every": 1,
+        "train_lss.keep_checkpoints": 0,
+    }
+    if logdir is not None:
+        overrides["train_lss.logdir"] = str(logdir)
+    overrides.update(extra)
+    return load_config(overrides=overrides)
+
+
+def scalars(logdir, tag):
+    events = EventAccumulator(str(logdir))
+    events.Reload()
+    return [e.value for e in events.Scalars(tag)]
+
+
+def batch_of(cfg, n=2):
+    ds = NuScenesKeyframes(cfg.data, cfg.grid, is_train=False)
+    return collate([ds[i] for i in range(n)])
+
+
+def test_forward_shapes_and_finite(synth_world):
+    cfg = tiny(synth_world)
+    model = build_model(cfg).eval()
+    batch = batch_of(cfg)
+    with torch.no_grad():
+        out = model(*(batch[k] for k in CAMERA_KEYS))
+    assert out.bev.shape == (2, 16, 32, 32)
+    assert out.logits.shape == (2, 1, 32, 32)
+    assert out.splat.shape == (2, 16, 32, 32)
+    assert all(torch.isfinite(t).all() for t in (out.bev, out.logits, out.splat))
+    assert out.splat.abs().sum() > 0  # the frustum reaches the grid
+
+
+def test_bev_pool_path_equals_reference_path(synth_world):
+    torch.manual_seed(0)
+    cfg = tiny(synth_world)
+    ours = build_model(cfg).eval()
+    ref = build_model(tiny(synth_world, **{"lss.splat": "reference"})).eval()
+    ref.load_state_dict(ours.state_dict())
+    batch = batch_of(cfg)
+    a = ours(*(batch[k] for k in CAMERA_KEYS))
+    b = ref(*(batch[k] for k in CAMERA_KEYS))
+    torch.testing.assert_close(a.splat, b.splat, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(a.logits, b.logits, rtol=1e-4, atol=1e-4)
+    ga = torch.autograd.grad(a.bev.square().mean(), ours.camencode.depthnet.weight)[0]
+    gb = torch.autograd.grad(b.bev.square().mean(), ref.camencode.depthnet.weight)[0]
+    torch.testing.assert_close(ga, gb, rtol=1e-3, atol=1e-6)
+
+
+def test_config_mismatches_are_clear_errors(synth_world):
+    with pytest.raises(ValueError, match="lss.splat must be one of"):
+        build_model(tiny(synth_world, **{"lss.splat": "fast"}))
+    with pytest.raises(ValueError, match="must equal lss.channels x grid z cells"):
+        build_model(tiny(synth_world, **{"lss.bev_channels": 64}))
+    with pytest.raises(ValueError, match="divisible by lss.downsample"):
+        build_model(tiny(synth_world, **{"data.final_dim": [60, 176]}))
+    with pytest.raises(FileNotFoundError, match="trunk weights .*nothing.pt"):
+        build_model(tiny(synth_world, **{"lss.trunk_weights": "nothing.pt"}))
+
+
+def test_trunk_weights_load_from_a_local_file(synth_world, tmp_path):
+    from efficientnet_pytorch import EfficientNet
+    from safetensors.torch import save_file
+
+    torch.manual_seed(1)
+    trunk = EfficientNet.from_name("efficientnet-b0")
+    path = tmp_path / "b0.safetensors"
+    save_file({k: v.contiguous() for k, v in trunk.state_dict().items()}, str(path))
+    model = build_model(tiny(synth_world, **{"lss.trunk_weights": str(path)}))
+    assert torch.equal(model.camencode.trunk._conv_stem.weight, trunk._conv_stem.weight)
+
+
+def test_overfitting_two_keyframes_lowers_loss_and_raises_iou(tmp_path_factory, tmp_path):
+    world = generate_world(
+        SynthConfig(scenes=1, keyframes=2, seed=3),
+        out=tmp_path_factory.mktemp("two"),
+        progress=False,
+    )
+
+    class Root:
+        path, version = world, "v1.0-mini"
+
+    cfg = tiny(
+        Root,
+        tmp_path,
+        **{
+            "train_lss.batch_size": 2,
+            "train_lss.max_steps": 50,
+            "data.rot_lim": [0.0, 0.0],
+            "data.rand_flip": False,
+            "train_lss.checkpoint_every": 1000,
+        },
+    )
+    train_lss(cfg)
+    loss, iou = scalars(tmp_path, "loss/total"), scalars(tmp_path, "iou/train")
+    assert len(loss) == 50
+    first, last = sum(loss[:5]) / 5, sum(loss[-5:]) / 5
+    assert last < 0.7 * first, (first, last)
+    # IoU per step is noisy (batch norm in training mode on two samples): compare ten-step means.
+    assert sum(iou[-10:]) / 10 > sum(iou[:10]) / 10 + 0.05, iou
+
+
+def test_resume_takes_the_same_next_step(synth_world, tmp_path):
+    common = {"data.scenes": [], "train_lss.checkpoint_every": 2}
+    straight = tiny(synth_world, tmp_path / "a", **common, **{"train_lss.max_steps": 5})
+    train_lss(straight)
+    stopped = tiny(synth_world, tmp_path / "b", **common, **{"train_lss.max_steps": 3})
+    train_lss(stopped)  # writes steps 2 and 3; resume from 3 (mid-epoch) to 5
+    resumed = tiny(
+        synth_world,
+        tmp_path / "b",
+        **common,
+        **{"train_lss.max_steps": 5, "train_lss.resume": True},
+    )
+    train_lss(resumed)
+    a = load_checkpoint(latest_checkpoint(tmp_path / "a" / "checkpoints"))
+    b = load_checkpoint(latest_checkpoint(tmp_path / "b" / "checkpoints"))
+    assert a.step == b.step == 5
+    for name, value in a.model_state().items():
+        torch.testing.assert_close(b.model_state()[name], value, rtol=1e-5, atol=1e-6, msg=name)
+    torch.testing.assert_close(
+        torch.tensor(scalars(tmp_path / "b", "loss/total")[-2:]),
+        torch.tensor(scalars(tmp_path / "a", "loss/total")[-2:]),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
+def test_ddp_two_processes_on_cpu(synth_world, tmp_path):
+    logdir = tmp_path / "ddp"
+    cfg_args = [
+        f"--dataroot={synth_world.path}",
+        f"--version={synth_world.version}",
+        f"--logdir={logdir}",
+        "--max-steps=1",
+        "--device=cpu",
+        "--batch-size=1",
+        "--set=data.final_dim=[64, 176]",
+        "--set=data.num_workers=0",
+        "--set=data.resize_lim=[0.11, 0.12]",
+        "--set=grid.xbound=[-24, 24, 1.5]",
+        "--set=grid.ybound=[-24, 24, 1.5]",
+        "--set=grid.dbound=[4, 36, 2]",
+        "--set=lss.channels=16",
+        "--set=lss.bev_channels=16",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "bev_reid",
+            "train-lss",
+            *cfg_args,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpts = sorted((logdir / "checkpoints").glob("*.json"))
+    assert [p.name for p in ckpts] == ["step_00000001.json"]  # one writer: rank 0
+    model, _ = load_lss(ckpts[0])
+    assert sum(p.numel() for p in model.parameters()) > 0
+
+
+def test_damaged_checkpoints_are_refused(synth_world, tmp_path):
+    cfg = tiny(synth_world, tmp_path, **{"train_lss.max_steps": 1})
+    path = train_lss(cfg)
+    weights = path.with_suffix(".safetensors")
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="truncated"):
+        load_lss(path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bev_reid", "val-lss", f"--checkpoint={path}"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2 and "truncated" in proc.stderr
+
+
+def test_val_lss_reports_iou(synth_world, tmp_path):
+    cfg = tiny(synth_world, tmp_path, **{"train_lss.max_steps": 1})
+    path = train_lss(cfg)
+    r = validate_lss(path, cfg, nvals=2, device="cpu")
+    assert r["keyframes"] == 2 and 0 <= r["iou_min"] <= r["iou_mean"] <= r["iou_max"] <= 1
