@@ -1,0 +1,195 @@
+"""The ReID embedding net for BEV crops and the model that pairs it with a loss head.
+
+After Wojke & Bewley, "Deep cosine metric learning for person re-identification" (WACV 2018),
+adapted to BEV crops: a small residual net maps a crop [C, S, S] (camera BEV features and/or
+LiDAR rasters, S = 24 cells by default) to a unit-norm embedding; a head from
+:mod:`bev_reid.models.heads` turns a batch of embeddings into a loss.
+
+Shapes: N crops, C input channels, S x S cells, E embedding dims.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bev_reid.engine.checkpoint import CheckpointError, load_checkpoint
+from bev_reid.models.blocks import BasicBlock
+from bev_reid.models.heads import HeadOutput, build_head
+
+CHECKPOINT_KIND = "reid"
+
+
+class ReIDNet(nn.Module):
+    """Residual net: crops [N, C, S, S] -> unit-norm embeddings [N, E].
+
+    Layers (with the default ``widths=(64, 128)``)::
+
+        stem    3x3 conv C -> 64, BN, ReLU          N x 64 x S x S
+        block   64 -> 64                            N x 64 x S x S
+        block   64 -> 128, stride 2                 N x 128 x ceil(S/2) x ceil(S/2)
+        block   128 -> 128                          N x 128 x ceil(S/2) x ceil(S/2)
+        global average pool                         N x 128   (any S >= 1)
+        dropout, FC 128 -> E (no bias), BN1d        N x E
+        L2 normalisation                            N x E, |row| = 1
+
+    Each further width adds a stride-2 block and a block at that width. ReLU (not the paper's
+    ELU) to match :class:`~bev_reid.models.blocks.BasicBlock`.
+
+    Args:
+        in_channels: C, channels of a crop.
+        embedding_dim: E.
+        dropout: drop probability before the FC layer.
+        widths: channels of the stem and of each stage; a stage after the first halves S.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        embedding_dim: int = 128,
+        dropout: float = 0.6,
+        widths: Sequence[int] = (64, 128),
+    ):
+        super().__init__()
+        widths = tuple(int(w) for w in widths)
+        if in_channels < 1 or embedding_dim < 1 or not widths or min(widths) < 1:
+            raise ValueError(
+                f"ReIDNet needs positive sizes, got in_channels={in_channels}, "
+                f"embedding_dim={embedding_dim}, widths={widths}"
+            )
+        self.in_channels = in_channels
+        self.embedding_dim = embedding_dim
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False),
+            nn.BatchNorm2d(widths[0]),
+            nn.ReLU(inplace=True),
+        )
+        blocks: list[nn.Module] = [BasicBlock(widths[0], widths[0])]
+        for cin, cout in zip(widths[:-1], widths[1:], strict=True):
+            blocks += [BasicBlock(cin, cout, stride=2), BasicBlock(cout, cout)]
+        self.blocks = nn.Sequential(*blocks)
+        self.dropout = nn.Dropout(dropout)
+        # No bias: the BatchNorm right after would cancel it.
+        self.fc = nn.Linear(widths[-1], embedding_dim, bias=False)
+        self.bn = nn.BatchNorm1d(embedding_dim)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, C, S, S] -> pooled features [N, widths[-1]]."""
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"ReIDNet expects crops [N, {self.in_channels}, S, S], got shape {tuple(x.shape)}"
+            )
+        y = self.blocks(self.stem(x))  # N x W x S' x S'
+        return y.mean(dim=(2, 3))  # N x W
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Crops [N, C, S, S] -> embeddings [N, E] of unit L2 norm.
+
+        In training mode the BatchNorm layers need N >= 2.
+        """
+        f = self.dropout(self.features(x))  # N x W
+        e = self.bn(self.fc(f))  # N x E
+        return F.normalize(e, dim=1)
+
+
+class BEVReIDModel(nn.Module):
+    """A :class:`ReIDNet` (``net``) and a loss head (``head``), saved and loaded as one.
+
+    Args:
+        in_channels, embedding_dim, dropout, widths: of the :class:`ReIDNet`.
+        head: a registered head name (see :func:`bev_reid.models.heads.list_heads`).
+        num_classes: training identities; required by heads with per-class weights.
+        head_kwargs: further arguments of the head (e.g. ``{"margin": 0.2}``).
+
+    ``config`` holds these arguments, JSON-safe: the trainer stores it as ``meta["model"]`` of the
+    checkpoint (with ``meta["kind"] = "reid"``); :meth:`from_checkpoint` rebuilds from it.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        embedding_dim: int = 128,
+        dropout: float = 0.6,
+        widths: Sequence[int] = (64, 128),
+        head: str = "cosine-softmax",
+        num_classes: int | None = None,
+        head_kwargs: dict[str, Any] | None = None,
+    ):
+        super().__init__()
+        self.config: dict[str, Any] = {
+            "in_channels": int(in_channels),
+            "embedding_dim": int(embedding_dim),
+            "dropout": float(dropout),
+            "widths": [int(w) for w in widths],
+            "head": head,
+            "num_classes": None if num_classes is None else int(num_classes),
+            "head_kwargs": dict(head_kwargs or {}),
+        }
+        self.net = ReIDNet(in_channels, embedding_dim, dropout, widths)
+        self.head = build_head(
+            head, embedding_dim=embedding_dim, num_classes=num_classes, **(head_kwargs or {})
+        )
+
+    def forward(self, crops: torch.Tensor, labels: torch.Tensor) -> HeadOutput:
+        """Crops [N, C, S, S] and identity labels [N] -> the head's loss, logits and accuracy."""
+        return self.head(self.net(crops), labels)
+
+    @torch.no_grad()
+    def embed(self, crops: torch.Tensor) -> torch.Tensor:
+        """Crops [N, C, S, S] -> embeddings [N, E], unit norm, without gradient.
+
+        Runs in eval mode (dropout off, BatchNorm running statistics, so N = 1 works) and puts
+        the model back in the mode it was in.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            return self.net(crops)
+        finally:
+            self.train(was_training)
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | os.PathLike, map_location: str | torch.device = "cpu"
+    ) -> BEVReIDModel:
+        """The model saved in a ReID checkpoint, in eval mode.
+
+        Args:
+            path: a checkpoint sidecar, its weights file, or a folder (its latest checkpoint).
+            map_location: device for the weights.
+
+        Raises:
+            CheckpointError: the checkpoint is missing or damaged, is not a ReID checkpoint, or
+                its weights do not fit the model its metadata describes.
+        """
+        ckpt = load_checkpoint(path, map_location=map_location)
+        kind = ckpt.meta.get("kind")
+        if kind != CHECKPOINT_KIND:
+            raise CheckpointError(
+                f"checkpoint {str(ckpt.path)!r} is not a ReID checkpoint (kind {kind!r}, "
+                f"expected {CHECKPOINT_KIND!r}); pass a checkpoint written by train-reid"
+            )
+        kwargs = ckpt.meta.get("model")
+        if not isinstance(kwargs, dict):
+            raise CheckpointError(
+                f"ReID checkpoint {str(ckpt.path)!r} has no model description (meta['model'])"
+            )
+        try:
+            model = cls(**kwargs)
+        except (TypeError, ValueError, KeyError) as e:
+            raise CheckpointError(
+                f"ReID checkpoint {str(ckpt.path)!r}: cannot build the model from "
+                f"meta['model'] = {kwargs!r}: {e}"
+            ) from e
+        try:
+            model.load_state_dict(ckpt.model_state())
+        except RuntimeError as e:
+            raise CheckpointError(
+                f"ReID checkpoint {str(ckpt.path)!r}: weights do not fit the model: {e}"
+            ) from e
+        return model.to(map_location).eval()
