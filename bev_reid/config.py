@@ -277,6 +277,61 @@ class BuildConfig:
 
 
 @dataclass(frozen=True)
+class ReIDRunConfig:
+    """Where a ReID run lives; shared by `bev-reid train-reid` and `bev-reid eval-reid`."""
+
+    dataset_dir: str = "runs/reid-dataset"
+    log_dir: str = "runs/reid"  # checkpoints and tensorboard logs go to log_dir/run_id
+    run_id: str = "default"
+
+
+@dataclass(frozen=True)
+class ReIDModelConfig:
+    """The ReID embedding network and its head."""
+
+    embedding_dim: int = 128
+    dropout: float = 0.6  # the original's; batch-hard triplet learns faster with less (e.g. 0.1)
+    widths: tuple[int, ...] = (64, 128)
+    init_scale: float = 10.0  # starting scale of the cosine softmax (learned through a softplus)
+    triplet_margin: float = 0.3  # batch-hard triplet margin; a negative value selects the soft margin
+
+
+@dataclass(frozen=True)
+class TrainReIDConfig:
+    """`bev-reid train-reid`: P identities x K views per batch, Adam."""
+
+    loss_mode: str = "cosine-softmax"  # or triplet
+    device: str = "auto"
+    p_identities: int = 16
+    k_views: int = 4
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    max_steps: int = 20000
+    checkpoint_every: int = 500  # steps; 0 = off
+    checkpoint_every_s: float = 0.0  # seconds; 0 = off
+    keep_checkpoints: int = 0  # 0 keeps all (the evaluator watches every one)
+    log_every: int = 20
+    image_every: int = 1000
+    num_workers: int = 2
+    seed: int = 0
+    resume: bool = False
+
+
+@dataclass(frozen=True)
+class EvalReIDConfig:
+    """`bev-reid eval-reid`: watch a run's checkpoints and evaluate each new one once."""
+
+    eval_log_dir: str = "runs/reid-eval"  # tensorboard and metrics.jsonl under eval_log_dir/run_id
+    once: bool = False  # evaluate what is there, then exit
+    poll_s: float = 10.0
+    split: str = "val"
+    trials: int = 10  # random single-shot galleries of the CMC protocol
+    topk: tuple[int, ...] = (1, 5, 10, 20)
+    batch_size: int = 256
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
 class Config:
     grid: GridConfig = field(default_factory=GridConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -286,6 +341,10 @@ class Config:
     val_lss: ValLSSConfig = field(default_factory=ValLSSConfig)
     show: ShowConfig = field(default_factory=ShowConfig)
     build: BuildConfig = field(default_factory=BuildConfig)
+    reid_run: ReIDRunConfig = field(default_factory=ReIDRunConfig)
+    reid: ReIDModelConfig = field(default_factory=ReIDModelConfig)
+    train_reid: TrainReIDConfig = field(default_factory=TrainReIDConfig)
+    eval_reid: EvalReIDConfig = field(default_factory=EvalReIDConfig)
 
 
 # ---------------------------------------------------------------------------------------------
