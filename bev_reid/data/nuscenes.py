@@ -468,6 +468,8 @@ class NuScenesKeyframes(Dataset):
         db: an open :class:`NuScenesDB` to share; opened from ``data`` when None.
         seed: makes training augmentation a function of (seed, epoch, index); None draws fresh
             OS entropy per item, so DataLoader workers never repeat each other.
+        images: read the camera images; False leaves out the camera keys (imgs, rots, trans,
+            intrins, post_rots, post_trans), for LiDAR-only users.
     """
 
     def __init__(
@@ -478,8 +480,10 @@ class NuScenesKeyframes(Dataset):
         split: str | None = None,
         db: NuScenesDB | None = None,
         seed: int | None = None,
+        images: bool = True,
     ):
         self.cfg, self.grid, self.is_train, self.seed, self.epoch = data, grid, is_train, seed, 0
+        self.images = images
         self.db = db if db is not None else NuScenesDB(data.dataroot, data.version)
         self.scenes = resolve_scenes(self.db, split, data.scenes)
         self.samples = [
@@ -523,7 +527,7 @@ class NuScenesKeyframes(Dataset):
         augs = self.image_augmentations(index, cameras)
         mean, std = np.asarray(IMAGENET_MEAN, np.float32), np.asarray(IMAGENET_STD, np.float32)
         imgs, post_rots, post_trans = [], [], []
-        for cam, aug in zip(cameras, augs, strict=True):
+        for cam, aug in zip(cameras if self.images else [], augs, strict=False):
             img = np.asarray(aug.apply(read_image(cam.path)), dtype=np.float32) / 255.0  # H x W x 3
             imgs.append(
                 torch.from_numpy(((img - mean) / std).transpose(2, 0, 1).copy())
@@ -537,13 +541,18 @@ class NuScenesKeyframes(Dataset):
         def f32(arrays: list[np.ndarray]) -> torch.Tensor:
             return torch.from_numpy(np.stack(arrays).astype(np.float32))
 
+        camera_items = {}
+        if self.images:
+            camera_items = {
+                "imgs": torch.stack(imgs),  # N x 3 x H x W
+                "rots": f32([c.rot for c in cameras]),  # N x 3 x 3
+                "trans": f32([c.trans for c in cameras]),  # N x 3
+                "intrins": f32([c.intrinsics for c in cameras]),  # N x 3 x 3
+                "post_rots": f32(post_rots),  # N x 3 x 3
+                "post_trans": f32(post_trans),  # N x 3
+            }
         return {
-            "imgs": torch.stack(imgs),  # N x 3 x H x W
-            "rots": f32([c.rot for c in cameras]),  # N x 3 x 3
-            "trans": f32([c.trans for c in cameras]),  # N x 3
-            "intrins": f32([c.intrinsics for c in cameras]),  # N x 3 x 3
-            "post_rots": f32(post_rots),  # N x 3 x 3
-            "post_trans": f32(post_trans),  # N x 3
+            **camera_items,
             "bev_mask": torch.from_numpy(mask)[None],  # 1 x X x Y
             "boxes": [b.as_dict() for b in boxes if box_in_grid(b, self.grid)],
             "lidar": torch.from_numpy(self.db.lidar_points(token)),  # P x 5

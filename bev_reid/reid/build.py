@@ -1,0 +1,431 @@
+"""`bev-reid build-dataset`: one LSS pass per keyframe, every vehicle cropped from it.
+
+The keyframes are cut into parts of ``build.part_size``. Each part is written atomically as
+``parts/part_NNNNN.npy`` (its crops) then ``parts/part_NNNNN.json`` (its views; the marker
+that the part is whole), so an interrupted run resumes by skipping finished parts, and
+``--shard i/n`` runs take every n-th part. The merge keeps identities with enough views, numbers
+them (training identities 0..T-1, then validation ones), and writes the dataset folder:
+``crops.npy`` (memory-mappable [V, C, S, S] float16), ``views.jsonl`` and, last,
+``object_data.json``. The merge reads parts in keyframe order, so sharded and single runs give
+the same bytes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from nuscenes.utils.data_classes import Box
+from pyquaternion import Quaternion
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
+
+from bev_reid import __version__
+from bev_reid.config import BuildConfig, Config, DataConfig, GridConfig, to_dict
+from bev_reid.data.lidar import lidar_bev_rasters
+from bev_reid.data.nuscenes import NuScenesKeyframes, collate
+from bev_reid.engine.distributed import pick_device
+from bev_reid.engine.io import atomic_open, atomic_write_text
+from bev_reid.reid.crops import box_ious, crop_boxes
+from bev_reid.reid.dataset import (
+    FORMAT_VERSION,
+    LIDAR_CHANNELS,
+    OBJECT_DATA,
+    camera_channel_names,
+)
+
+PARTS = "parts"
+
+
+@dataclasses.dataclass
+class Source:
+    """What the builder reads: the keyframes, the grid, and the LSS model when cameras are used."""
+
+    dataset: NuScenesKeyframes
+    grid: GridConfig
+    model: torch.nn.Module | None
+    device: torch.device
+    checkpoint: dict[str, Any] | None  # path, step and SHA-256 of the LSS checkpoint
+    channels: list[str]
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` -> (i, n); empty -> (0, 1)."""
+    if not text:
+        return 0, 1
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ValueError(f"build.shard must look like i/n (e.g. 0/4), got {text!r}") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise ValueError(f"build.shard {text!r}: need 0 <= i < n")
+    return i, n
+
+
+def open_source(cfg: Config) -> Source:
+    bc = cfg.build
+    device = pick_device(bc.device)
+    data: DataConfig = cfg.data
+    grid, model, ckpt_info, channels = cfg.grid, None, None, []
+    if "camera" in bc.modalities:
+        from bev_reid.engine.checkpoint import load_checkpoint
+        from bev_reid.engine.train_lss import load_lss
+
+        if not bc.checkpoint:
+            raise ValueError(
+                "build-dataset with the camera modality needs --checkpoint (an LSS checkpoint)"
+            )
+        model, trained = load_lss(bc.checkpoint, device)
+        grid = trained.grid
+        # The model's image size and cameras; the data location of this command.
+        data = dataclasses.replace(
+            trained.data,
+            dataroot=data.dataroot,
+            version=data.version,
+            scenes=data.scenes,
+            num_workers=data.num_workers,
+        )
+        sidecar = load_checkpoint(bc.checkpoint).path
+        record = json.loads(sidecar.read_text())
+        ckpt_info = {"path": str(sidecar), "step": record["step"], "sha256": record["sha256"]}
+        channels += camera_channel_names(trained.lss.bev_channels)
+    if "lidar" in bc.modalities:
+        channels += list(LIDAR_CHANNELS)
+    dataset = NuScenesKeyframes(
+        data, grid, is_train=False, split=bc.split or None, images=model is not None
+    )
+    return Source(dataset, grid, model, device, ckpt_info, channels)
+
+
+def settings_fingerprint(cfg: Config, source: Source) -> str:
+    """Everything that shapes the parts; a resumed run must match it."""
+    keep = {
+        k: v
+        for k, v in to_dict(cfg.build).items()
+        if k not in ("out", "shard", "device", "val_scenes", "val_fraction", "seed", "min_views")
+    }
+    blob = json.dumps(
+        {
+            "build": keep,
+            "grid": to_dict(source.grid),
+            "checkpoint": source.checkpoint,
+            "samples": [t for _, t in source.dataset.samples],
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def condition_of(conditions: list[str]) -> str:
+    """One tag per view: rain wins over night, night over day."""
+    return "rain" if "rain" in conditions else "night" if "night" in conditions else "day"
+
+
+def cameras_seeing(box: dict, cams: list[Any], corners: np.ndarray) -> list[str]:
+    """Channels whose image holds at least one of the box's corners (in front of the camera)."""
+    seen = []
+    for cam in cams:
+        local = (corners - cam.trans) @ cam.rot  # 8 x 3 in the camera frame (rot: camera -> ego)
+        front = local[:, 2] > 0.1
+        if not front.any():
+            continue
+        uvw = local[front] @ cam.intrinsics.T
+        uv = uvw[:, :2] / uvw[:, 2:3]
+        if (
+            (uv[:, 0] >= 0) & (uv[:, 0] < cam.width) & (uv[:, 1] >= 0) & (uv[:, 1] < cam.height)
+        ).any():
+            seen.append(cam.channel)
+    return seen
+
+
+def box_corners(box: dict) -> np.ndarray:
+    """[8, 3] ego-frame corners of a box dict (see AnnotatedBox.as_dict)."""
+    return Box(box["center"], box["wlh"], Quaternion(box["rotation"])).corners().T
+
+
+@torch.no_grad()
+def process_part(source: Source, cfg: Config, indices: list[int]) -> tuple[np.ndarray, list[dict]]:
+    """Crops [V, C, S, S] float16 and view records of the keyframes ``indices``."""
+    bc = cfg.build
+    loader = DataLoader(
+        Subset(source.dataset, indices),
+        batch_size=1,
+        collate_fn=collate,
+        num_workers=source.dataset.cfg.num_workers,
+    )
+    crops, views = [], []
+    for batch in loader:
+        maps = []
+        pred_mask = None
+        if source.model is not None:
+            keys = ("imgs", "rots", "trans", "intrins", "post_rots", "post_trans")
+            out = source.model(*(batch[k].to(source.device) for k in keys))
+            maps.append(out.bev[0].float())  # C x X x Y
+            pred_mask = out.logits[0, 0] > 0
+        if "lidar" in bc.modalities:
+            maps.append(
+                lidar_bev_rasters(batch["lidar"][0], source.grid).to(source.device)
+            )  # 3 x X x Y
+        feature_map = torch.cat(maps, 0)  # C x X x Y
+        token = batch["sample_token"][0]
+        boxes = [
+            b
+            for b in batch["boxes"][0]
+            if b["category"].startswith(tuple(bc.categories))
+            and b["visibility"] >= bc.min_visibility
+            and b["num_lidar_pts"] >= bc.min_lidar_points
+        ]
+        if not boxes:
+            continue
+        geometry = {
+            "center": torch.tensor(
+                [b["center"][:2] for b in boxes], dtype=torch.float32, device=source.device
+            ),
+            "yaw": torch.tensor(
+                [b["yaw"] for b in boxes], dtype=torch.float32, device=source.device
+            ),
+            "length": torch.tensor(
+                [b["wlh"][1] for b in boxes], dtype=torch.float32, device=source.device
+            ),
+            "width": torch.tensor(
+                [b["wlh"][0] for b in boxes], dtype=torch.float32, device=source.device
+            ),
+        }
+        ious = (
+            box_ious(pred_mask, geometry, source.grid).tolist()
+            if pred_mask is not None
+            else [None] * len(boxes)
+        )
+        keep = [
+            i for i, iou in enumerate(ious) if iou is None or bc.min_iou <= 0 or iou >= bc.min_iou
+        ]
+        if not keep:
+            continue
+        geometry = {k: v[keep] for k, v in geometry.items()}
+        part_crops = crop_boxes(
+            feature_map, geometry, source.grid, bc.crop_size, bc.align_heading, bc.zero_outside
+        )
+        crops.append(part_crops.cpu().numpy().astype(np.float16))
+        cams = [source.dataset.db.camera(token, ch) for ch in source.dataset.cfg.cameras]
+        conditions = list(batch["conditions"][0])
+        for i in keep:
+            b = boxes[i]
+            views.append(
+                {
+                    "instance_token": b["instance_token"],
+                    "annotation_token": b["token"],
+                    "sample_token": token,
+                    "scene": batch["scene"][0],
+                    "timestamp": int(batch["timestamp"][0]),
+                    "category": b["category"],
+                    "cameras": cameras_seeing(b, cams, box_corners(b)),
+                    "iou": None if ious[i] is None else round(float(ious[i]), 4),
+                    "lidar_points": int(b["num_lidar_pts"]),
+                    "visibility": int(b["visibility"]),
+                    "condition": condition_of(conditions),
+                    "conditions": conditions,
+                    "center": [round(float(v), 3) for v in b["center"]],
+                    "wlh": [round(float(v), 3) for v in b["wlh"]],
+                    "yaw": round(float(b["yaw"]), 4),
+                }
+            )
+    channels = len(source.channels)
+    array = (
+        np.concatenate(crops)
+        if crops
+        else np.zeros((0, channels, bc.crop_size, bc.crop_size), np.float16)
+    )
+    return array, views
+
+
+def part_paths(out: Path, k: int) -> tuple[Path, Path]:
+    return out / PARTS / f"part_{k:05d}.npy", out / PARTS / f"part_{k:05d}.json"
+
+
+def part_done(out: Path, k: int, fingerprint: str) -> bool:
+    npy, meta = part_paths(out, k)
+    if not (meta.exists() and npy.exists()):
+        return False
+    record = json.loads(meta.read_text())
+    if record.get("fingerprint") != fingerprint:
+        raise ValueError(
+            f"{meta} was built with other settings (data, checkpoint, grid or filters); "
+            f"use another --out, or delete {out / PARTS} to rebuild"
+        )
+    return True
+
+
+def check_settings(out: Path, fingerprint: str) -> None:
+    """Records the settings of the first run in ``parts/settings.json``; a later run or shard
+    with other settings is refused, so parts of two configurations never mix."""
+    record = out / PARTS / "settings.json"
+    if record.exists():
+        if json.loads(record.read_text()).get("fingerprint") != fingerprint:
+            raise ValueError(
+                f"{out} holds parts built with other settings (data, checkpoint, grid or filters); "
+                f"use another --out, or delete {out / PARTS} to rebuild"
+            )
+    else:
+        atomic_write_text(record, json.dumps({"fingerprint": fingerprint}))
+
+
+def build_parts(cfg: Config, source: Source) -> list[int]:
+    """Processes this shard's unfinished parts; returns the numbers of all parts."""
+    out = Path(cfg.build.out)
+    shard, shards = parse_shard(cfg.build.shard)
+    n = len(source.dataset)
+    size = max(1, cfg.build.part_size)
+    parts = list(range((n + size - 1) // size))
+    fingerprint = settings_fingerprint(cfg, source)
+    check_settings(out, fingerprint)
+    todo = [k for k in parts if k % shards == shard and not part_done(out, k, fingerprint)]
+    total = sum(len(range(k * size, min(n, (k + 1) * size))) for k in todo)
+    bar = tqdm(total=total, desc=f"build-dataset shard {shard}/{shards}", unit="keyframe")
+    start = time.perf_counter()
+    for k in todo:
+        indices = list(range(k * size, min(n, (k + 1) * size)))
+        crops, views = process_part(source, cfg, indices)
+        npy, meta = part_paths(out, k)
+        with atomic_open(npy, "wb") as f:
+            np.save(f, crops)
+        atomic_write_text(
+            meta,
+            json.dumps({"fingerprint": fingerprint, "keyframes": len(indices), "views": views}),
+        )
+        bar.update(len(indices))
+        bar.set_postfix(keyframes_per_s=f"{bar.n / max(time.perf_counter() - start, 1e-9):.2f}")
+    bar.close()
+    return parts
+
+
+def split_identities(tokens: list[str], scene_of: dict[str, str], bc: BuildConfig) -> set[str]:
+    """The validation identities: those of ``val_scenes``, else a seeded ``val_fraction``."""
+    if bc.val_scenes:
+        return {t for t in tokens if scene_of[t] in set(bc.val_scenes)}
+    count = int(round(bc.val_fraction * len(tokens)))
+    if bc.val_fraction > 0 and len(tokens) >= 2:
+        count = max(1, count)
+    order = np.random.default_rng(bc.seed).permutation(len(tokens))
+    return {tokens[i] for i in order[:count]}
+
+
+def merge_parts(cfg: Config, source: Source, parts: list[int]) -> Path:
+    """Writes the dataset folder from all parts (see the module doc)."""
+    bc = cfg.build
+    out = Path(bc.out)
+    fingerprint = settings_fingerprint(cfg, source)
+    missing = [k for k in parts if not part_done(out, k, fingerprint)]
+    if missing:
+        raise ValueError(
+            f"{len(missing)} of {len(parts)} parts are not built yet ({missing[:8]}...): run the missing shards first"
+        )
+    views, offsets = [], []
+    for k in parts:
+        record = json.loads(part_paths(out, k)[1].read_text())
+        offsets.append(len(views))
+        views.extend(record["views"])
+    # Identities: order of first appearance (keyframe order), kept when seen often enough.
+    counts: dict[str, int] = {}
+    for v in views:
+        counts[v["instance_token"]] = counts.get(v["instance_token"], 0) + 1
+    tokens = [t for t in counts if counts[t] >= bc.min_views]
+    scene_of = {v["instance_token"]: v["scene"] for v in views}
+    category_of = {v["instance_token"]: v["category"] for v in views}
+    val = split_identities(tokens, scene_of, bc)
+    ordered = [t for t in tokens if t not in val] + [t for t in tokens if t in val]
+    ids = {t: i for i, t in enumerate(ordered)}
+    kept = [i for i, v in enumerate(views) if v["instance_token"] in ids]
+
+    crops_path = out / "crops.npy"
+    shape = (len(kept), len(source.channels), bc.crop_size, bc.crop_size)
+    tmp = out / ".crops.npy.tmp"
+    target = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=shape)
+    row = 0
+    for k, offset in zip(parts, offsets):
+        part = np.load(part_paths(out, k)[0], mmap_mode="r")
+        local = [i - offset for i in kept if offset <= i < offset + part.shape[0]]
+        if local:
+            target[row : row + len(local)] = part[local]
+            row += len(local)
+    target.flush()
+    del target
+    tmp.replace(crops_path)
+
+    lines = []
+    for index, i in enumerate(kept):
+        v = dict(views[i])
+        v = {
+            "index": index,
+            "id": ids[v["instance_token"]],
+            "split": "val" if v["instance_token"] in val else "train",
+            **v,
+        }
+        lines.append(json.dumps(v, sort_keys=False))
+    atomic_write_text(out / "views.jsonl", "\n".join(lines) + ("\n" if lines else ""))
+    identities = [
+        {
+            "id": ids[t],
+            "instance_token": t,
+            "category": category_of[t],
+            "scene": scene_of[t],
+            "num_views": counts[t],
+            "split": "val" if t in val else "train",
+        }
+        for t in ordered
+    ]
+    object_data = {
+        "format_version": FORMAT_VERSION,
+        "created_by": f"bev-reid {__version__}",
+        "grid": to_dict(source.grid),
+        "crop": {
+            "size": bc.crop_size,
+            "cell_m": [source.grid.xbound[2], source.grid.ybound[2]],
+            "align_heading": bc.align_heading,
+            "zero_outside": bc.zero_outside,
+        },
+        "modalities": list(bc.modalities),
+        "channels": source.channels,
+        "lss_checkpoint": source.checkpoint,
+        "filters": {
+            "categories": list(bc.categories),
+            "min_iou": bc.min_iou,
+            "min_visibility": bc.min_visibility,
+            "min_lidar_points": bc.min_lidar_points,
+            "min_views": bc.min_views,
+        },
+        "split": {
+            "val_scenes": list(bc.val_scenes),
+            "val_fraction": bc.val_fraction,
+            "seed": bc.seed,
+        },
+        "num_identities": len(ordered),
+        "num_train_identities": len(ordered) - len(val),
+        "num_val_identities": len(val),
+        "num_views": len(kept),
+        "identities": identities,
+    }
+    return atomic_write_text(out / OBJECT_DATA, json.dumps(object_data, indent=1))
+
+
+def build_dataset(cfg: Config, merge_only: bool = False) -> Path | None:
+    """Builds (this shard of) the dataset; merges when the run covers every part.
+
+    Returns the path of object_data.json, or None for a shard run (merge with ``--merge``).
+    """
+    source = open_source(cfg)
+    out = Path(cfg.build.out)
+    out.mkdir(parents=True, exist_ok=True)
+    size = max(1, cfg.build.part_size)
+    parts = list(range((len(source.dataset) + size - 1) // size))
+    if not merge_only:
+        (out / OBJECT_DATA).unlink(missing_ok=True)  # the dataset is being rebuilt
+        parts = build_parts(cfg, source)
+        if cfg.build.shard and parse_shard(cfg.build.shard)[1] > 1:
+            return None
+    return merge_parts(cfg, source, parts)

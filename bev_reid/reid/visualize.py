@@ -1,0 +1,94 @@
+"""Pictures of a ReID dataset: a few identities, their views side by side (`bev-reid show-dataset`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bev_reid.engine.io import atomic_open
+from bev_reid.reid.dataset import ReIDDataset
+
+
+def crops_to_rgb(crops: torch.Tensor, channel_names: list[str]) -> np.ndarray:
+    """[K, C, S, S] crops -> [K, S, S, 3] RGB in [0, 1].
+
+    LiDAR channels, when present, show as (occupancy, height, intensity); camera features as their
+    first three principal components over these crops, so like features get like colours.
+    """
+    lidar = [i for i, n in enumerate(channel_names) if n.startswith("lidar_")]
+    x = crops.float()
+    if lidar:
+        rgb = x[:, lidar[:3]]  # K x 3 x S x S
+    else:
+        flat = x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])  # (K S S) x C
+        flat = flat - flat.mean(0)
+        _, _, v = torch.linalg.svd(flat[:: max(1, flat.shape[0] // 20000)], full_matrices=False)
+        rgb = (flat @ v[:3].T).reshape(x.shape[0], x.shape[2], x.shape[3], 3).permute(0, 3, 1, 2)
+    lo = rgb.amin(dim=(0, 2, 3), keepdim=True)
+    hi = rgb.amax(dim=(0, 2, 3), keepdim=True)
+    rgb = (rgb - lo) / (hi - lo).clamp(min=1e-6)
+    return rgb.permute(0, 2, 3, 1).numpy()
+
+
+def draw_dataset(
+    path: str | Path,
+    out_png: str | Path,
+    identities: int = 8,
+    views: int = 8,
+    split: str = "all",
+    seed: int = 0,
+) -> Path:
+    """Writes a grid: one row per identity (chosen with ``seed`` among those with most views),
+    its views in time order; the heading points up in aligned crops."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ds = ReIDDataset(path, split)
+    by_id: dict[int, list[int]] = {}
+    for i, v in enumerate(ds.views):
+        by_id.setdefault(v["id"], []).append(i)
+    if not by_id:
+        raise ValueError(f"dataset {path} has no views in split {split!r}")
+    rng = np.random.default_rng(seed)
+    ranked = sorted(by_id, key=lambda k: -len(by_id[k]))[: max(identities * 3, identities)]
+    chosen = sorted(rng.choice(ranked, size=min(identities, len(ranked)), replace=False).tolist())
+    rows = [sorted(by_id[k], key=lambda i: ds.views[i]["timestamp"])[:views] for k in chosen]
+    flat = [i for row in rows for i in row]
+    rgb = crops_to_rgb(torch.stack([ds[i][0] for i in flat]), ds.channel_names)
+    cols = max(len(r) for r in rows)
+    fig, axes = plt.subplots(
+        len(rows), cols, figsize=(1.6 * cols + 1.5, 1.75 * len(rows)), squeeze=False
+    )
+    n = 0
+    for r, row in enumerate(rows):
+        for c in range(cols):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c >= len(row):
+                ax.axis("off")
+                continue
+            v = ds.views[row[c]]
+            # crop rows run backwards -> forwards: flip so the heading points up
+            ax.imshow(rgb[n][::-1], interpolation="nearest")
+            n += 1
+            t0 = ds.views[row[0]]["timestamp"]
+            ax.set_title(f"+{(v['timestamp'] - t0) / 1e6:.1f}s {v['condition']}", fontsize=7)
+            if c == 0:
+                ax.set_ylabel(
+                    f"id {v['id']} ({v['split']})\n{v['category'].split('.')[-1]}", fontsize=7
+                )
+    fig.suptitle(
+        f"{Path(path).name}: {len(rows)} identities, channels: "
+        f"{'LiDAR (occupancy, height, intensity)' if ds.lidar_channels else 'camera BEV features (first 3 PCs)'}",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    with atomic_open(out_png, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
+    plt.close(fig)
+    return Path(out_png)

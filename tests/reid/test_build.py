@@ -1,0 +1,254 @@
+"""The ReID dataset builder on the synthetic world: identities against the devkit, heading
+alignment, resume after a kill, shards, the camera path, and clear errors."""
+
+import hashlib
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from nuscenes.nuscenes import NuScenes
+
+from bev_reid.config import GridConfig, SynthConfig, load_config, to_dict
+from bev_reid.data.synthetic import generate_world
+from bev_reid.engine.checkpoint import CheckpointError, save_checkpoint
+from bev_reid.engine.train_lss import build_model
+from bev_reid.reid import build as build_module
+from bev_reid.reid.build import build_dataset
+from bev_reid.reid.dataset import ReIDDataset
+
+FILES = ("crops.npy", "views.jsonl", "object_data.json")
+
+
+def cfg_for(root, out, **extra):
+    overrides = {
+        "data.dataroot": str(root.path),
+        "data.version": root.version,
+        "data.num_workers": 0,
+        "build.out": str(out),
+        "build.modalities": ["lidar"],
+        "build.min_views": 3,
+        "build.part_size": 4,
+        "build.val_fraction": 0.25,
+    }
+    overrides.update(extra)
+    return load_config(overrides=overrides)
+
+
+def digest(folder: Path) -> dict[str, str]:
+    return {f: hashlib.sha256((folder / f).read_bytes()).hexdigest() for f in FILES}
+
+
+@pytest.fixture(scope="module")
+def clean_run(synth_world, tmp_path_factory):
+    out = tmp_path_factory.mktemp("clean")
+    build_dataset(cfg_for(synth_world, out))
+    return out
+
+
+def test_identities_match_the_devkit(synth_world, clean_run):
+    """Every vehicle seen in the grid in at least min_views keyframes is there, no other."""
+    nusc = NuScenes(synth_world.version, str(synth_world.path), verbose=False)
+    grid = GridConfig()
+    views: dict[str, int] = {}
+    for sample in nusc.sample:
+        lidar = nusc.get("sample_data", sample["data"]["LIDAR_TOP"])
+        pose = nusc.get("ego_pose", lidar["ego_pose_token"])
+        for token in sample["anns"]:
+            ann = nusc.get("sample_annotation", token)
+            if not ann["category_name"].startswith("vehicle"):
+                continue
+            box = nusc.get_box(token)
+            box.translate(-np.array(pose["translation"]))
+            box.rotate(__import__("pyquaternion").Quaternion(pose["rotation"]).inverse)
+            x, y = box.center[:2]
+            if grid.xbound[0] <= x < grid.xbound[1] and grid.ybound[0] <= y < grid.ybound[1]:
+                views[ann["instance_token"]] = views.get(ann["instance_token"], 0) + 1
+    expected = {t: n for t, n in views.items() if n >= 3}
+    meta = json.loads((clean_run / "object_data.json").read_text())
+    got = {r["instance_token"]: r["num_views"] for r in meta["identities"]}
+    assert got == expected and len(got) >= 10
+    ids = [r["id"] for r in meta["identities"]]
+    assert ids == list(range(len(ids)))  # contiguous
+    train = [r["id"] for r in meta["identities"] if r["split"] == "train"]
+    assert train == list(range(meta["num_train_identities"])) and meta["num_val_identities"] >= 1
+    ds = ReIDDataset(clean_run, "all")
+    assert len(ds) == meta["num_views"] == sum(expected.values())
+    crop, ident, view = ds[0]
+    assert crop.shape == (3, 24, 24) and crop.dtype == torch.float32 and ident == view["id"]
+    assert ds.channel_names == ["lidar_occupancy", "lidar_max_height", "lidar_mean_intensity"]
+    assert len(ReIDDataset(clean_run, "train")) + len(ReIDDataset(clean_run, "val")) == len(ds)
+
+
+def test_heading_alignment_makes_views_alike(tmp_path_factory):
+    """A vehicle seen while the ego turns: aligned crops agree, unaligned ones do not."""
+    world = generate_world(
+        SynthConfig(scenes=1, keyframes=16, seed=5, layouts=("loop",), conditions=("day",)),
+        out=tmp_path_factory.mktemp("loop"),
+        progress=False,
+    )
+
+    class Root:
+        path, version = world, "v1.0-mini"
+
+    sets = {}
+    for align in (True, False):
+        out = tmp_path_factory.mktemp(f"align{align}")
+        build_dataset(
+            cfg_for(
+                Root,
+                out,
+                **{
+                    "build.align_heading": align,
+                    "build.min_lidar_points": 20,
+                    "build.val_fraction": 0.0,
+                },
+            )
+        )
+        sets[align] = ReIDDataset(out, "all")
+    aligned, unaligned = sets[True], sets[False]
+
+    def cos(a, b):
+        a, b = a.flatten(), b.flatten()
+        return float(a @ b / (a.norm() * b.norm() + 1e-9))
+
+    by_id: dict[int, list[int]] = {}
+    for i, v in enumerate(aligned.views):
+        by_id.setdefault(v["id"], []).append(i)
+    scores = []
+    for idx in by_id.values():
+        for i, j in itertools.combinations(idx, 2):
+            vi, vj = aligned.views[i], aligned.views[j]
+            turn = abs((vi["yaw"] - vj["yaw"] + np.pi) % (2 * np.pi) - np.pi)
+            if turn > 0.5 and abs(vi["timestamp"] - vj["timestamp"]) <= 1.5e6:
+                occupancy = (
+                    cos(aligned[i][0][0], aligned[j][0][0]),
+                    cos(unaligned[i][0][0], unaligned[j][0][0]),
+                )
+                scores.append(occupancy)
+    assert len(scores) >= 5, "the ego should turn in a loop scene"
+    a, u = np.mean(scores, 0)
+    assert a > 0.55 and a > u + 0.25, (a, u)
+
+
+def test_kill_and_rerun_equals_one_clean_run(synth_world, clean_run, tmp_path, monkeypatch):
+    real = build_module.process_part
+    calls = []
+
+    def dying(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # killed while building the second part
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(build_module, "process_part", dying)
+    with pytest.raises(KeyboardInterrupt):
+        build_dataset(cfg_for(synth_world, tmp_path))
+    assert not (tmp_path / "object_data.json").exists()  # never mistaken for a finished dataset
+    assert not list((tmp_path / "parts").glob("*.tmp"))
+    # A crash between a part's two files: crops written, views not: that part is redone.
+    (tmp_path / "parts" / "part_00001.npy").write_bytes(b"half")
+    monkeypatch.setattr(build_module, "process_part", real)
+    build_dataset(cfg_for(synth_world, tmp_path))
+    assert digest(tmp_path) == digest(clean_run)
+
+
+def test_shards_then_merge_equal_one_run(synth_world, clean_run, tmp_path):
+    assert build_dataset(cfg_for(synth_world, tmp_path, **{"build.shard": "1/2"})) is None
+    with pytest.raises(ValueError, match="not built yet"):
+        build_dataset(cfg_for(synth_world, tmp_path), merge_only=True)
+    assert build_dataset(cfg_for(synth_world, tmp_path, **{"build.shard": "0/2"})) is None
+    build_dataset(cfg_for(synth_world, tmp_path), merge_only=True)
+    assert digest(tmp_path) == digest(clean_run)
+
+
+def test_other_settings_are_not_mixed_in(synth_world, clean_run, tmp_path):
+    build_dataset(cfg_for(synth_world, tmp_path, **{"build.shard": "0/2"}))
+    with pytest.raises(ValueError, match="built with other settings"):
+        build_dataset(
+            cfg_for(synth_world, tmp_path, **{"build.shard": "1/2", "build.crop_size": 16})
+        )
+
+
+def lss_checkpoint(folder: Path) -> Path:
+    cfg = load_config(
+        overrides={
+            "data.final_dim": [64, 176],
+            "data.resize_lim": [0.11, 0.12],
+            "grid.xbound": [-24, 24, 1.5],
+            "grid.ybound": [-24, 24, 1.5],
+            "grid.dbound": [4, 36, 2],
+            "lss.channels": 16,
+            "lss.bev_channels": 16,
+        }
+    )
+    torch.manual_seed(0)
+    return save_checkpoint(
+        folder, 1, build_model(cfg), meta={"kind": "lss", "config": to_dict(cfg)}
+    )
+
+
+def test_camera_modality_with_an_lss_checkpoint(synth_world, tmp_path):
+    ckpt = lss_checkpoint(tmp_path / "lss")
+    cfg = cfg_for(
+        synth_world,
+        tmp_path / "ds",
+        **{
+            "build.modalities": ["camera", "lidar"],
+            "build.checkpoint": str(ckpt),
+            "build.min_iou": 0.0,
+            "build.min_views": 1,
+        },
+    )
+    meta = json.loads(build_dataset(cfg).read_text())
+    assert (
+        meta["channels"][:16] == [f"camera_{i:02d}" for i in range(16)]
+        and meta["channels"][16:][0] == "lidar_occupancy"
+    )
+    assert meta["lss_checkpoint"]["step"] == 1 and meta["grid"]["xbound"] == [-24.0, 24.0, 1.5]
+    ds = ReIDDataset(tmp_path / "ds", "all")
+    assert ds[0][0].shape == (19, 24, 24) and ds.camera_channels == list(range(16))
+    assert all(0.0 <= v["iou"] <= 1.0 for v in ds.views) and all(v["cameras"] for v in ds.views)
+    # The IoU filter drops views a random model does not see.
+    strict = cfg_for(
+        synth_world,
+        tmp_path / "strict",
+        **{
+            "build.modalities": ["camera"],
+            "build.checkpoint": str(ckpt),
+            "build.min_iou": 0.5,
+            "build.min_views": 1,
+        },
+    )
+    assert json.loads(build_dataset(strict).read_text())["num_views"] < len(ds)
+
+
+def test_missing_or_corrupt_checkpoint(synth_world, tmp_path):
+    cfg = cfg_for(
+        synth_world,
+        tmp_path / "a",
+        **{"build.modalities": ["camera"], "build.checkpoint": str(tmp_path / "no.json")},
+    )
+    with pytest.raises(CheckpointError, match="does not exist"):
+        build_dataset(cfg)
+    ckpt = lss_checkpoint(tmp_path / "lss")
+    weights = ckpt.with_suffix(".safetensors")
+    weights.write_bytes(weights.read_bytes()[:1000])
+    cfg = cfg_for(
+        synth_world,
+        tmp_path / "b",
+        **{"build.modalities": ["camera"], "build.checkpoint": str(ckpt)},
+    )
+    with pytest.raises(CheckpointError, match="truncated"):
+        build_dataset(cfg)
+    with pytest.raises(ValueError, match="needs --checkpoint"):
+        build_dataset(cfg_for(synth_world, tmp_path / "c", **{"build.modalities": ["camera"]}))
+
+
+def test_reading_an_unfinished_dataset_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a finished ReID dataset"):
+        ReIDDataset(tmp_path, "train")
+    with pytest.raises(ValueError, match="split must be one of"):
+        ReIDDataset(tmp_path, "test")
