@@ -63,7 +63,6 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["bev_reid", "bev_reid.*"]),
-    package_data={"bev_reid": ["configs/*.yaml"]},
     ext_modules=[make_extension()],
     cmdclass={"build_ext": BuildExtension.with_options(no_python_abi_suffix=True)},
     options={"bdist_wheel": {"py_limited_api": "cp39"}},

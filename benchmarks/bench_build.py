@@ -92,7 +92,7 @@ def main() -> None:
         n = len(source.dataset)
         process_part(source, cfg, [0])  # warm-up
         start = time.perf_counter()
-        _, views = process_part(source, cfg, list(range(n)))
+        _, views, _ = process_part(source, cfg, list(range(n)))
         ours = time.perf_counter() - start
         per_keyframe = [
             sum(b["category"].startswith("vehicle") for b in source.dataset[i]["boxes"])

@@ -38,13 +38,19 @@ def timed(fn, device: str, repeat: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        world = generate_world(SynthConfig(scenes=1, keyframes=max(2, args.batch), seed=0), out=Path(tmp), progress=False)
+        world = generate_world(
+            SynthConfig(scenes=1, keyframes=max(2, args.batch), seed=0),
+            out=Path(tmp),
+            progress=False,
+        )
         base = {"data.dataroot": str(world), "data.version": "v1.0-mini"}
         cfg = load_config(overrides=base)
         dataset = NuScenesKeyframes(cfg.data, cfg.grid, is_train=True, seed=0)
@@ -52,7 +58,9 @@ def main() -> None:
     batch = {k: v.to(args.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
     torch.manual_seed(0)
     models = {"ours": build_model(cfg).to(args.device)}
-    models["reference"] = build_model(load_config(overrides={**base, "lss.splat": "reference"})).to(args.device)
+    models["reference"] = build_model(load_config(overrides={**base, "lss.splat": "reference"})).to(
+        args.device
+    )
     models["reference"].load_state_dict(models["ours"].state_dict())
     results = {}
     for name, model in models.items():
@@ -71,15 +79,22 @@ def main() -> None:
             model.eval()
             model(*(batch[k] for k in CAMERA_KEYS))
 
-        results[name] = (timed(train_step, args.device, args.repeat), timed(infer, args.device, args.repeat))
+        results[name] = (
+            timed(train_step, args.device, args.repeat),
+            timed(infer, args.device, args.repeat),
+        )
     (t_ours, i_ours), (t_ref, i_ref) = results["ours"], results["reference"]
     b = args.batch
-    print(f"LSS default config, batch {b}, {args.device}, {torch.get_num_threads()} threads; per sample:")
+    print(
+        f"LSS default config, batch {b}, {args.device}, {torch.get_num_threads()} threads; per sample:"
+    )
     print(f"  {'':10s} {'train step':>12s} {'inference':>12s}")
     for name, (t, i) in results.items():
         print(f"  {name:10s} {t / b * 1e3:10.0f}ms {i / b * 1e3:10.0f}ms")
     print(f"  speed-up   {t_ref / t_ours:11.2f}x {i_ref / i_ours:11.2f}x")
-    print(f"  the splat's share of a reference training step: {(t_ref - t_ours) / t_ref:.0%} saved by our op")
+    print(
+        f"  the splat's share of a reference training step: {(t_ref - t_ours) / t_ref:.0%} saved by our op"
+    )
 
 
 if __name__ == "__main__":

@@ -195,3 +195,77 @@ def show_dataset(args: argparse.Namespace, cfg: Config) -> int:
     out = draw_dataset(args.dataset, args.out, args.identities, args.views, args.split)
     print(f"wrote {out}")
     return 0
+
+
+def _reid_run_args(p: argparse.ArgumentParser) -> None:
+    config_option(
+        p, "--dataset-dir", "reid_run.dataset_dir", "ReID dataset folder (from build-dataset)"
+    )
+    config_option(
+        p, "--log-dir", "reid_run.log_dir", "runs folder; this run lives in LOG_DIR/RUN_ID"
+    )
+    config_option(p, "--run-id", "reid_run.run_id", "name of the run")
+
+
+def _train_reid_args(p: argparse.ArgumentParser) -> None:
+    _reid_run_args(p)
+    config_option(p, "--loss-mode", "train_reid.loss_mode", "cosine-softmax or triplet")
+    config_option(p, "--max-steps", "train_reid.max_steps", "stop after this many optimizer steps")
+    config_option(p, "--device", "train_reid.device", "auto, cpu or cuda")
+    config_option(p, "--resume", "train_reid.resume", "continue from the run's latest checkpoint")
+
+
+@register_command("train-reid", "train the ReID embedding on a dataset folder", _train_reid_args)
+def train_reid(args: argparse.Namespace, cfg: Config) -> int:
+    from bev_reid.reid.train import train_reid as train
+
+    print(f"last checkpoint: {train(cfg)}")
+    return 0
+
+
+def _eval_reid_args(p: argparse.ArgumentParser) -> None:
+    _reid_run_args(p)
+    config_option(
+        p, "--eval-log-dir", "eval_reid.eval_log_dir", "where metrics.jsonl and tensorboard logs go"
+    )
+    config_option(p, "--once", "eval_reid.once", "evaluate the checkpoints there now, then exit")
+    config_option(p, "--device", "eval_reid.device", "auto, cpu or cuda")
+
+
+@register_command(
+    "eval-reid",
+    "watch a ReID run and evaluate each new checkpoint (CMC, mAP, mINP)",
+    _eval_reid_args,
+)
+def eval_reid(args: argparse.Namespace, cfg: Config) -> int:
+    from bev_reid.reid.evaluate import watch
+
+    count = watch(cfg)
+    print(f"evaluated {count} checkpoint(s)")
+    return 0
+
+
+def _demo_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--out",
+        default="runs/demo",
+        help="folder of the demo's stages and report (default: runs/demo)",
+    )
+    p.add_argument(
+        "--force", action="store_true", help="redo every stage instead of reusing finished ones"
+    )
+
+
+@register_command(
+    "demo",
+    "the whole pipeline on a synthetic world, in minutes on a CPU, with a report",
+    _demo_args,
+)
+def demo(args: argparse.Namespace, cfg: Config) -> int:
+    from bev_reid.config import load_config
+    from bev_reid.demo import default_config, run_demo
+
+    if args.config is None:  # the demo's own sizes, unless the user gives a config
+        cfg = load_config(default_config(), args.set or ())
+    run_demo(cfg, args.out, force=args.force)
+    return 0

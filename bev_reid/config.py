@@ -293,7 +293,9 @@ class ReIDModelConfig:
     dropout: float = 0.6  # the original's; batch-hard triplet learns faster with less (e.g. 0.1)
     widths: tuple[int, ...] = (64, 128)
     init_scale: float = 10.0  # starting scale of the cosine softmax (learned through a softplus)
-    triplet_margin: float = 0.3  # batch-hard triplet margin; a negative value selects the soft margin
+    triplet_margin: float = (
+        0.3  # batch-hard triplet margin; a negative value selects the soft margin
+    )
 
 
 @dataclass(frozen=True)
@@ -326,6 +328,7 @@ class EvalReIDConfig:
     poll_s: float = 10.0
     split: str = "val"
     trials: int = 10  # random single-shot galleries of the CMC protocol
+    seed: int = 0  # of those galleries
     topk: tuple[int, ...] = (1, 5, 10, 20)
     batch_size: int = 256
     device: str = "auto"

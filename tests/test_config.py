@@ -76,3 +76,22 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--version"])
     assert e.value.code == 0 and capsys.readouterr().out.startswith("bev-reid 0.1.0")
+
+
+def test_tools_mirror_every_sub_command():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from bev_reid.cli import COMMANDS
+
+    build_parser()  # registers the sub-commands
+    tools = Path(__file__).resolve().parents[1] / "tools"
+    for name in COMMANDS:
+        script = tools / f"{name.replace('-', '_')}.py"
+        assert script.is_file(), f"tools/{script.name} is missing for `bev-reid {name}`"
+        assert f'main(["{name}", *sys.argv[1:]])' in script.read_text()
+    out = subprocess.run(
+        [sys.executable, str(tools / "build_dataset.py"), "--help"], capture_output=True, text=True
+    )
+    assert out.returncode == 0 and "--min-iou" in out.stdout

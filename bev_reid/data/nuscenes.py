@@ -350,11 +350,20 @@ def read_lidar_file(path: Path) -> np.ndarray:
     return raw.reshape(-1, 5).copy()
 
 
-def read_image(path: Path) -> Image.Image:
+def read_image(path: Path, at_least: tuple[int, int] | None = None) -> Image.Image:
+    """Reads a camera image as RGB.
+
+    Args:
+        at_least: (W, H) the caller will resize to; a JPEG is then decoded at the smallest
+            1/2, 1/4 or 1/8 scale still at least that large (DCT scaling: several times faster,
+            and the image still spans the same continuous coordinates, so the geometry holds).
+    """
     if not path.is_file():
         raise NuScenesFileError(f"camera image {str(path)!r} is missing")
     try:
         with Image.open(path) as img:
+            if at_least is not None:
+                img.draft("RGB", at_least)
             return img.convert("RGB")
     except OSError as e:
         raise NuScenesFormatError(f"camera image {str(path)!r} cannot be read: {e}") from e
@@ -528,7 +537,8 @@ class NuScenesKeyframes(Dataset):
         mean, std = np.asarray(IMAGENET_MEAN, np.float32), np.asarray(IMAGENET_STD, np.float32)
         imgs, post_rots, post_trans = [], [], []
         for cam, aug in zip(cameras if self.images else [], augs, strict=False):
-            img = np.asarray(aug.apply(read_image(cam.path)), dtype=np.float32) / 255.0  # H x W x 3
+            img = read_image(cam.path, at_least=aug.resize_dims)
+            img = np.asarray(aug.apply(img), dtype=np.float32) / 255.0  # H x W x 3
             imgs.append(
                 torch.from_numpy(((img - mean) / std).transpose(2, 0, 1).copy())
             )  # 3 x H x W

@@ -150,8 +150,10 @@ def box_corners(box: dict) -> np.ndarray:
 
 
 @torch.no_grad()
-def process_part(source: Source, cfg: Config, indices: list[int]) -> tuple[np.ndarray, list[dict]]:
-    """Crops [V, C, S, S] float16 and view records of the keyframes ``indices``."""
+def process_part(
+    source: Source, cfg: Config, indices: list[int]
+) -> tuple[np.ndarray, list[dict], dict[str, int]]:
+    """Crops [V, C, S, S] float16, view records, and filter counts of the keyframes ``indices``."""
     bc = cfg.build
     loader = DataLoader(
         Subset(source.dataset, indices),
@@ -160,6 +162,7 @@ def process_part(source: Source, cfg: Config, indices: list[int]) -> tuple[np.nd
         num_workers=source.dataset.cfg.num_workers,
     )
     crops, views = [], []
+    dropped = {"iou": 0, "boxes": 0}  # boxes seen in the grid, and those the IoU filter dropped
     for batch in loader:
         maps = []
         pred_mask = None
@@ -181,6 +184,7 @@ def process_part(source: Source, cfg: Config, indices: list[int]) -> tuple[np.nd
             and b["visibility"] >= bc.min_visibility
             and b["num_lidar_pts"] >= bc.min_lidar_points
         ]
+        dropped["boxes"] += len(boxes)
         if not boxes:
             continue
         geometry = {
@@ -241,7 +245,7 @@ def process_part(source: Source, cfg: Config, indices: list[int]) -> tuple[np.nd
         if crops
         else np.zeros((0, channels, bc.crop_size, bc.crop_size), np.float16)
     )
-    return array, views
+    return array, views, dropped
 
 
 def part_paths(out: Path, k: int) -> tuple[Path, Path]:
@@ -290,14 +294,17 @@ def build_parts(cfg: Config, source: Source) -> list[int]:
     start = time.perf_counter()
     for k in todo:
         indices = list(range(k * size, min(n, (k + 1) * size)))
-        crops, views = process_part(source, cfg, indices)
+        crops, views, dropped = process_part(source, cfg, indices)
         npy, meta = part_paths(out, k)
         with atomic_open(npy, "wb") as f:
             np.save(f, crops)
-        atomic_write_text(
-            meta,
-            json.dumps({"fingerprint": fingerprint, "keyframes": len(indices), "views": views}),
-        )
+        record = {
+            "fingerprint": fingerprint,
+            "keyframes": len(indices),
+            "dropped": dropped,
+            "views": views,
+        }
+        atomic_write_text(meta, json.dumps(record))
         bar.update(len(indices))
         bar.set_postfix(keyframes_per_s=f"{bar.n / max(time.perf_counter() - start, 1e-9):.2f}")
     bar.close()
@@ -325,16 +332,25 @@ def merge_parts(cfg: Config, source: Source, parts: list[int]) -> Path:
         raise ValueError(
             f"{len(missing)} of {len(parts)} parts are not built yet ({missing[:8]}...): run the missing shards first"
         )
-    views, offsets = [], []
+    views, offsets, boxes, dropped_iou = [], [], 0, 0
     for k in parts:
         record = json.loads(part_paths(out, k)[1].read_text())
         offsets.append(len(views))
         views.extend(record["views"])
+        boxes += record["dropped"]["boxes"]
+        dropped_iou += record["dropped"]["iou"]
     # Identities: order of first appearance (keyframe order), kept when seen often enough.
     counts: dict[str, int] = {}
     for v in views:
         counts[v["instance_token"]] = counts.get(v["instance_token"], 0) + 1
     tokens = [t for t in counts if counts[t] >= bc.min_views]
+    if not tokens:
+        raise ValueError(
+            f"no identity has {bc.min_views} views or more: of {boxes} boxes of {list(bc.categories)} in the "
+            f"grid that passed the visibility and LiDAR filters, the IoU filter (min_iou {bc.min_iou}) dropped "
+            f"{dropped_iou}, leaving {len(views)} views of {len(counts)} instances. A weak LSS checkpoint "
+            "predicts few vehicles: train it longer or lower --min-iou (0 turns the filter off)"
+        )
     scene_of = {v["instance_token"]: v["scene"] for v in views}
     category_of = {v["instance_token"]: v["category"] for v in views}
     val = split_identities(tokens, scene_of, bc)

@@ -1,0 +1,249 @@
+"""`bev-reid demo`: the whole pipeline at laptop size, with a report a person can look at.
+
+Stages, each in its own folder under ``--out``: a synthetic world (``world/``), brief LSS
+training (``lss/``), the ReID dataset (``dataset/``), brief ReID training (``reid/demo/``) and one
+evaluation (``eval/demo/``). A finished stage is reused on the next run (``--force`` starts
+over); an interrupted one resumes. The report folder holds the pictures, the resolved config, a
+summary (JSON and text) and the tensorboard commands.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bev_reid.config import Config, save_config
+from bev_reid.engine.checkpoint import latest_checkpoint, load_checkpoint
+from bev_reid.engine.io import atomic_write_text
+
+STAGES = ("synth", "train-lss", "build-dataset", "train-reid", "eval-reid")
+# The demo's sizes: configs/demo.yaml of the source tree (editable installs), or of the working
+# folder (e.g. the docker image's /workspace).
+DEMO_CONFIGS = (
+    Path(__file__).resolve().parents[1] / "configs" / "demo.yaml",
+    Path("configs") / "demo.yaml",
+)
+
+
+def default_config() -> Path:
+    for path in DEMO_CONFIGS:
+        if path.is_file():
+            return path
+    raise FileNotFoundError(
+        f"the demo config is not at {' or '.join(map(str, DEMO_CONFIGS))}: pass --config path/to/demo.yaml"
+    )
+
+
+def demo_config(cfg: Config, out: Path) -> Config:
+    """``cfg`` with every folder placed under ``out``."""
+    world = out / "world"
+    return dataclasses.replace(
+        cfg,
+        synth=dataclasses.replace(cfg.synth, out=str(world)),
+        data=dataclasses.replace(
+            cfg.data, dataroot=str(world), version=cfg.synth.version, scenes=()
+        ),
+        train_lss=dataclasses.replace(cfg.train_lss, logdir=str(out / "lss"), resume=True),
+        build=dataclasses.replace(
+            cfg.build, out=str(out / "dataset"), checkpoint=str(out / "lss" / "checkpoints")
+        ),
+        reid_run=dataclasses.replace(
+            cfg.reid_run, dataset_dir=str(out / "dataset"), log_dir=str(out / "reid"), run_id="demo"
+        ),
+        train_reid=dataclasses.replace(cfg.train_reid, resume=True),
+        eval_reid=dataclasses.replace(cfg.eval_reid, eval_log_dir=str(out / "eval"), once=True),
+    )
+
+
+def _finished(cfg: Config, stage: str) -> bool:
+    if stage == "synth":
+        return (Path(cfg.synth.out) / cfg.synth.version / "scene.json").exists()
+    if stage == "train-lss":
+        last = latest_checkpoint(Path(cfg.train_lss.logdir) / "checkpoints")
+        return last is not None and load_checkpoint(last).step >= cfg.train_lss.max_steps
+    if stage == "build-dataset":
+        return (Path(cfg.build.out) / "object_data.json").exists()
+    run = Path(cfg.reid_run.log_dir) / cfg.reid_run.run_id
+    if stage == "train-reid":
+        last = latest_checkpoint(run / "checkpoints")
+        return last is not None and load_checkpoint(last).step >= cfg.train_reid.max_steps
+    last = latest_checkpoint(run / "checkpoints")
+    metrics = Path(cfg.eval_reid.eval_log_dir) / cfg.reid_run.run_id / "metrics.jsonl"
+    return last is not None and metrics.exists() and last.stem in metrics.read_text()
+
+
+def _run_stages(cfg: Config) -> dict[str, Any]:
+    from bev_reid.data.synthetic import generate_world
+    from bev_reid.engine.train_lss import train_lss
+    from bev_reid.reid.build import build_dataset
+    from bev_reid.reid.evaluate import watch
+    from bev_reid.reid.train import train_reid
+
+    work: dict[str, Callable[[], Any]] = {
+        "synth": lambda: generate_world(cfg.synth, progress=True),
+        "train-lss": lambda: train_lss(cfg),
+        "build-dataset": lambda: build_dataset(cfg),
+        "train-reid": lambda: train_reid(cfg),
+        "eval-reid": lambda: watch(cfg),
+    }
+    times: dict[str, Any] = {}
+    for stage in STAGES:
+        if _finished(cfg, stage):
+            print(f"[demo] {stage}: reusing the finished stage (--force to redo)")
+            times[stage] = None
+            continue
+        print(f"[demo] {stage} ...")
+        start = time.perf_counter()
+        work[stage]()
+        times[stage] = round(time.perf_counter() - start, 1)
+    return times
+
+
+@torch.no_grad()
+def _bev_picture(cfg: Config, report: Path) -> float:
+    """The BEV prediction picture of a validation keyframe; returns the mean IoU over a few."""
+    from bev_reid.data.nuscenes import NuScenesKeyframes, collate
+    from bev_reid.engine.train_lss import CAMERA_KEYS, iou_counts, load_lss
+    from bev_reid.report import draw_bev_prediction
+
+    model, trained = load_lss(Path(cfg.train_lss.logdir) / "checkpoints")
+    dataset = NuScenesKeyframes(trained.data, trained.grid, is_train=False)
+    picks = list(range(0, len(dataset), max(1, len(dataset) // 8)))[:8]
+    ious, shown = [], None
+    for i in picks:
+        batch = collate([dataset[i]])
+        out = model(*(batch[k] for k in CAMERA_KEYS))
+        inter, union = iou_counts(out.logits, batch["bev_mask"])[0].tolist()
+        ious.append(inter / max(union, 1))
+        if shown is None:
+            shown = (batch, out)
+    batch, out = shown
+    draw_bev_prediction(
+        batch["imgs"][0],
+        out.logits[0],
+        batch["bev_mask"][0],
+        report / "bev_prediction.png",
+        title=f"LSS after {cfg.train_lss.max_steps} steps: {batch['scene'][0]}, IoU {ious[0]:.2f}",
+    )
+    return sum(ious) / len(ious)
+
+
+def _reid_pictures(cfg: Config, report: Path) -> dict[str, Any]:
+    from bev_reid.models.reid import BEVReIDModel
+    from bev_reid.reid.dataset import ReIDDataset
+    from bev_reid.reid.evaluate import embed_dataset
+    from bev_reid.report import cmc_curve, draw_cmc, draw_retrieval
+
+    dataset = ReIDDataset(cfg.reid_run.dataset_dir, cfg.eval_reid.split)
+    model = BEVReIDModel.from_checkpoint(
+        Path(cfg.reid_run.log_dir) / cfg.reid_run.run_id / "checkpoints"
+    )
+    emb, ids, views = embed_dataset(model, dataset, cfg.eval_reid.batch_size)
+    raw = torch.stack([dataset[i][0].flatten() for i in range(len(dataset))])
+    curves = cmc_curve({"trained embedding": emb, "raw crops (floor)": raw}, ids, views)
+    draw_cmc(curves, report / "cmc_curve.png")
+    draw_retrieval(dataset, emb, report / "ranked_retrieval.png")
+    return {"cmc": curves}
+
+
+def _records(cfg: Config) -> list[dict[str, Any]]:
+    path = Path(cfg.eval_reid.eval_log_dir) / cfg.reid_run.run_id / "metrics.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    last = max(r["step"] for r in records if "error" not in r)
+    return [r for r in records if r.get("step") == last and "error" not in r]
+
+
+def _table(summary: dict[str, Any]) -> str:
+    def f(v):
+        return "  -  " if v is None else f"{v:.3f}"
+
+    d = summary["dataset"]
+    lines = [
+        "bev-reid demo summary",
+        f"  world:    {summary['keyframes']} keyframes, {summary['scenes']} scenes",
+        f"  LSS:      vehicle IoU {f(summary['lss_iou'])} (mean over validation keyframes)",
+        f"  dataset:  {d['num_identities']} identities ({d['num_train_identities']} train, "
+        f"{d['num_val_identities']} val), {d['num_views']} views, {len(d['channels'])} channels",
+        "",
+        f"  {'validation, full retrieval':28s} {'rank-1':>7s} {'rank-5':>7s} {'mAP':>7s} {'mINP':>7s}",
+    ]
+    for name, rows in (("trained", summary["trained"]), ("raw crops (floor)", summary["raw"])):
+        for r in rows:
+            if r["protocol"] == "retrieval":
+                label = f"{name}, {r['condition']}"
+                lines.append(
+                    f"  {label:28s} {f(r['rank1']):>7s} {f(r['rank5']):>7s} {f(r['mAP']):>7s} {f(r['mINP']):>7s}"
+                )
+    cmc = [r for r in summary["trained"] if r["protocol"] == "cmc" and r["condition"] == "all"]
+    if cmc:
+        lines.append(
+            f"  original CMC protocol (single-shot galleries): rank-1 {f(cmc[0]['rank1'])}, rank-5 {f(cmc[0]['rank5'])}"
+        )
+    lines.append("")
+    lines.append(
+        "  stage times (s): "
+        + ", ".join(f"{k} {'reused' if v is None else v}" for k, v in summary["times"].items())
+    )
+    return "\n".join(lines)
+
+
+def run_demo(cfg: Config, out: str | Path, force: bool = False) -> dict[str, Any]:
+    """Runs (or reuses) every stage, writes the report; returns the summary."""
+    from bev_reid.reid.dataset import ReIDDataset, read_object_data
+    from bev_reid.reid.evaluate import raw_crop_baseline
+
+    out = Path(out)
+    if force and out.exists():
+        for name in ("world", "lss", "dataset", "reid", "eval", "report"):
+            shutil.rmtree(out / name, ignore_errors=True)
+    cfg = demo_config(cfg, out)
+    report = out / "report"
+    report.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, report / "config.yaml")
+    start = time.perf_counter()
+    times = _run_stages(cfg)
+    print("[demo] report ...")
+    lss_iou = _bev_picture(cfg, report)
+    pictures = _reid_pictures(cfg, report)
+    meta = read_object_data(cfg.reid_run.dataset_dir)
+    val = ReIDDataset(cfg.reid_run.dataset_dir, cfg.eval_reid.split)
+    from nuscenes.nuscenes import NuScenes
+
+    nusc = NuScenes(cfg.synth.version, cfg.synth.out, verbose=False)
+    summary = {
+        "keyframes": len(nusc.sample),
+        "scenes": len(nusc.scene),
+        "lss_iou": lss_iou,
+        "dataset": {
+            k: meta[k]
+            for k in (
+                "num_identities",
+                "num_train_identities",
+                "num_val_identities",
+                "num_views",
+                "channels",
+            )
+        },
+        "trained": _records(cfg),
+        "raw": raw_crop_baseline(val, cfg),
+        "cmc_curves": pictures["cmc"],
+        "times": {**times, "total": round(time.perf_counter() - start, 1)},
+    }
+    atomic_write_text(report / "summary.json", json.dumps(summary, indent=1))
+    table = _table(summary)
+    atomic_write_text(report / "summary.txt", table + "\n")
+    atomic_write_text(
+        report / "README.txt",
+        "Pictures: bev_prediction.png, cmc_curve.png, ranked_retrieval.png. Config: config.yaml.\n"
+        f"Tensorboard: tensorboard --logdir {out} (LSS in lss/, ReID training in reid/, evaluation in eval/)\n",
+    )
+    print(table)
+    print(f"\nreport: {report}  (tensorboard --logdir {out})")
+    return summary

@@ -1,0 +1,282 @@
+"""Training of the ReID net on a dataset folder (`bev-reid train-reid`).
+
+Batches of P identities x K views from the ``train`` split (:class:`PKBatchSampler`), the
+:class:`~bev_reid.models.reid.BEVReIDModel` with the head named by ``train_reid.loss_mode``, Adam.
+Everything goes to ``reid_run.log_dir/reid_run.run_id``: ``config.yaml`` (resolved), tensorboard
+scalars, crop pictures and, at the end, the embedding projector; checkpoints in ``checkpoints/``,
+which the evaluator (:mod:`bev_reid.reid.evaluate`) watches.
+
+Exact resume: the batch of step ``s`` is a pure function of (seed, s, rank), and the torch RNG
+(dropout) is reseeded from (seed, s, rank) before every step, so a run resumed from the checkpoint
+of step ``s`` takes the same next step as the uninterrupted run on every rank; the optimizer state
+comes from the checkpoint.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from bev_reid.config import Config, save_config, to_dict
+from bev_reid.engine.checkpoint import (
+    CheckpointError,
+    latest_checkpoint,
+    load_checkpoint,
+    prune_checkpoints,
+    restore_training_state,
+    save_checkpoint,
+)
+from bev_reid.engine.distributed import (
+    DistInfo,
+    all_reduce_mean,
+    barrier,
+    cleanup_distributed,
+    init_distributed,
+)
+from bev_reid.models.reid import BEVReIDModel
+from bev_reid.reid.dataset import ReIDDataset
+from bev_reid.reid.sampler import PKBatchSampler
+
+LOSS_MODES = ("cosine-softmax", "triplet")
+PROJECTOR_MAX_VIEWS = 4096  # views in the end-of-run embedding projector (a seeded subset)
+
+
+def check_loss_mode(mode: str) -> None:
+    if mode not in LOSS_MODES:
+        raise ValueError(
+            f"train_reid.loss_mode must be one of {', '.join(LOSS_MODES)}, got {mode!r}"
+        )
+
+
+def build_reid_model(cfg: Config, in_channels: int, num_classes: int) -> BEVReIDModel:
+    """The model of ``cfg.reid`` with the head of ``cfg.train_reid.loss_mode``."""
+    mode = cfg.train_reid.loss_mode
+    check_loss_mode(mode)
+    rc = cfg.reid
+    if mode == "cosine-softmax":
+        head_kwargs: dict[str, Any] = {"init_scale": rc.init_scale}
+    else:  # a negative margin selects the soft margin
+        head_kwargs = {"margin": None if rc.triplet_margin < 0 else rc.triplet_margin}
+    return BEVReIDModel(
+        in_channels,
+        embedding_dim=rc.embedding_dim,
+        dropout=rc.dropout,
+        widths=rc.widths,
+        head=mode,
+        num_classes=num_classes,
+        head_kwargs=head_kwargs,
+    )
+
+
+def collate_views(
+    items: list[tuple[torch.Tensor, int, dict]],
+) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
+    """Dataset items -> (crops [B, C, S, S], ids [B] int64, view records)."""
+    crops = torch.stack([c for c, _, _ in items])
+    ids = torch.tensor([i for _, i, _ in items], dtype=torch.int64)
+    return crops, ids, [v for _, _, v in items]
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    """A 63-bit seed for the torch RNG of (seed, step, rank)."""
+    a, b = np.random.SeedSequence([seed, step, rank]).generate_state(2, np.uint32)
+    return (int(a) << 31) ^ int(b)
+
+
+def crops_picture(crops: torch.Tensor, channel_names: list[str], cols: int) -> torch.Tensor:
+    """A [3, H, W] grid of crops [B, C, S, S] in [0, 1], ``cols`` per row (one row per identity
+    of a P x K batch), 1-pixel white lines between crops.
+
+    LiDAR crops show their three rasters (occupancy, height, intensity) as RGB; other crops their
+    first three channels (fewer are repeated). Each channel is scaled to [0, 1] over the batch.
+    Rows are flipped so the heading of aligned crops points up.
+    """
+    lidar = [i for i, n in enumerate(channel_names) if n.startswith("lidar_")]
+    chans = lidar[:3] if lidar else list(range(min(3, crops.shape[1])))
+    chans = (chans * 3)[:3]
+    x = crops[:, chans].detach().float().cpu().flip(-2)  # B x 3 x S x S
+    lo = x.amin(dim=(0, 2, 3), keepdim=True)
+    hi = x.amax(dim=(0, 2, 3), keepdim=True)
+    x = (x - lo) / (hi - lo).clamp(min=1e-6)
+    b, _, s, _ = x.shape
+    rows = (b + cols - 1) // cols
+    grid = torch.ones(3, rows * (s + 1) + 1, cols * (s + 1) + 1)
+    for n in range(b):
+        r, c = divmod(n, cols)
+        grid[:, 1 + r * (s + 1) : 1 + r * (s + 1) + s, 1 + c * (s + 1) : 1 + c * (s + 1) + s] = x[n]
+    return grid
+
+
+def train_reid(cfg: Config) -> Path:
+    """Trains until ``train_reid.max_steps``; returns the last checkpoint's sidecar path.
+
+    Under torchrun every process trains on its own P x K batches (DDP averages the gradients);
+    rank 0 alone writes logs and checkpoints.
+    """
+    check_loss_mode(cfg.train_reid.loss_mode)
+    dist = init_distributed(cfg.train_reid.device)
+    try:
+        return _train(cfg, dist)
+    finally:
+        cleanup_distributed()
+
+
+def _train(cfg: Config, dist: DistInfo) -> Path:
+    tc = cfg.train_reid
+    run_dir = Path(cfg.reid_run.log_dir) / cfg.reid_run.run_id
+    ckpt_dir = run_dir / "checkpoints"
+    dataset = ReIDDataset(cfg.reid_run.dataset_dir, "train")
+    if len(dataset) == 0:
+        raise ValueError(f"ReID dataset {cfg.reid_run.dataset_dir!r} has no training views")
+    num_classes = dataset.num_classes
+    bad = sorted({i for i in dataset.ids if not 0 <= i < num_classes})
+    if bad:
+        raise ValueError(
+            f"ReID dataset {cfg.reid_run.dataset_dir!r}: training ids {bad[:5]} lie outside "
+            f"0..{num_classes - 1} (num_train_identities of object_data.json)"
+        )
+    in_channels = int(dataset.crops.shape[1])
+    torch.manual_seed(step_seed(tc.seed, 0, dist.rank))  # the model's initial weights
+    model = build_reid_model(cfg, in_channels, num_classes).to(dist.device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    step = 0
+    latest = latest_checkpoint(ckpt_dir) if tc.resume else None
+    if latest is not None:
+        ckpt = load_checkpoint(latest)
+        if ckpt.meta.get("kind") != "reid" or ckpt.meta.get("model") != model.config:
+            raise CheckpointError(
+                f"cannot resume from {str(latest)!r}: it holds model {ckpt.meta.get('model')!r}, "
+                f"this run builds {model.config!r}; use another reid_run.run_id or drop --resume"
+            )
+        model.load_state_dict(ckpt.model_state())
+        restore_training_state(ckpt, optimizer, restore_rng=False)  # reseeded per step
+        step = ckpt.step
+    elif tc.resume and dist.is_main:
+        print(f"train-reid: no checkpoint in {ckpt_dir} to resume from; starting at step 0")
+    net: torch.nn.Module = model
+    if dist.distributed:
+        # The initial weights are broadcast from rank 0 by DDP.
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None
+        )
+
+    writer = None
+    if dist.is_main:
+        from torch.utils.tensorboard import SummaryWriter
+
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+        writer = SummaryWriter(str(run_dir))
+    sampler = PKBatchSampler(
+        dataset.ids, tc.p_identities, tc.k_views, seed=tc.seed, rank=dist.rank,
+        world_size=dist.world_size, start_step=step, num_steps=max(0, tc.max_steps - step),
+    )  # fmt: skip
+    loader = DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=tc.num_workers,
+        collate_fn=collate_views,
+        pin_memory=dist.device.type == "cuda",
+        generator=torch.Generator().manual_seed(tc.seed),  # leaves the global RNG alone
+    )
+    meta_base = {
+        "kind": "reid",
+        "model": model.config,
+        "config": to_dict(cfg),
+        "dataset": str(cfg.reid_run.dataset_dir),
+        "channels": list(dataset.channel_names),
+    }
+    bar = tqdm(
+        total=tc.max_steps, initial=step, desc="train-reid", unit="step", disable=not dist.is_main
+    )
+    net.train()
+    tick = last_save_t = time.perf_counter()
+    seen, metrics = 0, {}
+    for crops, ids, _ in loader:
+        crops = crops.to(dist.device, non_blocking=True)  # B x C x S x S
+        ids = ids.to(dist.device, non_blocking=True)  # B
+        torch.manual_seed(step_seed(tc.seed, step + 1, dist.rank))  # dropout of this step
+        out = net(crops, ids)
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        optimizer.step()
+        step += 1
+        seen += crops.shape[0] * dist.world_size
+        logged = {"loss": out.loss.detach(), "accuracy": out.accuracy, **out.extra}
+        values = all_reduce_mean(torch.stack([v.float().reshape(()) for v in logged.values()]))
+        metrics = dict(zip(logged, values.tolist(), strict=True))
+        bar.update(1)
+        bar.set_postfix(loss=f"{metrics['loss']:.4f}", acc=f"{metrics['accuracy']:.3f}")
+        if writer is not None and (
+            (tc.log_every > 0 and step % tc.log_every == 0) or step == tc.max_steps
+        ):
+            now = time.perf_counter()
+            for key, value in metrics.items():
+                writer.add_scalar(key if key in ("loss", "accuracy", "scale") else f"head/{key}",
+                                  value, step)  # fmt: skip
+            writer.add_scalar("lr", optimizer.param_groups[0]["lr"], step)
+            writer.add_scalar("throughput", seen / max(now - tick, 1e-9), step)  # crops / s
+            tick, seen = now, 0
+        if writer is not None and tc.image_every > 0 and (step % tc.image_every == 0 or step == 1):
+            writer.add_image("crops", crops_picture(crops, dataset.channel_names, sampler.k), step)
+        due_s = (
+            tc.checkpoint_every_s > 0 and time.perf_counter() - last_save_t >= tc.checkpoint_every_s
+        )
+        due = (tc.checkpoint_every > 0 and step % tc.checkpoint_every == 0) or due_s
+        if dist.is_main and (due or step == tc.max_steps):
+            save_checkpoint(
+                ckpt_dir, step, model, optimizer, meta={**meta_base, "metrics": metrics}
+            )
+            prune_checkpoints(ckpt_dir, tc.keep_checkpoints)
+            last_save_t = time.perf_counter()
+    bar.close()
+    if writer is not None:
+        if step > 0:
+            add_projector(writer, model, cfg, dist.device, step)
+        writer.close()
+    barrier()  # rank 0 has written the last checkpoint
+    last_path = latest_checkpoint(ckpt_dir)
+    if last_path is None:
+        raise CheckpointError(f"train-reid wrote no checkpoint in {ckpt_dir}")
+    return last_path
+
+
+@torch.no_grad()
+def add_projector(
+    writer, model: BEVReIDModel, cfg: Config, device: torch.device, step: int
+) -> None:
+    """Embeddings of the val split (the train split when val is empty) for tensorboard's
+    projector: identity, condition and scene as metadata, the crops as thumbnails. At most
+    ``PROJECTOR_MAX_VIEWS`` views, a seeded subset."""
+    dataset = ReIDDataset(cfg.reid_run.dataset_dir, "val")
+    tag = "val"
+    if len(dataset) == 0:
+        dataset, tag = ReIDDataset(cfg.reid_run.dataset_dir, "train"), "train"
+    positions = np.arange(len(dataset))
+    if positions.size > PROJECTOR_MAX_VIEWS:
+        rng = np.random.default_rng(cfg.train_reid.seed)
+        positions = np.sort(rng.choice(positions, PROJECTOR_MAX_VIEWS, replace=False))
+    embs, thumbs = [], []
+    for s in range(0, positions.size, 256):
+        crops, _, _ = collate_views([dataset[int(i)] for i in positions[s : s + 256]])
+        embs.append(model.embed(crops.to(device)).float().cpu())
+        pic = crops_picture(crops, dataset.channel_names, 1)  # 3 x (B (S+1) + 1) x (S + 2)
+        size = crops.shape[-1]
+        for n in range(crops.shape[0]):
+            top = 1 + n * (size + 1)
+            thumbs.append(pic[:, top : top + size, 1 : 1 + size])
+    views = [dataset.views[int(i)] for i in positions]
+    writer.add_embedding(
+        torch.cat(embs),
+        metadata=[[str(v["id"]), v.get("condition", ""), v.get("scene", "")] for v in views],
+        metadata_header=["id", "condition", "scene"],
+        label_img=torch.stack(thumbs),
+        global_step=step,
+        tag=tag,
+    )

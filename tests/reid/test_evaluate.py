@@ -1,0 +1,280 @@
+"""ReID evaluation: both protocols' plumbing, the raw-crop floor, and the checkpoint watcher."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch.utils.data import Dataset
+
+from bev_reid.config import Config, load_config
+from bev_reid.engine.checkpoint import CheckpointError, save_checkpoint
+from bev_reid.models.reid import BEVReIDModel
+from bev_reid.reid.build import build_dataset
+from bev_reid.reid.dataset import ReIDDataset
+from bev_reid.reid.evaluate import (
+    evaluate_checkpoint,
+    evaluate_model,
+    raw_crop_baseline,
+    watch,
+)
+
+REQUIRED = {"checkpoint", "step", "protocol", "condition", "rank1", "rank5", "rank10", "rank20",
+            "mAP", "mINP", "num_queries"}  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the tests share two cores
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def reid_dataset(synth_world, tmp_path_factory) -> Path:
+    """A LiDAR-only ReID dataset of the synthetic world (day and night scenes)."""
+    out = tmp_path_factory.mktemp("reid-dataset")
+    cfg = load_config(
+        overrides={
+            "data.dataroot": str(synth_world.path),
+            "data.version": synth_world.version,
+            "data.num_workers": 0,
+            "build.out": str(out),
+            "build.modalities": ["lidar"],
+            "build.min_views": 3,
+            "build.val_fraction": 0.3,
+        }
+    )
+    build_dataset(cfg)
+    return out
+
+
+def eval_config(dataset: Path, tmp_path: Path, **overrides) -> Config:
+    values = {
+        "reid_run.dataset_dir": str(dataset),
+        "reid_run.log_dir": str(tmp_path / "runs"),
+        "reid_run.run_id": "run",
+        "eval_reid.eval_log_dir": str(tmp_path / "eval"),
+        "eval_reid.poll_s": 0.05,
+        "eval_reid.device": "cpu",
+        "eval_reid.trials": 3,
+    }
+    values.update(overrides)
+    return load_config(overrides=values)
+
+
+def no_nan_json(line: str) -> dict:
+    def refuse(name):
+        raise ValueError(f"{name} in JSON")
+
+    return json.loads(line, parse_constant=refuse)
+
+
+# ---------------------------------------------------------------------------------------------
+# Protocol plumbing with embeddings whose answer is known
+
+
+class CodedCrops(Dataset):
+    """The views of a ReIDDataset with crops replaced by [2, 1, 1] = (identity, keyframe code)."""
+
+    def __init__(self, base: ReIDDataset):
+        self.views, self.split = base.views, base.split
+        codes: dict[str, int] = {}  # keyframes numbered here, independently of the evaluator
+        self.groups = torch.tensor([codes.setdefault(v["sample_token"], len(codes))
+                                    for v in self.views])  # fmt: skip
+
+    def __len__(self) -> int:
+        return len(self.views)
+
+    def __getitem__(self, i: int):
+        v = self.views[i]
+        return torch.tensor([v["id"], float(self.groups[i])]).view(2, 1, 1), v["id"], v
+
+
+class CodeModel(torch.nn.Module):
+    """Embeds the code: ``a`` x one-hot(identity) + ``b`` x one-hot(keyframe), unit norm."""
+
+    def __init__(self, num_ids: int, num_groups: int, a: float, b: float):
+        super().__init__()
+        self.num_ids, self.num_groups, self.a, self.b = num_ids, num_groups, a, b
+
+    def embed(self, crops: torch.Tensor) -> torch.Tensor:
+        ids, groups = crops[:, 0, 0, 0].long(), crops[:, 1, 0, 0].long()
+        e = torch.cat([self.a * F.one_hot(ids, self.num_ids),
+                       self.b * F.one_hot(groups, self.num_groups)], 1).float()  # fmt: skip
+        return F.normalize(e, dim=1)
+
+
+def by_key(records: list[dict]) -> dict[tuple[str, str], dict]:
+    return {(r["protocol"], r["condition"]): r for r in records}
+
+
+def test_an_identity_code_scores_perfectly_through_the_whole_plumbing(reid_dataset, tmp_path):
+    cfg = eval_config(reid_dataset, tmp_path)
+    data = CodedCrops(ReIDDataset(reid_dataset, "all"))
+    n_ids, n_groups = max(v["id"] for v in data.views) + 1, int(data.groups.max()) + 1
+    conditions = Counter(v["condition"] for v in data.views)
+    assert len(conditions) >= 2  # the synthetic world has day and night scenes
+
+    # Identity code plus a stronger keyframe code: views of one keyframe look more alike than
+    # views of one identity. Only if the query's own keyframe (sample token) is excluded from its
+    # gallery do the right matches come first.
+    records = evaluate_model(CodeModel(n_ids, n_groups, a=0.6, b=0.8), data, cfg, "cpu")
+    got = by_key(records)
+    assert set(got) == {(p, c) for p in ("cmc", "retrieval") for c in ["all", *conditions]}
+    for (protocol, cond), r in got.items():
+        assert r["rank1"] == r["rank20"] == 1.0, (protocol, cond, r)
+        if protocol == "retrieval":
+            assert r["mAP"] == r["mINP"] == 1.0
+            expected = len(data) if cond == "all" else conditions[cond]
+            assert r["num_queries"] == r["num_valid"] == expected
+            assert r["num_gallery"] == len(data)
+        else:
+            assert r["mAP"] is None and r["mINP"] is None  # cmc has no mAP: null, not NaN
+            assert r["trials"] == cfg.eval_reid.trials
+
+    # The keyframe code alone ranks the query's own keyframe first: excluded, so chance level.
+    blind = by_key(evaluate_model(CodeModel(n_ids, n_groups, a=0.0, b=1.0), data, cfg, "cpu"))
+    assert blind[("retrieval", "all")]["rank1"] < 0.2
+    assert blind[("retrieval", "all")]["mAP"] < 0.5
+
+
+def test_raw_crop_baseline_and_a_checkpoint_that_does_not_fit(reid_dataset, tmp_path):
+    cfg = eval_config(reid_dataset, tmp_path)
+    val = ReIDDataset(reid_dataset, "val")
+    records = raw_crop_baseline(val, cfg)
+    assert len(records) == 2 * (1 + len({v["condition"] for v in val.views}))
+    for r in records:
+        assert REQUIRED <= set(r) and r["checkpoint"] == "raw-crops" and r["step"] is None
+        assert 0.0 <= r["rank1"] <= r["rank5"] <= r["rank10"] <= r["rank20"] <= 1.0
+        no_nan_json(json.dumps(r))
+    assert 0.0 < by_key(records)[("retrieval", "all")]["mAP"] < 1.0
+
+    model = BEVReIDModel(5, embedding_dim=8, widths=(8,), num_classes=4)
+    path = save_checkpoint(tmp_path / "ck", 1, model, meta={"kind": "reid", "model": model.config})
+    with pytest.raises(CheckpointError, match="5 channels"):
+        evaluate_checkpoint(path, val, cfg)
+
+
+# ---------------------------------------------------------------------------------------------
+# The watcher
+
+
+def tiny_model(num_classes: int, seed: int) -> BEVReIDModel:
+    torch.manual_seed(seed)
+    return BEVReIDModel(3, embedding_dim=16, widths=(8, 16), num_classes=num_classes)
+
+
+def save(folder: Path, step: int, model: BEVReIDModel) -> Path:
+    return save_checkpoint(folder, step, model, meta={"kind": "reid", "model": model.config})
+
+
+def lines(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [no_nan_json(s) for s in path.read_text().splitlines()]
+
+
+def steps(path: Path) -> list[int]:
+    return list(dict.fromkeys(r["step"] for r in lines(path)))
+
+
+def test_watcher_evaluates_each_finished_checkpoint_once(reid_dataset, tmp_path, capsys):
+    cfg = eval_config(reid_dataset, tmp_path)
+    num_classes = ReIDDataset(reid_dataset, "train").num_classes
+    ckpts = tmp_path / "runs" / "run" / "checkpoints"
+    staging = tmp_path / "staging"
+    out = tmp_path / "eval" / "run"
+    metrics, errors = out / "metrics.jsonl", out / "errors.jsonl"
+
+    stop = threading.Event()
+    result: dict = {}
+
+    def run() -> None:
+        try:
+            result["evaluated"] = watch(cfg, stop=stop.is_set)
+        except BaseException as e:  # surfaced by wait_for
+            result["error"] = e
+
+    def wait_for(condition, what: str, timeout: float = 60.0) -> None:
+        end = time.monotonic() + timeout
+        while not condition():
+            assert "error" not in result, result["error"]
+            assert time.monotonic() < end, f"timed out waiting for {what}"
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        time.sleep(0.2)  # it polls a run folder that does not exist yet
+        # Step 5 is being written: its weights are there, its sidecar not yet.
+        s5 = save(staging, 5, tiny_model(num_classes, 5))
+        ckpts.mkdir(parents=True)
+        shutil.copy(s5.with_suffix(".safetensors"), ckpts)
+        save(ckpts, 1, tiny_model(num_classes, 1))
+        wait_for(lambda: steps(metrics) == [1], "step 1")
+        time.sleep(0.1)
+        save(ckpts, 2, tiny_model(num_classes, 2))
+        # Step 3 is damaged: sidecar present, weights truncated (copied in sidecar last).
+        s3 = save(staging, 3, tiny_model(num_classes, 3))
+        w3 = s3.with_suffix(".safetensors")
+        w3.write_bytes(w3.read_bytes()[: w3.stat().st_size // 2])
+        shutil.copy(w3, ckpts)
+        shutil.copy(s3, ckpts)
+        wait_for(lambda: steps(errors) == [3] and steps(metrics) == [1, 2], "steps 2 and 3")
+        time.sleep(0.3)
+        assert steps(metrics) == [1, 2]  # no sidecar, no evaluation of step 5
+        shutil.copy(s5, ckpts)  # its sidecar appears
+        wait_for(lambda: steps(metrics) == [1, 2, 5], "step 5")
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not thread.is_alive() and "error" not in result
+    assert result["evaluated"] == 3
+
+    records = lines(metrics)
+    conditions = {v["condition"] for v in ReIDDataset(reid_dataset, "val").views}
+    keys = Counter((r["checkpoint"], r["protocol"], r["condition"]) for r in records)
+    assert set(keys) == {(f"step_0000000{s}", p, c) for s in (1, 2, 5)
+                         for p in ("cmc", "retrieval") for c in ["all", *conditions]}  # fmt: skip
+    assert set(keys.values()) == {1}
+    for r in records:
+        assert REQUIRED <= set(r), set(r) ^ REQUIRED
+    (err,) = lines(errors)
+    assert err["checkpoint"] == "step_00000003" and "truncated" in err["error"]
+    assert "skipping checkpoint" in capsys.readouterr().err
+
+    # The same numbers as a direct evaluation.
+    direct = evaluate_checkpoint(
+        ckpts / "step_00000002.json", ReIDDataset(reid_dataset, "val"), cfg
+    )
+    logged = [r for r in records if r["step"] == 2]
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in direct] == [
+        {k: v for k, v in r.items() if k != "seconds"} for r in logged
+    ]
+
+    acc = EventAccumulator(str(out), size_guidance={"scalars": 0})
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("retrieval/all/mAP")] == [1, 2, 5]
+    assert [e.step for e in acc.Scalars("cmc/all/rank1")] == [1, 2, 5]
+    assert "cmc/all/mAP" not in acc.Tags()["scalars"]
+
+    # A restarted watcher remembers: nothing is evaluated again, the damaged one is not retried.
+    before = (metrics.read_text(), errors.read_text())
+    once = dataclasses.replace(cfg, eval_reid=dataclasses.replace(cfg.eval_reid, once=True))
+    assert watch(once) == 0
+    assert (metrics.read_text(), errors.read_text()) == before
+    # ... and picks up a new one.
+    save(ckpts, 7, tiny_model(num_classes, 7))
+    assert watch(once) == 1
+    assert steps(metrics) == [1, 2, 5, 7]

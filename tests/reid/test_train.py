@@ -1,0 +1,251 @@
+"""ReID training: the P x K sampler, loss that falls, logs, checkpoints, exact resume, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from bev_reid.config import Config, load_config, to_dict
+from bev_reid.engine.checkpoint import list_checkpoints, load_checkpoint
+from bev_reid.models.reid import BEVReIDModel
+from bev_reid.reid.build import build_dataset
+from bev_reid.reid.sampler import PKBatchSampler
+from bev_reid.reid.train import train_reid
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the tests share two cores
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def reid_dataset(synth_world, tmp_path_factory) -> Path:
+    """A LiDAR-only ReID dataset of the synthetic world (~90 train identities, ~460 views)."""
+    out = tmp_path_factory.mktemp("reid-dataset")
+    cfg = load_config(
+        overrides={
+            "data.dataroot": str(synth_world.path),
+            "data.version": synth_world.version,
+            "data.num_workers": 0,
+            "build.out": str(out),
+            "build.modalities": ["lidar"],
+            "build.min_views": 3,
+            "build.val_fraction": 0.3,
+        }
+    )
+    build_dataset(cfg)
+    return out
+
+
+def run_config(dataset: Path, log_dir: Path, **overrides) -> Config:
+    values = {
+        "reid_run.dataset_dir": str(dataset),
+        "reid_run.log_dir": str(log_dir),
+        "reid_run.run_id": "test",
+        "train_reid.device": "cpu",
+        "train_reid.num_workers": 0,
+        "train_reid.p_identities": 16,
+        "train_reid.k_views": 4,
+        "train_reid.lr": 3e-3,
+        "train_reid.log_every": 1,
+        "train_reid.image_every": 1000,
+        "train_reid.checkpoint_every": 0,
+        "reid.widths": [16, 32],
+        "reid.dropout": 0.1,
+    }
+    values.update(overrides)
+    return load_config(overrides=values)
+
+
+def events(run_dir: Path) -> EventAccumulator:
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0})
+    acc.Reload()
+    return acc
+
+
+def losses(run_dir: Path) -> np.ndarray:
+    return np.array([e.value for e in events(run_dir).Scalars("loss")])
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampler
+
+IDS = [7] * 6 + [3] * 2 + [9] * 4 + [1] * 1 + [5] * 5 + [4] * 3  # counts 6, 2, 4, 1, 5, 3
+
+
+def test_pk_batches_hold_p_identities_of_k_views():
+    ids = np.array(IDS)
+    sampler = PKBatchSampler(ids, p=4, k=3, seed=1, num_steps=50)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == 50
+    seen = Counter()
+    for batch in batches:
+        assert len(batch) == 12
+        assert all(0 <= i < len(ids) for i in batch)
+        groups = [batch[j : j + 3] for j in range(0, 12, 3)]
+        owners = [set(ids[g].tolist()) for g in groups]
+        assert all(len(o) == 1 for o in owners)  # K views of one identity
+        assert len({o.pop() for o in owners}) == 4  # P different identities
+        for g in groups:
+            if (ids == ids[g[0]]).sum() >= 3:
+                assert len(set(g)) == 3  # enough views: no view twice
+        seen.update(ids[batch].tolist())
+    assert set(seen) == set(IDS)  # every identity, even the one with a single view, comes up
+
+
+def test_pk_sampler_caps_p_and_is_a_function_of_seed_step_rank():
+    assert len(next(iter(PKBatchSampler([0, 0, 1, 1, 2], p=8, k=2, seed=0)))) == 6  # P = 3
+    a = PKBatchSampler(IDS, p=2, k=2, seed=3, num_steps=20)
+    assert list(a) == list(PKBatchSampler(IDS, p=2, k=2, seed=3, num_steps=20))
+    resumed = PKBatchSampler(IDS, p=2, k=2, seed=3, start_step=12, num_steps=8)
+    assert list(resumed) == list(a)[12:]  # exact resume: no hidden sampler state
+    assert list(a) != list(PKBatchSampler(IDS, p=2, k=2, seed=4, num_steps=20))
+    for step in range(10):  # P x world_size <= identities: the ranks share no identity
+        r0 = PKBatchSampler(IDS, p=3, k=2, seed=3, rank=0, world_size=2).batch(step)
+        r1 = PKBatchSampler(IDS, p=3, k=2, seed=3, rank=1, world_size=2).batch(step)
+        assert not {IDS[i] for i in r0} & {IDS[i] for i in r1}
+    with pytest.raises(TypeError):
+        len(PKBatchSampler(IDS, p=2, k=2))
+    with pytest.raises(ValueError, match="rank"):
+        PKBatchSampler(IDS, p=2, k=2, rank=2, world_size=2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+
+
+def test_cosine_softmax_loss_falls_and_the_run_is_logged(reid_dataset, tmp_path):
+    cfg = run_config(
+        reid_dataset, tmp_path, **{"train_reid.max_steps": 80, "train_reid.checkpoint_every": 40,
+                                   "train_reid.image_every": 40}
+    )  # fmt: skip
+    last = train_reid(cfg)
+    run_dir = tmp_path / "test"
+    loss = losses(run_dir)
+    assert loss.shape == (80,) and np.isfinite(loss).all()
+    assert loss[-10:].mean() < 0.8 * loss[:10].mean(), loss
+
+    acc = events(run_dir)
+    assert {"loss", "accuracy", "scale", "lr", "throughput"} <= set(acc.Tags()["scalars"])
+    assert [e.step for e in acc.Images("crops")] == [1, 40, 80]
+    assert (run_dir / "projector_config.pbtxt").is_file()
+    assert (run_dir / "00080" / "val" / "metadata.tsv").is_file()  # the projector's embeddings
+    assert to_dict(load_config(run_dir / "config.yaml")) == to_dict(cfg)
+
+    sidecars = list_checkpoints(run_dir / "checkpoints")
+    assert [p.name for p in sidecars] == ["step_00000040.json", "step_00000080.json"]
+    assert last == sidecars[-1]
+    meta = load_checkpoint(last).meta
+    assert meta["kind"] == "reid" and meta["dataset"] == str(reid_dataset)
+    assert meta["config"] == to_dict(cfg)
+    assert meta["metrics"]["loss"] == pytest.approx(float(loss[-1]), rel=1e-5)
+    model = BEVReIDModel.from_checkpoint(last)
+    assert (
+        model.config["num_classes"]
+        == json.loads((reid_dataset / "object_data.json").read_text())["num_train_identities"]
+    )
+    emb = model.embed(torch.rand(5, 3, 24, 24))
+    torch.testing.assert_close(emb.norm(dim=1), torch.ones(5))
+
+
+def test_resume_takes_the_same_steps_as_an_uninterrupted_run(reid_dataset, tmp_path):
+    common = {"train_reid.max_steps": 6, "train_reid.checkpoint_every": 3, "reid.dropout": 0.5}
+    whole = train_reid(run_config(reid_dataset, tmp_path / "whole", **common))
+    half = {**common, "train_reid.max_steps": 3}
+    train_reid(run_config(reid_dataset, tmp_path / "split", **half))
+    # Resumed with data-loading workers: they must not change the batches.
+    resumed = train_reid(
+        run_config(reid_dataset, tmp_path / "split", **common,
+                   **{"train_reid.resume": True, "train_reid.num_workers": 2})
+    )  # fmt: skip
+    assert resumed.name == whole.name == "step_00000006.json"
+    a, b = load_checkpoint(whole).tensors, load_checkpoint(resumed).tensors
+    keys = sorted(k for k in a if not k.startswith("rng."))
+    assert any(k.startswith("optim.") for k in keys)
+    assert keys == sorted(k for k in b if not k.startswith("rng."))
+    for k in keys:
+        assert torch.equal(a[k], b[k]), k
+    # ... while the weights did move between steps 3 and 6, so the comparison can fail.
+    third = load_checkpoint(whole.with_name("step_00000003.json")).tensors
+    assert not torch.equal(third["model.net.fc.weight"], a["model.net.fc.weight"])
+
+
+def test_triplet_mode_trains_and_an_unknown_mode_is_a_clear_error(reid_dataset, tmp_path):
+    cfg = run_config(reid_dataset, tmp_path, **{"train_reid.loss_mode": "triplet",
+                                                "train_reid.max_steps": 60})  # fmt: skip
+    train_reid(cfg)
+    loss = losses(tmp_path / "test")
+    assert np.isfinite(loss).all()
+    assert loss[-10:].mean() < 0.95 * loss[:10].mean(), loss
+    tags = set(events(tmp_path / "test").Tags()["scalars"])
+    assert "head/d_neg" in tags and "scale" not in tags
+    assert (
+        BEVReIDModel.from_checkpoint(tmp_path / "test" / "checkpoints").config["head"] == "triplet"
+    )
+
+    bad = run_config(reid_dataset, tmp_path / "bad", **{"train_reid.loss_mode": "arcface"})
+    with pytest.raises(ValueError, match="cosine-softmax, triplet.*'arcface'"):
+        train_reid(bad)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_time_based_checkpoints_and_pruning(reid_dataset, tmp_path):
+    cfg = run_config(
+        reid_dataset, tmp_path, **{"train_reid.max_steps": 4, "train_reid.checkpoint_every_s": 1e-9,
+                                   "train_reid.keep_checkpoints": 2}
+    )  # fmt: skip
+    train_reid(cfg)
+    names = [p.name for p in list_checkpoints(tmp_path / "test" / "checkpoints")]
+    assert names == ["step_00000003.json", "step_00000004.json"]  # one per step, two kept
+
+
+DDP_SCRIPT = """
+import json, os, sys
+from bev_reid.config import load_config
+from bev_reid.reid.train import train_reid
+
+if __name__ == "__main__":
+    path = train_reid(load_config(overrides=json.loads(sys.argv[1])))
+    print(f"rank {os.environ['RANK']} of {os.environ['WORLD_SIZE']} returned {path}", flush=True)
+"""
+
+
+def test_two_process_gloo_ddp_run_writes_one_checkpoint(reid_dataset, tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text(textwrap.dedent(DDP_SCRIPT))
+    overrides = to_dict(
+        run_config(
+            reid_dataset, tmp_path, **{"train_reid.max_steps": 4, "train_reid.p_identities": 8}
+        )
+    )
+    overrides = {f"{s}.{k}": v for s, sec in overrides.items() for k, v in sec.items()
+                 if s in ("reid_run", "train_reid", "reid")}  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         str(script), json.dumps(overrides)],
+        capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    sidecar = tmp_path / "test" / "checkpoints" / "step_00000004.json"
+    for rank in (0, 1):
+        assert f"rank {rank} of 2 returned {sidecar}" in proc.stdout
+    assert list_checkpoints(sidecar.parent) == [sidecar]
+    assert len(list((tmp_path / "test").glob("events.out.tfevents.*"))) == 1  # rank 0 only
+    assert len(losses(tmp_path / "test")) == 4
+    BEVReIDModel.from_checkpoint(sidecar)

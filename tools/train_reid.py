@@ -1,0 +1,8 @@
+"""`python tools/train_reid.py ARGS` is `bev-reid train-reid ARGS` (see `bev-reid train-reid --help`)."""
+
+import sys
+
+from bev_reid.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["train-reid", *sys.argv[1:]]))
