@@ -292,6 +292,7 @@ class ReIDModelConfig:
     embedding_dim: int = 128
     dropout: float = 0.6  # the original's; batch-hard triplet learns faster with less (e.g. 0.1)
     widths: tuple[int, ...] = (64, 128)
+    pool: int = 6  # the last feature map is averaged to pool x pool cells, then flattened
     init_scale: float = 10.0  # starting scale of the cosine softmax (learned through a softplus)
     triplet_margin: float = (
         0.3  # batch-hard triplet margin; a negative value selects the soft margin
@@ -306,6 +307,7 @@ class TrainReIDConfig:
     device: str = "auto"
     p_identities: int = 16
     k_views: int = 4
+    mirror: bool = True  # flip half the crops across the heading axis (the other side of a vehicle)
     lr: float = 1e-3
     weight_decay: float = 0.0
     max_steps: int = 20000

@@ -101,11 +101,14 @@ class CamEncoder(nn.Module):
 class BEVEncoder(nn.Module):
     """ResNet-18-style encoder-decoder on the BEV grid.
 
-    [B, cin, X, Y] -> (features [B, cout, X, Y], vehicle logits [B, 1, X, Y]).
+    [B, cin, X, Y] -> (features [B, cout, X, Y], vehicle logits [B, 1, X, Y]). Both come out of
+    the last convolution (cout + 1 channels), so the vehicle map gets the decoder's full spatial
+    context while the MSE of the dual loss pins only the feature channels to the splat.
     """
 
     def __init__(self, cin: int, cout: int):
         super().__init__()
+        self.cout = cout
         self.stem = nn.Sequential(
             nn.Conv2d(cin, 64, 7, stride=2, padding=3, bias=False),
             nn.BatchNorm2d(64),
@@ -120,15 +123,14 @@ class BEVEncoder(nn.Module):
             nn.Conv2d(256, 128, 3, padding=1, bias=False),
             nn.BatchNorm2d(128),
             nn.ReLU(inplace=True),
-            nn.Conv2d(128, cout, 1),
+            nn.Conv2d(128, cout + 1, 1),
         )
-        self.vehicle_head = nn.Sequential(nn.ReLU(), nn.Conv2d(cout, 1, 1))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x1 = self.layer1(self.stem(x))  # B x 64 x X/2 x Y/2
         x = self.layer3(self.layer2(x1))  # B x 256 x X/8 x Y/8
-        features = self.up2(self.up1(x, x1))  # B x cout x X x Y
-        return features, self.vehicle_head(features)
+        out = self.up2(self.up1(x, x1))  # B x (cout + 1) x X x Y
+        return out[:, : self.cout], out[:, self.cout :]
 
 
 @dataclass

@@ -34,18 +34,21 @@ class ReIDNet(nn.Module):
         block   64 -> 64                            N x 64 x S x S
         block   64 -> 128, stride 2                 N x 128 x ceil(S/2) x ceil(S/2)
         block   128 -> 128                          N x 128 x ceil(S/2) x ceil(S/2)
-        global average pool                         N x 128   (any S >= 1)
-        dropout, FC 128 -> E (no bias), BN1d        N x E
+        average pool to pool x pool cells          N x 128 x pool x pool  (any S >= 1)
+        flatten, dropout, FC -> E (no bias), BN1d  N x E
         L2 normalisation                            N x E, |row| = 1
 
     Each further width adds a stride-2 block and a block at that width. ReLU (not the paper's
-    ELU) to match :class:`~bev_reid.models.blocks.BasicBlock`.
+    ELU) to match :class:`~bev_reid.models.blocks.BasicBlock`. Like the paper's dense layer on
+    the flattened map (and unlike a global average), the pooled grid keeps where things are in
+    the heading-aligned crop: that layout is the vehicle's shape. ``pool=1`` is a global average.
 
     Args:
         in_channels: C, channels of a crop.
         embedding_dim: E.
         dropout: drop probability before the FC layer.
         widths: channels of the stem and of each stage; a stage after the first halves S.
+        pool: side of the grid the last feature map is averaged to before the FC layer.
     """
 
     def __init__(
@@ -54,6 +57,7 @@ class ReIDNet(nn.Module):
         embedding_dim: int = 128,
         dropout: float = 0.6,
         widths: Sequence[int] = (64, 128),
+        pool: int = 6,
     ):
         super().__init__()
         widths = tuple(int(w) for w in widths)
@@ -64,6 +68,7 @@ class ReIDNet(nn.Module):
             )
         self.in_channels = in_channels
         self.embedding_dim = embedding_dim
+        self.pool = int(pool)
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False),
             nn.BatchNorm2d(widths[0]),
@@ -75,17 +80,17 @@ class ReIDNet(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         self.dropout = nn.Dropout(dropout)
         # No bias: the BatchNorm right after would cancel it.
-        self.fc = nn.Linear(widths[-1], embedding_dim, bias=False)
+        self.fc = nn.Linear(widths[-1] * self.pool**2, embedding_dim, bias=False)
         self.bn = nn.BatchNorm1d(embedding_dim)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """[N, C, S, S] -> pooled features [N, widths[-1]]."""
+        """[N, C, S, S] -> pooled features [N, widths[-1] * pool * pool]."""
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(
                 f"ReIDNet expects crops [N, {self.in_channels}, S, S], got shape {tuple(x.shape)}"
             )
         y = self.blocks(self.stem(x))  # N x W x S' x S'
-        return y.mean(dim=(2, 3))  # N x W
+        return F.adaptive_avg_pool2d(y, self.pool).flatten(1)  # N x (W pool pool)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Crops [N, C, S, S] -> embeddings [N, E] of unit L2 norm.
@@ -116,6 +121,7 @@ class BEVReIDModel(nn.Module):
         embedding_dim: int = 128,
         dropout: float = 0.6,
         widths: Sequence[int] = (64, 128),
+        pool: int = 6,
         head: str = "cosine-softmax",
         num_classes: int | None = None,
         head_kwargs: dict[str, Any] | None = None,
@@ -126,18 +132,32 @@ class BEVReIDModel(nn.Module):
             "embedding_dim": int(embedding_dim),
             "dropout": float(dropout),
             "widths": [int(w) for w in widths],
+            "pool": int(pool),
             "head": head,
             "num_classes": None if num_classes is None else int(num_classes),
             "head_kwargs": dict(head_kwargs or {}),
         }
-        self.net = ReIDNet(in_channels, embedding_dim, dropout, widths)
+        self.net = ReIDNet(in_channels, embedding_dim, dropout, widths, pool)
+        # Per-channel standardisation of the crops (camera features and LiDAR rasters differ in
+        # scale by orders of magnitude); set from the training crops, saved with the weights.
+        self.register_buffer("input_mean", torch.zeros(in_channels))
+        self.register_buffer("input_std", torch.ones(in_channels))
         self.head = build_head(
             head, embedding_dim=embedding_dim, num_classes=num_classes, **(head_kwargs or {})
         )
 
+    def set_input_statistics(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Per-channel mean and std [C] of the training crops; channels with no spread keep 1."""
+        self.input_mean.copy_(mean)
+        self.input_std.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
+
+    def standardise(self, crops: torch.Tensor) -> torch.Tensor:
+        """[N, C, S, S] crops in the scale the net was trained on."""
+        return (crops - self.input_mean.view(1, -1, 1, 1)) / self.input_std.view(1, -1, 1, 1)
+
     def forward(self, crops: torch.Tensor, labels: torch.Tensor) -> HeadOutput:
         """Crops [N, C, S, S] and identity labels [N] -> the head's loss, logits and accuracy."""
-        return self.head(self.net(crops), labels)
+        return self.head(self.net(self.standardise(crops)), labels)
 
     @torch.no_grad()
     def embed(self, crops: torch.Tensor) -> torch.Tensor:
@@ -149,7 +169,7 @@ class BEVReIDModel(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            return self.net(crops)
+            return self.net(self.standardise(crops))
         finally:
             self.train(was_training)
 

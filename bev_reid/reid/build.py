@@ -209,6 +209,7 @@ def process_part(
         keep = [
             i for i, iou in enumerate(ious) if iou is None or bc.min_iou <= 0 or iou >= bc.min_iou
         ]
+        dropped["iou"] += len(boxes) - len(keep)
         if not keep:
             continue
         geometry = {k: v[keep] for k, v in geometry.items()}

@@ -68,6 +68,7 @@ def build_reid_model(cfg: Config, in_channels: int, num_classes: int) -> BEVReID
         embedding_dim=rc.embedding_dim,
         dropout=rc.dropout,
         widths=rc.widths,
+        pool=rc.pool,
         head=mode,
         num_classes=num_classes,
         head_kwargs=head_kwargs,
@@ -81,6 +82,17 @@ def collate_views(
     crops = torch.stack([c for c, _, _ in items])
     ids = torch.tensor([i for _, i, _ in items], dtype=torch.int64)
     return crops, ids, [v for _, _, v in items]
+
+
+def crop_statistics(
+    dataset: ReIDDataset, seed: int, samples: int = 4096
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std [C] over a seeded sample of the training crops."""
+    n = len(dataset.views)
+    rows = np.random.default_rng(seed).permutation(n)[: min(n, samples)]
+    index = np.sort([dataset.views[i]["index"] for i in rows])
+    crops = torch.from_numpy(np.asarray(dataset.crops[index], dtype=np.float32))  # n x C x S x S
+    return crops.mean(dim=(0, 2, 3)), crops.std(dim=(0, 2, 3))
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:
@@ -143,7 +155,9 @@ def _train(cfg: Config, dist: DistInfo) -> Path:
         )
     in_channels = int(dataset.crops.shape[1])
     torch.manual_seed(step_seed(tc.seed, 0, dist.rank))  # the model's initial weights
-    model = build_reid_model(cfg, in_channels, num_classes).to(dist.device)
+    model = build_reid_model(cfg, in_channels, num_classes)
+    model.set_input_statistics(*crop_statistics(dataset, tc.seed))
+    model = model.to(dist.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     step = 0
     latest = latest_checkpoint(ckpt_dir) if tc.resume else None
@@ -201,7 +215,12 @@ def _train(cfg: Config, dist: DistInfo) -> Path:
     for crops, ids, _ in loader:
         crops = crops.to(dist.device, non_blocking=True)  # B x C x S x S
         ids = ids.to(dist.device, non_blocking=True)  # B
-        torch.manual_seed(step_seed(tc.seed, step + 1, dist.rank))  # dropout of this step
+        torch.manual_seed(
+            step_seed(tc.seed, step + 1, dist.rank)
+        )  # dropout and mirror of this step
+        if tc.mirror:  # the vehicle seen from its other side: mirror across the heading axis
+            flip = torch.rand(crops.shape[0], device=crops.device) < 0.5
+            crops = torch.where(flip.view(-1, 1, 1, 1), crops.flip(-1), crops)
         out = net(crops, ids)
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()

@@ -44,7 +44,10 @@ def test_net_layout_and_input_check():
     net = ReIDNet(4, embedding_dim=32, widths=(16, 24, 48))
     # stem width 16, then one block at 16 and two blocks per further width
     assert [b.conv2.out_channels for b in net.blocks] == [16, 24, 24, 48, 48]
-    assert net.fc.in_features == 48 and net.fc.out_features == 32
+    assert net.fc.in_features == 48 * 6 * 6 and net.fc.out_features == 32  # a 6 x 6 grid kept
+    assert (
+        ReIDNet(4, embedding_dim=32, widths=(16, 24, 48), pool=1).fc.in_features == 48
+    )  # global average
     with pytest.raises(ValueError, match=r"\[N, 4, S, S\]"):
         net(torch.randn(2, 3, 24, 24))
 
@@ -160,7 +163,7 @@ def test_batch_hard_triplet_skips_anchors_without_positive_or_negative():
 
 
 # ----------------------------------------------------------------------------- training smoke
-P_IDS, C_TOY, S_TOY, NOISE = 6, 4, 24, 2.0
+P_IDS, C_TOY, S_TOY, NOISE = 6, 4, 24, 3.0
 
 
 def toy_views(patterns, k, gen):

@@ -211,7 +211,7 @@ def test_camera_modality_with_an_lss_checkpoint(synth_world, tmp_path):
     ds = ReIDDataset(tmp_path / "ds", "all")
     assert ds[0][0].shape == (19, 24, 24) and ds.camera_channels == list(range(16))
     assert all(0.0 <= v["iou"] <= 1.0 for v in ds.views) and all(v["cameras"] for v in ds.views)
-    # The IoU filter drops views a random model does not see.
+    # The IoU filter drops the views a random model does not see: here all, and the error says so.
     strict = cfg_for(
         synth_world,
         tmp_path / "strict",
@@ -222,7 +222,10 @@ def test_camera_modality_with_an_lss_checkpoint(synth_world, tmp_path):
             "build.min_views": 1,
         },
     )
-    assert json.loads(build_dataset(strict).read_text())["num_views"] < len(ds)
+    with pytest.raises(
+        ValueError, match=r"the IoU filter \(min_iou 0.5\) dropped [1-9]\d*, leaving 0 views"
+    ):
+        build_dataset(strict)
 
 
 def test_missing_or_corrupt_checkpoint(synth_world, tmp_path):
