@@ -10,31 +10,16 @@ times and the ratios, measured in one run, and the share of a step the splat tak
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
+from bench_ops import timeit  # the same timing in every benchmark (this folder is on sys.path)
 
 from bev_reid.config import SynthConfig, load_config
 from bev_reid.data.nuscenes import NuScenesKeyframes, collate
 from bev_reid.data.synthetic import generate_world
 from bev_reid.engine.train_lss import CAMERA_KEYS, build_model, dual_loss
-
-
-def timed(fn, device: str, repeat: int) -> float:
-    fn()  # warm-up (allocator, oneDNN primitives)
-    times = []
-    for _ in range(repeat):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -80,8 +65,8 @@ def main() -> None:
             model(*(batch[k] for k in CAMERA_KEYS))
 
         results[name] = (
-            timed(train_step, args.device, args.repeat),
-            timed(infer, args.device, args.repeat),
+            timeit(train_step, args.device, args.repeat),
+            timeit(infer, args.device, args.repeat),
         )
     (t_ours, i_ours), (t_ref, i_ref) = results["ours"], results["reference"]
     b = args.batch

@@ -19,7 +19,6 @@ from torch.utils.data import Dataset
 from bev_reid.config import Config, load_config
 from bev_reid.engine.checkpoint import CheckpointError, save_checkpoint
 from bev_reid.models.reid import BEVReIDModel
-from bev_reid.reid.build import build_dataset
 from bev_reid.reid.dataset import ReIDDataset
 from bev_reid.reid.evaluate import (
     evaluate_checkpoint,
@@ -30,33 +29,6 @@ from bev_reid.reid.evaluate import (
 
 REQUIRED = {"checkpoint", "step", "protocol", "condition", "rank1", "rank5", "rank10", "rank20",
             "mAP", "mINP", "num_queries"}  # fmt: skip
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the tests share two cores
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def reid_dataset(synth_world, tmp_path_factory) -> Path:
-    """A LiDAR-only ReID dataset of the synthetic world (day and night scenes)."""
-    out = tmp_path_factory.mktemp("reid-dataset")
-    cfg = load_config(
-        overrides={
-            "data.dataroot": str(synth_world.path),
-            "data.version": synth_world.version,
-            "data.num_workers": 0,
-            "build.out": str(out),
-            "build.modalities": ["lidar"],
-            "build.min_views": 3,
-            "build.val_fraction": 0.3,
-        }
-    )
-    build_dataset(cfg)
-    return out
 
 
 def eval_config(dataset: Path, tmp_path: Path, **overrides) -> Config:

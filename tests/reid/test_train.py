@@ -18,38 +18,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from bev_reid.config import Config, load_config, to_dict
 from bev_reid.engine.checkpoint import list_checkpoints, load_checkpoint
 from bev_reid.models.reid import BEVReIDModel
-from bev_reid.reid.build import build_dataset
 from bev_reid.reid.sampler import PKBatchSampler
 from bev_reid.reid.train import train_reid
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the tests share two cores
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def reid_dataset(synth_world, tmp_path_factory) -> Path:
-    """A LiDAR-only ReID dataset of the synthetic world (~90 train identities, ~460 views)."""
-    out = tmp_path_factory.mktemp("reid-dataset")
-    cfg = load_config(
-        overrides={
-            "data.dataroot": str(synth_world.path),
-            "data.version": synth_world.version,
-            "data.num_workers": 0,
-            "build.out": str(out),
-            "build.modalities": ["lidar"],
-            "build.min_views": 3,
-            "build.val_fraction": 0.3,
-        }
-    )
-    build_dataset(cfg)
-    return out
 
 
 def run_config(dataset: Path, log_dir: Path, **overrides) -> Config:

@@ -1,0 +1,77 @@
+"""`bev-reid demo` end to end at a reduced size: the report is written, a re-run reuses it."""
+
+import json
+
+import pytest
+
+from bev_reid.cli import main
+from bev_reid.config import load_config
+from bev_reid.demo import default_config, run_demo
+
+TINY = [
+    "synth.scenes=1",
+    "synth.keyframes=6",
+    "synth.seed=2",
+    "data.final_dim=[64, 176]",
+    "data.num_workers=0",
+    "grid.xbound=[-24, 24, 1.5]",
+    "grid.ybound=[-24, 24, 1.5]",
+    "grid.dbound=[4, 36, 2]",
+    "lss.channels=16",
+    "lss.bev_channels=16",
+    "train_lss.max_steps=2",
+    "train_lss.checkpoint_every=2",
+    "build.min_views=3",
+    "build.val_fraction=0.3",
+    "train_reid.max_steps=12",
+    "train_reid.checkpoint_every=12",
+    "train_reid.p_identities=6",
+    "train_reid.k_views=3",
+    "eval_reid.trials=2",
+]
+
+REPORT = (
+    "summary.txt",
+    "summary.json",
+    "cmc_curve.png",
+    "ranked_retrieval.png",
+    "bev_prediction.png",
+    "config.yaml",
+)
+
+
+def test_demo_end_to_end_and_rerun(tmp_path, capsys):
+    cfg = load_config(default_config(), TINY)
+    summary = run_demo(cfg, tmp_path)
+    report = tmp_path / "report"
+    for name in REPORT:
+        assert (report / name).stat().st_size > 0, name
+    assert (report / "cmc_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    saved = json.loads((report / "summary.json").read_text())
+    assert saved["keyframes"] == 6 and saved["dataset"]["num_val_identities"] >= 1
+    retrieval = [
+        r for r in saved["trained"] if r["protocol"] == "retrieval" and r["condition"] == "all"
+    ]
+    assert retrieval and 0.0 <= retrieval[0]["rank1"] <= 1.0 and retrieval[0]["step"] == 12
+    assert len(saved["cmc_curves"]["trained embedding"]) == 20
+    assert all(isinstance(t, float) for k, t in summary["times"].items())
+    assert "rank-1" in capsys.readouterr().out
+    # tensorboard logs of each stage
+    for folder in ("lss", "reid/demo", "eval/demo"):
+        assert list((tmp_path / folder).glob("events.out.tfevents.*")), folder
+
+    again = run_demo(cfg, tmp_path)  # finished stages are reused
+    assert all(
+        again["times"][stage] is None
+        for stage in ("synth", "train-lss", "build-dataset", "train-reid", "eval-reid")
+    )
+
+
+def test_demo_cli_reports_a_bad_override(capsys):
+    assert main(["demo", "--set", "train_lss.max_steps=many"]) == 2
+    assert "train_lss.max_steps must be an integer" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["demo.yaml"])
+def test_demo_config_is_found(name):
+    assert default_config().name == name
