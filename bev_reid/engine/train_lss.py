@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
-from bev_reid.config import Config, config_from_dict, save_config, to_dict
+from bev_reid.config import Config, config_from_dict, to_dict
 from bev_reid.data.nuscenes import NuScenesKeyframes, collate
 from bev_reid.engine.checkpoint import (
     CheckpointError,
@@ -38,10 +38,10 @@ from bev_reid.engine.checkpoint import (
 from bev_reid.engine.distributed import (
     DistInfo,
     all_reduce_mean,
-    barrier,
     cleanup_distributed,
     init_distributed,
 )
+from bev_reid.engine.run import last_checkpoint, open_run, wrap_ddp
 from bev_reid.models.lss import LiftSplatShoot, LSSOutput
 
 CAMERA_KEYS = ("imgs", "rots", "trans", "intrins", "post_rots", "post_trans")
@@ -171,19 +171,8 @@ def _train(cfg: Config, dist: DistInfo) -> Path:
             torch.manual_seed(tc.seed + dist.rank + 7919 * step)
     elif tc.resume and dist.is_main:
         print(f"train-lss: no checkpoint in {ckpt_dir} to resume from; starting at step 0")
-    net = model
-    if dist.distributed:
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None
-        )
-
-    writer = None
-    if dist.is_main:
-        from torch.utils.tensorboard import SummaryWriter
-
-        logdir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, logdir / "config.yaml")
-        writer = SummaryWriter(str(logdir))
+    net = wrap_ddp(model, dist)
+    writer = open_run(logdir, cfg, dist)
     bar = tqdm(
         total=tc.max_steps, initial=step, desc="train-lss", unit="step", disable=not dist.is_main
     )
@@ -240,11 +229,7 @@ def _train(cfg: Config, dist: DistInfo) -> Path:
     bar.close()
     if writer is not None:
         writer.close()
-    barrier()  # rank 0 has written the last checkpoint
-    last_path = latest_checkpoint(ckpt_dir)
-    if last_path is None:
-        raise CheckpointError(f"train-lss wrote no checkpoint in {ckpt_dir}")
-    return last_path
+    return last_checkpoint(ckpt_dir, "train-lss")
 
 
 def load_lss(path: str | Path, device: str | torch.device = "cpu") -> tuple[LiftSplatShoot, Config]:

@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from bev_reid.config import Config, save_config, to_dict
+from bev_reid.config import Config, to_dict
 from bev_reid.engine.checkpoint import (
     CheckpointError,
     latest_checkpoint,
@@ -35,10 +35,10 @@ from bev_reid.engine.checkpoint import (
 from bev_reid.engine.distributed import (
     DistInfo,
     all_reduce_mean,
-    barrier,
     cleanup_distributed,
     init_distributed,
 )
+from bev_reid.engine.run import last_checkpoint, open_run, wrap_ddp
 from bev_reid.models.reid import BEVReIDModel
 from bev_reid.reid.dataset import ReIDDataset
 from bev_reid.reid.sampler import PKBatchSampler
@@ -173,20 +173,8 @@ def _train(cfg: Config, dist: DistInfo) -> Path:
         step = ckpt.step
     elif tc.resume and dist.is_main:
         print(f"train-reid: no checkpoint in {ckpt_dir} to resume from; starting at step 0")
-    net: torch.nn.Module = model
-    if dist.distributed:
-        # The initial weights are broadcast from rank 0 by DDP.
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None
-        )
-
-    writer = None
-    if dist.is_main:
-        from torch.utils.tensorboard import SummaryWriter
-
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
-        writer = SummaryWriter(str(run_dir))
+    net = wrap_ddp(model, dist)
+    writer = open_run(run_dir, cfg, dist)
     sampler = PKBatchSampler(
         dataset.ids, tc.p_identities, tc.k_views, seed=tc.seed, rank=dist.rank,
         world_size=dist.world_size, start_step=step, num_steps=max(0, tc.max_steps - step),
@@ -259,11 +247,7 @@ def _train(cfg: Config, dist: DistInfo) -> Path:
         if step > 0:
             add_projector(writer, model, cfg, dist.device, step)
         writer.close()
-    barrier()  # rank 0 has written the last checkpoint
-    last_path = latest_checkpoint(ckpt_dir)
-    if last_path is None:
-        raise CheckpointError(f"train-reid wrote no checkpoint in {ckpt_dir}")
-    return last_path
+    return last_checkpoint(ckpt_dir, "train-reid")
 
 
 @torch.no_grad()

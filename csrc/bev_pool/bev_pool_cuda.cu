@@ -7,6 +7,7 @@
 // Backward: a gather, one thread per (point, channel).
 #include "bev_pool/bev_pool.h"
 #include "bev_pool/bev_pool_kernels.cuh"
+#include "launch.cuh"
 
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -25,15 +26,6 @@
 
 namespace bev_reid {
 namespace {
-
-constexpr int kThreads = 256;
-
-// Blocks for a grid-stride loop over n items (n > 0); the cap only bounds the launch, the loops
-// cover the rest.
-unsigned int num_blocks(int64_t n) {
-  const int64_t blocks = (n + kThreads - 1) / kThreads;
-  return static_cast<unsigned int>(std::min<int64_t>(blocks, int64_t{1} << 16));
-}
 
 // ATen's 16-bit types and CUDA's share their bit layout; the kernels use CUDA's.
 template <typename T>

@@ -2,6 +2,7 @@
 // sort-based hard voxelization) are in voxelize_kernels.cuh, the contract in voxelize.h.
 #include "voxelize/voxelize.h"
 #include "voxelize/voxelize_kernels.cuh"
+#include "launch.cuh"
 
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
@@ -18,18 +19,6 @@
 #include <tuple>
 
 namespace bev_reid {
-namespace {
-
-constexpr int kThreads = 256;
-
-// Blocks for a grid-stride loop over n items (n > 0); the cap only bounds the launch, the loops
-// cover the rest.
-unsigned int num_blocks(int64_t n) {
-  const int64_t blocks = (n + kThreads - 1) / kThreads;
-  return static_cast<unsigned int>(std::min<int64_t>(blocks, int64_t{1} << 16));
-}
-
-}  // namespace
 
 at::Tensor dynamic_voxelize_cuda(const at::Tensor& points, at::ArrayRef<double> voxel_size,
                                  at::ArrayRef<double> point_cloud_range) {

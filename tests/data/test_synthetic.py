@@ -23,17 +23,11 @@ from pyquaternion import Quaternion
 from bev_reid.config import SynthConfig
 from bev_reid.data.synth_populate import build_scene
 from bev_reid.data.synth_render import Camera, box_corners
+from bev_reid.data.synth_rig import CAMERAS
 from bev_reid.data.synth_world import MARGIN
 from bev_reid.data.synthetic import META_FILE, TABLE_NAMES, generate_world
 
-CAMS = (
-    "CAM_FRONT",
-    "CAM_FRONT_RIGHT",
-    "CAM_BACK_RIGHT",
-    "CAM_BACK",
-    "CAM_BACK_LEFT",
-    "CAM_FRONT_LEFT",
-)
+CAMS = CAMERAS
 CFG = SynthConfig(
     scenes=2, keyframes=6, conditions=("day", "night"), layouts=("straight", "loop"), workers=1
 )
