@@ -308,6 +308,9 @@ class TrainReIDConfig:
     p_identities: int = 16
     k_views: int = 4
     mirror: bool = True  # flip half the crops across the heading axis (the other side of a vehicle)
+    shift: float = 0.0  # random shift of each crop, up to this many cells along each axis
+    rotate: float = 0.0  # random rotation of each crop, up to this many degrees either way
+    cell_dropout: float = 0.0  # share of cells zeroed at random (a sparser LiDAR return)
     lr: float = 1e-3
     weight_decay: float = 0.0
     max_steps: int = 20000
@@ -394,6 +397,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where} must be an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 5e-4 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where} must be a number, got {value!r}")
         return float(value)

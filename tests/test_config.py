@@ -37,6 +37,16 @@ def test_type_errors_name_the_key(tmp_path):
         load_config(overrides=["grid.xbound=[1, 0, 0.5]"])
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="train_reid.lr must be a number, got 'fast'"):
+        load_config(overrides=["train_reid.lr=fast"])
+
+
+def test_exponent_without_a_dot_is_a_number(tmp_path):
+    # YAML 1.1 reads 5e-4 as a string; a float key takes it as the number it plainly is.
+    f = tmp_path / "c.yaml"
+    f.write_text("train_reid:\n  weight_decay: 5e-4\n")
+    assert load_config(f).train_reid.weight_decay == 5e-4
+    assert load_config(overrides=["train_reid.lr=2e-3"]).train_reid.lr == 2e-3
 
 
 def test_round_trip_through_dict():

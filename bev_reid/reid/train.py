@@ -14,12 +14,14 @@ comes from the checkpoint.
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -93,6 +95,54 @@ def crop_statistics(
     index = np.sort([dataset.views[i]["index"] for i in rows])
     crops = torch.from_numpy(np.asarray(dataset.crops[index], dtype=np.float32))  # n x C x S x S
     return crops.mean(dim=(0, 2, 3)), crops.std(dim=(0, 2, 3))
+
+
+def turn_and_shift(crops: torch.Tensor, angle: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Crops [B, C, S, S] turned about their centre by ``angle`` [B] (radians, from the column
+    axis towards the row axis) and then moved by ``shift`` [B, 2] cells (rows, columns);
+    bilinear, zeros coming in from outside.
+
+    A quarter turn equals ``torch.rot90(crops, -1, (-2, -1))``; an integer shift moves every cell
+    by exactly that many rows and columns.
+    """
+    b, _, s, _ = crops.shape
+    cos, sin = angle.cos(), angle.sin()
+    # affine_grid maps output (x = column, y = row, normalised to [-1, 1]) to input coordinates.
+    tx = -2 * shift[:, 1] / s
+    ty = -2 * shift[:, 0] / s
+    theta = torch.stack(
+        [
+            torch.stack([cos, sin, cos * tx + sin * ty], 1),
+            torch.stack([-sin, cos, -sin * tx + cos * ty], 1),
+        ],
+        1,
+    ).to(crops.dtype)  # B x 2 x 3
+    grid = F.affine_grid(theta, list(crops.shape), align_corners=False)
+    return F.grid_sample(crops, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def augment_crops(
+    crops: torch.Tensor, mirror: bool, shift: float, rotate: float, cell_dropout: float
+) -> torch.Tensor:
+    """Random training views of heading-aligned crops [B, C, S, S] (the torch RNG of the step).
+
+    - ``mirror``: half the crops flipped across the heading axis (the vehicle's other side);
+    - ``rotate`` / ``shift``: each crop turned by up to ``rotate`` degrees and moved by up to
+      ``shift`` cells along each axis (heading and box errors), see :func:`turn_and_shift`;
+    - ``cell_dropout``: that share of cells zeroed in every channel (fewer LiDAR returns).
+    """
+    b, _, s, _ = crops.shape
+    if mirror:
+        flip = torch.rand(b, device=crops.device) < 0.5
+        crops = torch.where(flip.view(-1, 1, 1, 1), crops.flip(-1), crops)
+    if shift > 0 or rotate > 0:
+        angle = (torch.rand(b, device=crops.device) * 2 - 1) * math.radians(rotate)  # B
+        move = (torch.rand(b, 2, device=crops.device) * 2 - 1) * shift  # B x 2 cells
+        crops = turn_and_shift(crops, angle, move)
+    if cell_dropout > 0:
+        keep = torch.rand(b, 1, s, s, device=crops.device) >= cell_dropout
+        crops = crops * keep
+    return crops
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:
@@ -206,9 +256,7 @@ def _train(cfg: Config, dist: DistInfo) -> Path:
         torch.manual_seed(
             step_seed(tc.seed, step + 1, dist.rank)
         )  # dropout and mirror of this step
-        if tc.mirror:  # the vehicle seen from its other side: mirror across the heading axis
-            flip = torch.rand(crops.shape[0], device=crops.device) < 0.5
-            crops = torch.where(flip.view(-1, 1, 1, 1), crops.flip(-1), crops)
+        crops = augment_crops(crops, tc.mirror, tc.shift, tc.rotate, tc.cell_dropout)
         out = net(crops, ids)
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()

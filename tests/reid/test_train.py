@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from bev_reid.config import Config, load_config, to_dict
 from bev_reid.engine.checkpoint import list_checkpoints, load_checkpoint
 from bev_reid.models.reid import BEVReIDModel
 from bev_reid.reid.sampler import PKBatchSampler
-from bev_reid.reid.train import train_reid
+from bev_reid.reid.train import augment_crops, train_reid, turn_and_shift
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,6 +53,46 @@ def events(run_dir: Path) -> EventAccumulator:
 
 def losses(run_dir: Path) -> np.ndarray:
     return np.array([e.value for e in events(run_dir).Scalars("loss")])
+
+
+# ---------------------------------------------------------------------------------------------
+# Augmentation
+
+
+def test_turn_and_shift_against_rot90_and_slicing():
+    x = torch.randn(3, 2, 8, 8, dtype=torch.float64)
+    quarter = turn_and_shift(x, torch.full((3,), math.pi / 2, dtype=torch.float64),
+                             torch.zeros(3, 2, dtype=torch.float64))  # fmt: skip
+    torch.testing.assert_close(quarter, torch.rot90(x, -1, (-2, -1)))
+    shifts = torch.tensor([[1.0, 0.0], [0.0, 2.0], [-1.0, -1.0]], dtype=torch.float64)
+    moved = turn_and_shift(x, torch.zeros(3, dtype=torch.float64), shifts)
+    expect = torch.zeros_like(x)
+    expect[0, :, 1:, :] = x[0, :, :-1, :]  # one row down
+    expect[1, :, :, 2:] = x[1, :, :, :-2]  # two columns right
+    expect[2, :, :-1, :-1] = x[2, :, 1:, 1:]  # one up and one left
+    torch.testing.assert_close(moved, expect)
+    # Turned first, then moved.
+    both = turn_and_shift(x[:1], torch.tensor([math.pi / 2], dtype=torch.float64),
+                          torch.tensor([[1.0, 0.0]], dtype=torch.float64))  # fmt: skip
+    turned = torch.rot90(x[:1], -1, (-2, -1))
+    expect = torch.zeros_like(turned)
+    expect[:, :, 1:, :] = turned[:, :, :-1, :]
+    torch.testing.assert_close(both, expect)
+
+
+def test_augment_crops_mirrors_some_and_drops_whole_cells():
+    torch.manual_seed(0)
+    x = torch.rand(64, 3, 6, 6) + 0.5  # no zero cells to start with
+    m = augment_crops(x, mirror=True, shift=0.0, rotate=0.0, cell_dropout=0.0)
+    same = (m == x).flatten(1).all(1)
+    flipped = (m == x.flip(-1)).flatten(1).all(1)
+    assert bool((same | flipped).all()) and 10 < int(flipped.sum()) < 54
+    assert torch.equal(augment_crops(x, False, 0.0, 0.0, 0.0), x)
+    d = augment_crops(x, mirror=False, shift=0.0, rotate=0.0, cell_dropout=0.3)
+    zero = d == 0  # 64 x 3 x 6 x 6
+    assert torch.equal(zero.all(1), zero.any(1))  # a cell is dropped in every channel or none
+    assert torch.equal(d[~zero], x[~zero])
+    assert 0.25 < zero[:, 0].float().mean().item() < 0.35
 
 
 # ---------------------------------------------------------------------------------------------
@@ -136,7 +177,10 @@ def test_cosine_softmax_loss_falls_and_the_run_is_logged(reid_dataset, tmp_path)
 
 
 def test_resume_takes_the_same_steps_as_an_uninterrupted_run(reid_dataset, tmp_path):
-    common = {"train_reid.max_steps": 6, "train_reid.checkpoint_every": 3, "reid.dropout": 0.5}
+    common = {
+        "train_reid.max_steps": 6, "train_reid.checkpoint_every": 3, "reid.dropout": 0.5,
+        "train_reid.shift": 1.0, "train_reid.rotate": 10.0, "train_reid.cell_dropout": 0.2,
+    }  # fmt: skip
     whole = train_reid(run_config(reid_dataset, tmp_path / "whole", **common))
     half = {**common, "train_reid.max_steps": 3}
     train_reid(run_config(reid_dataset, tmp_path / "split", **half))
@@ -189,7 +233,9 @@ def test_time_based_checkpoints_and_pruning(reid_dataset, tmp_path):
 DDP_SCRIPT = """
 import json, os, sys
 from bev_reid.config import load_config
-from bev_reid.reid.train import train_reid
+import math
+
+from bev_reid.reid.train import augment_crops, train_reid, turn_and_shift
 
 if __name__ == "__main__":
     path = train_reid(load_config(overrides=json.loads(sys.argv[1])))
