@@ -213,6 +213,10 @@ def _train_reid_args(p: argparse.ArgumentParser) -> None:
     config_option(p, "--max-steps", "train_reid.max_steps", "stop after this many optimizer steps")
     config_option(p, "--device", "train_reid.device", "auto, cpu or cuda")
     config_option(p, "--resume", "train_reid.resume", "continue from the run's latest checkpoint")
+    config_option(
+        p, "--init-from", "train_reid.init_from",
+        "start the embedding net from this ReID checkpoint (fine-tuning)",
+    )  # fmt: skip
 
 
 @register_command("train-reid", "train the ReID embedding on a dataset folder", _train_reid_args)

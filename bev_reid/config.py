@@ -322,6 +322,9 @@ class TrainReIDConfig:
     num_workers: int = 2
     seed: int = 0
     resume: bool = False
+    # A ReID checkpoint (e.g. trained on a larger or synthetic dataset) whose embedding net starts
+    # this run; its head and input statistics are not taken. Ignored when resuming.
+    init_from: str = ""
 
 
 @dataclass(frozen=True)

@@ -121,6 +121,36 @@ def turn_and_shift(crops: torch.Tensor, angle: torch.Tensor, shift: torch.Tensor
     return F.grid_sample(crops, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
+def init_net_from(model: BEVReIDModel, path: str) -> None:
+    """Loads the embedding net (``model.net``) of the ReID checkpoint at ``path`` into ``model``.
+
+    The head (its classes are another dataset's identities) and the input statistics (measured
+    on this run's crops) stay as they are.
+
+    Raises:
+        CheckpointError: the checkpoint is missing, damaged or not a ReID checkpoint, or its net
+            has another shape (channels, widths, pool, embedding size) than this run's.
+    """
+    ckpt = load_checkpoint(path)
+    theirs = ckpt.meta.get("model")
+    if ckpt.meta.get("kind") != "reid" or not isinstance(theirs, dict):
+        raise CheckpointError(
+            f"train_reid.init_from {path!r} is not a ReID checkpoint (kind "
+            f"{ckpt.meta.get('kind')!r}); pass one written by train-reid"
+        )
+    shape_keys = ("in_channels", "embedding_dim", "widths", "pool")
+    mine = model.config
+    if any(theirs.get(k) != mine[k] for k in shape_keys):
+        raise CheckpointError(
+            f"train_reid.init_from {path!r} holds a net of "
+            + ", ".join(f"{k}={theirs.get(k)!r}" for k in shape_keys)
+            + "; this run builds "
+            + ", ".join(f"{k}={mine[k]!r}" for k in shape_keys)
+        )
+    net = {k.removeprefix("net."): v for k, v in ckpt.model_state().items() if k.startswith("net.")}
+    model.net.load_state_dict(net)
+
+
 def augment_crops(
     crops: torch.Tensor, mirror: bool, shift: float, rotate: float, cell_dropout: float
 ) -> torch.Tensor:
@@ -221,8 +251,11 @@ def _train(cfg: Config, dist: DistInfo) -> Path:
         model.load_state_dict(ckpt.model_state())
         restore_training_state(ckpt, optimizer, restore_rng=False)  # reseeded per step
         step = ckpt.step
-    elif tc.resume and dist.is_main:
-        print(f"train-reid: no checkpoint in {ckpt_dir} to resume from; starting at step 0")
+    else:
+        if tc.resume and dist.is_main:
+            print(f"train-reid: no checkpoint in {ckpt_dir} to resume from; starting at step 0")
+        if tc.init_from:
+            init_net_from(model, tc.init_from)
     net = wrap_ddp(model, dist)
     writer = open_run(run_dir, cfg, dist)
     sampler = PKBatchSampler(

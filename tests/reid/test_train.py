@@ -17,7 +17,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from bev_reid.config import Config, load_config, to_dict
-from bev_reid.engine.checkpoint import list_checkpoints, load_checkpoint
+from bev_reid.engine.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
 from bev_reid.models.reid import BEVReIDModel
 from bev_reid.reid.sampler import PKBatchSampler
 from bev_reid.reid.train import augment_crops, train_reid, turn_and_shift
@@ -218,6 +218,34 @@ def test_triplet_mode_trains_and_an_unknown_mode_is_a_clear_error(reid_dataset, 
     with pytest.raises(ValueError, match="cosine-softmax, triplet.*'arcface'"):
         train_reid(bad)
     assert not (tmp_path / "bad").exists()
+
+
+def test_init_from_takes_the_net_and_leaves_the_head(reid_dataset, tmp_path):
+    source = train_reid(run_config(reid_dataset, tmp_path / "a", **{"train_reid.max_steps": 3}))
+    # lr 0: Adam leaves every weight where it started, so the run's checkpoint shows the start.
+    tuned = train_reid(
+        run_config(reid_dataset, tmp_path / "b", **{
+            "train_reid.max_steps": 1, "train_reid.lr": 0.0, "train_reid.init_from": str(source),
+            "train_reid.seed": 5,
+        })
+    )  # fmt: skip
+    a, b = load_checkpoint(source).model_state(), load_checkpoint(tuned).model_state()
+    # (BatchNorm running statistics move in a training step even at lr 0: compare parameters.)
+    net = [k for k in a if k.startswith("net.") and "running_" not in k and "batches" not in k]
+    assert net and all(torch.equal(a[k], b[k]) for k in net)
+    assert not torch.equal(a["head.weight"], b["head.weight"])  # a fresh head (seed 5)
+    # A net of another shape is refused by name, a missing checkpoint clearly.
+    wide = run_config(reid_dataset, tmp_path / "c", **{
+        "train_reid.max_steps": 1, "train_reid.init_from": str(source), "reid.widths": [16, 48],
+    })  # fmt: skip
+    with pytest.raises(
+        CheckpointError, match=r"widths=\[16, 32\].*this run builds.*widths=\[16, 48\]"
+    ):
+        train_reid(wide)
+    with pytest.raises(CheckpointError, match="missing|does not exist|no checkpoint"):
+        train_reid(run_config(reid_dataset, tmp_path / "d", **{
+            "train_reid.max_steps": 1, "train_reid.init_from": str(tmp_path / "nothing.json"),
+        }))  # fmt: skip
 
 
 def test_time_based_checkpoints_and_pruning(reid_dataset, tmp_path):
