@@ -104,11 +104,13 @@ def main() -> None:
         original = per_annotation * sum(per_keyframe)
     print(
         f"device {args.device}, {torch.get_num_threads()} threads; {n} synthetic keyframes, "
-        f"{sum(per_keyframe)} vehicle annotations in the grid ({sum(per_keyframe) / n:.1f} per keyframe), "
+        f"{sum(per_keyframe)} vehicle annotations in the grid "
+        f"({sum(per_keyframe) / n:.1f} per keyframe), "
         f"{len(views)} crops kept"
     )
     print(
-        f"  ours (one pass per keyframe):             {n / ours:8.3f} keyframes/s ({ours / n:.2f} s per keyframe)"
+        f"  ours (one pass per keyframe):             {n / ours:8.3f} keyframes/s "
+        f"({ours / n:.2f} s per keyframe)"
     )
     print(
         f"  original (one pass per annotation x cam): {n / original:8.3f} keyframes/s "

@@ -71,14 +71,16 @@ def main() -> None:
     (t_ours, i_ours), (t_ref, i_ref) = results["ours"], results["reference"]
     b = args.batch
     print(
-        f"LSS default config, batch {b}, {args.device}, {torch.get_num_threads()} threads; per sample:"
+        f"LSS default config, batch {b}, {args.device}, "
+        f"{torch.get_num_threads()} threads; per sample:"
     )
     print(f"  {'':10s} {'train step':>12s} {'inference':>12s}")
     for name, (t, i) in results.items():
         print(f"  {name:10s} {t / b * 1e3:10.0f}ms {i / b * 1e3:10.0f}ms")
     print(f"  speed-up   {t_ref / t_ours:11.2f}x {i_ref / i_ours:11.2f}x")
     print(
-        f"  the splat's share of a reference training step: {(t_ref - t_ours) / t_ref:.0%} saved by our op"
+        "  the splat's share of a reference training step: "
+        f"{(t_ref - t_ours) / t_ref:.0%} saved by our op"
     )
 
 

@@ -98,7 +98,8 @@ def bench_bev_pool(name, device, repeat, batch, cams, depth_bins, fh, fw, channe
         moved = feats.numel() * feats.element_size() + coords.numel() * coords.element_size()
         moved += math.prod(out_shape) * feats.element_size()
         print(
-            f"  forward bandwidth {moved / f_ours / 1e9:.0f} GB/s (card: {card_bandwidth():.0f} GB/s copy)"
+            f"  forward bandwidth {moved / f_ours / 1e9:.0f} GB/s "
+            f"(card: {card_bandwidth():.0f} GB/s copy)"
         )
     return f_ref / f_ours, fb_ref / fb_ours
 
@@ -130,7 +131,8 @@ def bench_voxelize(device, repeat):
     args = ((0.1, 0.1, 0.2), (-54.0, -54.0, -5.0, 54.0, 54.0, 3.0), 10, 120000)
     pts_d = pts.to(device)
     print(
-        f"\nvoxelize: {source}, {pts.shape[0]:,} points, voxel 0.1 x 0.1 x 0.2 m, max 10 points, 120k voxels, {device}"
+        f"\nvoxelize: {source}, {pts.shape[0]:,} points, voxel 0.1 x 0.1 x 0.2 m, "
+        f"max 10 points, 120k voxels, {device}"
     )
     t_ours = timeit(lambda: voxelize(pts_d, *args), device, repeat)
     t_dyn = timeit(lambda: dynamic_voxelize(pts_d, *args[:2]), device, repeat)

@@ -113,7 +113,8 @@ def val_lss(args: argparse.Namespace, cfg: Config) -> int:
         raise ValueError("val-lss needs --checkpoint (or val_lss.checkpoint in the config)")
     r = validate_lss(cfg.val_lss.checkpoint, cfg, cfg.val_lss.nvals or None, cfg.val_lss.device)
     print(
-        f"IoU over {int(r['keyframes'])} keyframes: min {r['iou_min']:.4f}  max {r['iou_max']:.4f}  "
+        f"IoU over {int(r['keyframes'])} keyframes: "
+        f"min {r['iou_min']:.4f}  max {r['iou_max']:.4f}  "
         f"mean {r['iou_mean']:.4f}  pooled {r['iou_pooled']:.4f}"
     )
     return 0
@@ -163,15 +164,17 @@ def build_dataset(args: argparse.Namespace, cfg: Config) -> int:
     path = build(cfg, merge_only=cfg.build.merge)
     if path is None:
         print(
-            f"shard {cfg.build.shard} done; when every shard is, run: bev-reid build-dataset --merge --out {cfg.build.out} ..."
+            f"shard {cfg.build.shard} done; when every shard is, run: "
+            f"bev-reid build-dataset --merge --out {cfg.build.out} ..."
         )
     else:
         import json
 
         meta = json.loads(path.read_text())
         print(
-            f"wrote {path.parent}: {meta['num_identities']} identities ({meta['num_train_identities']} train, "
-            f"{meta['num_val_identities']} val), {meta['num_views']} views, channels {len(meta['channels'])}"
+            f"wrote {path.parent}: {meta['num_identities']} identities "
+            f"({meta['num_train_identities']} train, {meta['num_val_identities']} val), "
+            f"{meta['num_views']} views, channels {len(meta['channels'])}"
         )
     return 0
 

@@ -38,7 +38,8 @@ class GridConfig:
             lo, hi, step = getattr(self, name)
             if not (hi > lo and step > 0):
                 raise ConfigError(
-                    f"grid.{name} must be (min, max, step) with max > min and step > 0, got {(lo, hi, step)}"
+                    f"grid.{name} must be (min, max, step) with max > min and step > 0, "
+                    f"got {(lo, hi, step)}"
                 )
 
     @property
@@ -390,7 +391,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
         if args and len(args) != len(value):
             raise ConfigError(f"{where} must have {len(args)} items, got {len(value)}: {value!r}")
-        return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        return tuple(
+            _coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True))
+        )
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{where} must be true or false, got {value!r}")
@@ -421,7 +424,8 @@ def _build(cls: type[T], values: dict[str, Any], where: str) -> T:
     unknown = sorted(set(values) - set(names))
     if unknown:
         raise ConfigError(
-            f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(repr(f'{where}.{k}'.lstrip('.')) for k in unknown)}; "
+            f"unknown key{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(repr(f'{where}.{k}'.lstrip('.')) for k in unknown)}; "
             f"valid keys{' of ' + where if where else ''}: {', '.join(names)}"
         )
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}".lstrip(".")) for k, v in values.items()}

@@ -37,7 +37,8 @@ def default_config() -> Path:
         if path.is_file():
             return path
     raise FileNotFoundError(
-        f"the demo config is not at {' or '.join(map(str, DEMO_CONFIGS))}: pass --config path/to/demo.yaml"
+        f"the demo config is not at {' or '.join(map(str, DEMO_CONFIGS))}: "
+        "pass --config path/to/demo.yaml"
     )
 
 
@@ -172,19 +173,22 @@ def _table(summary: dict[str, Any]) -> str:
         f"  dataset:  {d['num_identities']} identities ({d['num_train_identities']} train, "
         f"{d['num_val_identities']} val), {d['num_views']} views, {len(d['channels'])} channels",
         "",
-        f"  {'validation, full retrieval':28s} {'rank-1':>7s} {'rank-5':>7s} {'mAP':>7s} {'mINP':>7s}",
+        f"  {'validation, full retrieval':28s} {'rank-1':>7s} {'rank-5':>7s} "
+        f"{'mAP':>7s} {'mINP':>7s}",
     ]
     for name, rows in (("trained", summary["trained"]), ("raw crops (floor)", summary["raw"])):
         for r in rows:
             if r["protocol"] == "retrieval":
                 label = f"{name}, {r['condition']}"
                 lines.append(
-                    f"  {label:28s} {f(r['rank1']):>7s} {f(r['rank5']):>7s} {f(r['mAP']):>7s} {f(r['mINP']):>7s}"
+                    f"  {label:28s} {f(r['rank1']):>7s} {f(r['rank5']):>7s} "
+                    f"{f(r['mAP']):>7s} {f(r['mINP']):>7s}"
                 )
     cmc = [r for r in summary["trained"] if r["protocol"] == "cmc" and r["condition"] == "all"]
     if cmc:
         lines.append(
-            f"  original CMC protocol (single-shot galleries): rank-1 {f(cmc[0]['rank1'])}, rank-5 {f(cmc[0]['rank5'])}"
+            "  original CMC protocol (single-shot galleries): "
+            f"rank-1 {f(cmc[0]['rank1'])}, rank-5 {f(cmc[0]['rank5'])}"
         )
     lines.append("")
     lines.append(
@@ -242,7 +246,8 @@ def run_demo(cfg: Config, out: str | Path, force: bool = False) -> dict[str, Any
     atomic_write_text(
         report / "README.txt",
         "Pictures: bev_prediction.png, cmc_curve.png, ranked_retrieval.png. Config: config.yaml.\n"
-        f"Tensorboard: tensorboard --logdir {out} (LSS in lss/, ReID training in reid/, evaluation in eval/)\n",
+        f"Tensorboard: tensorboard --logdir {out} "
+        "(LSS in lss/, ReID training in reid/, evaluation in eval/)\n",
     )
     print(table)
     print(f"\nreport: {report}  (tensorboard --logdir {out})")

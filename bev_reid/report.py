@@ -75,7 +75,10 @@ def draw_retrieval(
     top: int = 6,
     seed: int = 0,
 ) -> Path:
-    """Queries (left) and their top matches from other keyframes, green when the identity is right."""
+    """Queries (left) and their top matches from other keyframes.
+
+    A match is drawn green when the identity is right.
+    """
     plt = _pyplot()
     ids = torch.tensor(dataset.ids)
     groups = view_groups(dataset.views)

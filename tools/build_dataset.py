@@ -1,4 +1,7 @@
-"""`python tools/build_dataset.py ARGS` is `bev-reid build-dataset ARGS` (see `bev-reid build-dataset --help`)."""
+"""`python tools/build_dataset.py ARGS` is `bev-reid build-dataset ARGS`.
+
+See `bev-reid build-dataset --help`.
+"""
 
 import sys
 

@@ -1,4 +1,7 @@
-"""`python tools/eval_reid.py ARGS` is `bev-reid eval-reid ARGS` (see `bev-reid eval-reid --help`)."""
+"""`python tools/eval_reid.py ARGS` is `bev-reid eval-reid ARGS`.
+
+See `bev-reid eval-reid --help`.
+"""
 
 import sys
 

@@ -1,4 +1,7 @@
-"""`python tools/show_dataset.py ARGS` is `bev-reid show-dataset ARGS` (see `bev-reid show-dataset --help`)."""
+"""`python tools/show_dataset.py ARGS` is `bev-reid show-dataset ARGS`.
+
+See `bev-reid show-dataset --help`.
+"""
 
 import sys
 

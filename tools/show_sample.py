@@ -1,4 +1,7 @@
-"""`python tools/show_sample.py ARGS` is `bev-reid show-sample ARGS` (see `bev-reid show-sample --help`)."""
+"""`python tools/show_sample.py ARGS` is `bev-reid show-sample ARGS`.
+
+See `bev-reid show-sample --help`.
+"""
 
 import sys
 

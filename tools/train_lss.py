@@ -1,4 +1,7 @@
-"""`python tools/train_lss.py ARGS` is `bev-reid train-lss ARGS` (see `bev-reid train-lss --help`)."""
+"""`python tools/train_lss.py ARGS` is `bev-reid train-lss ARGS`.
+
+See `bev-reid train-lss --help`.
+"""
 
 import sys
 

@@ -1,4 +1,7 @@
-"""`python tools/train_reid.py ARGS` is `bev-reid train-reid ARGS` (see `bev-reid train-reid --help`)."""
+"""`python tools/train_reid.py ARGS` is `bev-reid train-reid ARGS`.
+
+See `bev-reid train-reid --help`.
+"""
 
 import sys
 

@@ -154,7 +154,8 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     if not p.exists():
         if p.with_suffix(".safetensors").exists():
             raise CheckpointError(
-                f"checkpoint {str(p.with_suffix('.safetensors'))!r} is unfinished: its sidecar {p.name} is missing"
+                f"checkpoint {str(p.with_suffix('.safetensors'))!r} is unfinished: "
+                f"its sidecar {p.name} is missing"
             )
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
     return p
@@ -171,7 +172,8 @@ def load_checkpoint(
         raise CheckpointError(f"checkpoint sidecar {str(sidecar)!r} is not valid JSON: {e}") from e
     if not isinstance(record, dict) or record.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
-            f"checkpoint {str(sidecar)!r} has format {record.get('format_version') if isinstance(record, dict) else None!r}, "
+            f"checkpoint {str(sidecar)!r} has format "
+            f"{record.get('format_version') if isinstance(record, dict) else None!r}, "
             f"this bev-reid reads format {FORMAT_VERSION}"
         )
     weights = sidecar.parent / record["weights"]
@@ -180,11 +182,13 @@ def load_checkpoint(
     blob = weights.read_bytes()
     if len(blob) != record["size"]:
         raise CheckpointError(
-            f"checkpoint weights {str(weights)!r} are truncated or changed: {len(blob)} bytes, expected {record['size']}"
+            f"checkpoint weights {str(weights)!r} are truncated or changed: "
+            f"{len(blob)} bytes, expected {record['size']}"
         )
     if hashlib.sha256(blob).hexdigest() != record["sha256"]:
         raise CheckpointError(
-            f"checkpoint weights {str(weights)!r} are corrupt: the SHA-256 does not match its sidecar"
+            f"checkpoint weights {str(weights)!r} are corrupt: "
+            "the SHA-256 does not match its sidecar"
         )
     try:
         tensors = load_safetensors(blob)

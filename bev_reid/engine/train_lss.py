@@ -154,7 +154,8 @@ def _train(cfg: Config, dist: DistInfo) -> Path:
     per_epoch = EpochBatches.per_epoch(len(dataset), tc.batch_size, dist.world_size)
     if per_epoch == 0:
         raise ValueError(
-            f"{len(dataset)} training keyframes are fewer than batch_size {tc.batch_size} x {dist.world_size} process(es)"
+            f"{len(dataset)} training keyframes are fewer than "
+            f"batch_size {tc.batch_size} x {dist.world_size} process(es)"
         )
     model = build_model(cfg).to(dist.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
@@ -237,7 +238,8 @@ def load_lss(path: str | Path, device: str | torch.device = "cpu") -> tuple[Lift
     ckpt = load_checkpoint(path)
     if ckpt.meta.get("kind") != "lss":
         raise CheckpointError(
-            f"checkpoint {str(ckpt.path)!r} is not an LSS checkpoint (kind {ckpt.meta.get('kind')!r})"
+            f"checkpoint {str(ckpt.path)!r} is not an LSS checkpoint "
+            f"(kind {ckpt.meta.get('kind')!r})"
         )
     cfg = config_from_dict(ckpt.meta["config"])
     model = build_model(cfg)

@@ -43,7 +43,8 @@ def load_trunk_weights(trunk: nn.Module, path: str) -> None:
     missing, unexpected = trunk.load_state_dict(state, strict=False)
     if unexpected or [m for m in missing if not m.startswith("_fc.")]:
         raise ValueError(
-            f"trunk weights {str(p)!r} do not fit {type(trunk).__name__}: missing {missing[:5]}, unexpected {unexpected[:5]}"
+            f"trunk weights {str(p)!r} do not fit {type(trunk).__name__}: "
+            f"missing {missing[:5]}, unexpected {unexpected[:5]}"
         )
 
 
@@ -155,7 +156,8 @@ class LiftSplatShoot(nn.Module):
         h, w = data.final_dim
         if h % model.downsample or w % model.downsample:
             raise ValueError(
-                f"data.final_dim {data.final_dim} must be divisible by lss.downsample ({model.downsample})"
+                f"data.final_dim {data.final_dim} must be divisible by "
+                f"lss.downsample ({model.downsample})"
             )
         if model.bev_channels != model.channels * grid.shape[2]:
             raise ValueError(

@@ -331,7 +331,8 @@ def merge_parts(cfg: Config, source: Source, parts: list[int]) -> Path:
     missing = [k for k in parts if not part_done(out, k, fingerprint)]
     if missing:
         raise ValueError(
-            f"{len(missing)} of {len(parts)} parts are not built yet ({missing[:8]}...): run the missing shards first"
+            f"{len(missing)} of {len(parts)} parts are not built yet ({missing[:8]}...): "
+            "run the missing shards first"
         )
     views, offsets, boxes, dropped_iou = [], [], 0, 0
     for k in parts:
@@ -347,10 +348,11 @@ def merge_parts(cfg: Config, source: Source, parts: list[int]) -> Path:
     tokens = [t for t in counts if counts[t] >= bc.min_views]
     if not tokens:
         raise ValueError(
-            f"no identity has {bc.min_views} views or more: of {boxes} boxes of {list(bc.categories)} in the "
-            f"grid that passed the visibility and LiDAR filters, the IoU filter (min_iou {bc.min_iou}) dropped "
-            f"{dropped_iou}, leaving {len(views)} views of {len(counts)} instances. A weak LSS checkpoint "
-            "predicts few vehicles: train it longer or lower --min-iou (0 turns the filter off)"
+            f"no identity has {bc.min_views} views or more: of {boxes} boxes of "
+            f"{list(bc.categories)} in the grid that passed the visibility and LiDAR filters, "
+            f"the IoU filter (min_iou {bc.min_iou}) dropped {dropped_iou}, leaving "
+            f"{len(views)} views of {len(counts)} instances. A weak LSS checkpoint predicts few "
+            "vehicles: train it longer or lower --min-iou (0 turns the filter off)"
         )
     scene_of = {v["instance_token"]: v["scene"] for v in views}
     category_of = {v["instance_token"]: v["category"] for v in views}
@@ -364,7 +366,7 @@ def merge_parts(cfg: Config, source: Source, parts: list[int]) -> Path:
     tmp = out / ".crops.npy.tmp"
     target = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=shape)
     row = 0
-    for k, offset in zip(parts, offsets):
+    for k, offset in zip(parts, offsets, strict=True):
         part = np.load(part_paths(out, k)[0], mmap_mode="r")
         local = [i - offset for i in kept if offset <= i < offset + part.shape[0]]
         if local:

@@ -46,7 +46,8 @@ def read_object_data(path: str | Path) -> dict[str, Any]:
     data = json.loads(meta.read_text(encoding="utf-8"))
     if data.get("format_version") != FORMAT_VERSION:
         raise ValueError(
-            f"{str(meta)!r} has format {data.get('format_version')!r}; this bev-reid reads {FORMAT_VERSION}"
+            f"{str(meta)!r} has format {data.get('format_version')!r}; "
+            f"this bev-reid reads {FORMAT_VERSION}"
         )
     return data
 
@@ -84,7 +85,8 @@ class ReIDDataset(Dataset):
             self._crops = np.load(self.root / "crops.npy", mmap_mode="r")
             if self._crops.shape[0] != self.meta["num_views"]:
                 raise ValueError(
-                    f"{self.root / 'crops.npy'} holds {self._crops.shape[0]} crops, object_data.json says {self.meta['num_views']}"
+                    f"{self.root / 'crops.npy'} holds {self._crops.shape[0]} crops, "
+                    f"object_data.json says {self.meta['num_views']}"
                 )
         return self._crops
 

@@ -1,4 +1,7 @@
-"""Pictures of a ReID dataset: a few identities, their views side by side (`bev-reid show-dataset`)."""
+"""Pictures of a ReID dataset: a few identities, their views side by side.
+
+Drawn by `bev-reid show-dataset`.
+"""
 
 from __future__ import annotations
 
@@ -82,11 +85,12 @@ def draw_dataset(
                 ax.set_ylabel(
                     f"id {v['id']} ({v['split']})\n{v['category'].split('.')[-1]}", fontsize=7
                 )
-    fig.suptitle(
-        f"{Path(path).name}: {len(rows)} identities, channels: "
-        f"{'LiDAR (occupancy, height, intensity)' if ds.lidar_channels else 'camera BEV features (first 3 PCs)'}",
-        fontsize=9,
+    channels = (
+        "LiDAR (occupancy, height, intensity)"
+        if ds.lidar_channels
+        else "camera BEV features (first 3 PCs)"
     )
+    fig.suptitle(f"{Path(path).name}: {len(rows)} identities, channels: {channels}", fontsize=9)
     fig.tight_layout()
     with atomic_open(out_png, "wb") as f:
         fig.savefig(f, format="png", dpi=110)

@@ -44,7 +44,7 @@ def test_round_trip_restores_model_optimizer_and_rng(tmp_path):
     torch.manual_seed(123)
     restore_training_state(ckpt, opt2)
     assert torch.equal(torch.rand(5), expected_next)
-    for a, b in zip(model.state_dict().values(), model2.state_dict().values()):
+    for a, b in zip(model.state_dict().values(), model2.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     s1, s2 = opt.state_dict(), opt2.state_dict()
     assert (

@@ -26,7 +26,7 @@ def make_cloud(n, f=4, *, dtype=torch.float32, seed=0):
 
 
 def assert_same(out, ref):
-    for name, a, b in zip(("voxels", "coords", "num_points"), out, ref):
+    for name, a, b in zip(("voxels", "coords", "num_points"), out, ref, strict=True):
         assert a.dtype == b.dtype, name
         assert torch.equal(a.cpu(), b), f"{name} differ"
 
