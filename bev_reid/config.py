@@ -311,7 +311,7 @@ class TrainReIDConfig:
     mirror: bool = True  # flip half the crops across the heading axis (the other side of a vehicle)
     shift: float = 0.0  # random shift of each crop, up to this many cells along each axis
     rotate: float = 0.0  # random rotation of each crop, up to this many degrees either way
-    cell_dropout: float = 0.0  # share of cells zeroed at random (a sparser LiDAR return)
+    cell_dropout: float = 0.5  # share of cells zeroed at random (a sparser LiDAR return)
     lr: float = 1e-3
     weight_decay: float = 0.0
     max_steps: int = 20000
