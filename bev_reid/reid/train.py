@@ -131,24 +131,17 @@ def init_net_from(model: BEVReIDModel, path: str) -> None:
         CheckpointError: the checkpoint is missing, damaged or not a ReID checkpoint, or its net
             has another shape (channels, widths, pool, embedding size) than this run's.
     """
-    ckpt = load_checkpoint(path)
-    theirs = ckpt.meta.get("model")
-    if ckpt.meta.get("kind") != "reid" or not isinstance(theirs, dict):
-        raise CheckpointError(
-            f"train_reid.init_from {path!r} is not a ReID checkpoint (kind "
-            f"{ckpt.meta.get('kind')!r}); pass one written by train-reid"
-        )
+    source = BEVReIDModel.from_checkpoint(path)  # checks the file and that it is a ReID model
+    theirs, mine = source.config, model.config
     shape_keys = ("in_channels", "embedding_dim", "widths", "pool")
-    mine = model.config
-    if any(theirs.get(k) != mine[k] for k in shape_keys):
+    if any(theirs[k] != mine[k] for k in shape_keys):
         raise CheckpointError(
             f"train_reid.init_from {path!r} holds a net of "
-            + ", ".join(f"{k}={theirs.get(k)!r}" for k in shape_keys)
+            + ", ".join(f"{k}={theirs[k]!r}" for k in shape_keys)
             + "; this run builds "
             + ", ".join(f"{k}={mine[k]!r}" for k in shape_keys)
         )
-    net = {k.removeprefix("net."): v for k, v in ckpt.model_state().items() if k.startswith("net.")}
-    model.net.load_state_dict(net)
+    model.net.load_state_dict(source.net.state_dict())
 
 
 def augment_crops(
