@@ -133,7 +133,11 @@ def _build_args(p: argparse.ArgumentParser) -> None:
     config_option(p, "--min-visibility", "build.min_visibility", "nuScenes visibility level 1-4")
     config_option(p, "--min-lidar-points", "build.min_lidar_points", "LiDAR points in the box")
     config_option(p, "--min-views", "build.min_views", "identities with fewer views are dropped")
-    config_option(p, "--crop-size", "build.crop_size", "crop side in grid cells")
+    config_option(p, "--crop-size", "build.crop_size", "crop side in cells")
+    config_option(p, "--crop-cell", "build.crop_cell", "metres per crop cell; 0 = the grid's")
+    config_option(
+        p, "--lidar-raster", "build.lidar_raster", "grid (ego BEV raster) or box (points per box)"
+    )
     config_option(p, "--align-heading", "build.align_heading", "rotate crops to the box heading")
     config_option(p, "--zero-outside", "build.zero_outside", "zero crop cells outside the box")
     config_option(p, "--modalities", "build.modalities", "camera, lidar or camera,lidar")

@@ -249,7 +249,14 @@ class BuildConfig:
     crop_size: int = 24  # cells (24 x 0.5 m = 12 m)
     align_heading: bool = True  # rotate crops so the box heading points the same way
     zero_outside: bool = True  # zero the crop outside the box footprint (the original's choice)
+    crop_cell: float = 0.0  # metres per crop cell; 0 = the grid's cell (0.5 m)
     modalities: tuple[str, ...] = ("camera",)  # camera, lidar, or both
+    # LiDAR channels: "grid" samples the ego BEV raster (occupancy, max height, mean intensity)
+    # like the camera features; "box" rasterises the points in each box's frame at the crop
+    # cells, with heights from the box bottom and point counts per height band.
+    lidar_raster: str = "grid"
+    lidar_bands: tuple[float, ...] = (0.5, 1.0, 1.5)  # box raster: band edges above the bottom, m
+    lidar_margin: float = 0.25  # box raster: points this far outside the box still count, m
     val_scenes: tuple[str, ...] = ()  # identities of these scenes form the validation split
     val_fraction: float = 0.1  # else this share of identities, drawn with `seed`
     seed: int = 0
@@ -271,6 +278,17 @@ class BuildConfig:
             )
         if self.crop_size < 2:
             raise ConfigError(f"build.crop_size must be >= 2 cells, got {self.crop_size}")
+        if self.crop_cell < 0:
+            raise ConfigError(f"build.crop_cell must be >= 0 metres, got {self.crop_cell}")
+        if self.lidar_raster not in ("grid", "box"):
+            raise ConfigError(f"build.lidar_raster must be grid or box, got {self.lidar_raster!r}")
+        bands = list(self.lidar_bands)
+        if sorted(set(bands)) != bands or min(bands, default=1) <= 0:
+            raise ConfigError(
+                f"build.lidar_bands must be positive and increasing metres, got {bands}"
+            )
+        if self.lidar_margin < 0:
+            raise ConfigError(f"build.lidar_margin must be >= 0 metres, got {self.lidar_margin}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"build.val_fraction must lie in [0, 1), got {self.val_fraction}")
         if self.min_views < 1:

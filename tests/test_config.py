@@ -39,6 +39,12 @@ def test_type_errors_name_the_key(tmp_path):
         load_config(tmp_path / "missing.yaml")
     with pytest.raises(ConfigError, match="train_reid.lr must be a number, got 'fast'"):
         load_config(overrides=["train_reid.lr=fast"])
+    with pytest.raises(ConfigError, match="build.lidar_raster must be grid or box, got 'fine'"):
+        load_config(overrides=["build.lidar_raster=fine"])
+    with pytest.raises(ConfigError, match=r"build.lidar_bands must be positive and increasing"):
+        load_config(overrides=["build.lidar_bands=[1.0, 0.5]"])
+    with pytest.raises(ConfigError, match="build.crop_cell must be >= 0 metres, got -0.25"):
+        load_config(overrides=["build.crop_cell=-0.25"])
 
 
 def test_exponent_without_a_dot_is_a_number(tmp_path):

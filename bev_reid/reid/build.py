@@ -32,7 +32,7 @@ from bev_reid.data.lidar import lidar_bev_rasters
 from bev_reid.data.nuscenes import NuScenesKeyframes, collate
 from bev_reid.engine.distributed import pick_device
 from bev_reid.engine.io import atomic_open, atomic_write_text
-from bev_reid.reid.crops import box_ious, crop_boxes
+from bev_reid.reid.crops import box_ious, crop_boxes, lidar_box_channel_names, lidar_box_crops
 from bev_reid.reid.dataset import (
     FORMAT_VERSION,
     LIDAR_CHANNELS,
@@ -96,11 +96,28 @@ def open_source(cfg: Config) -> Source:
         ckpt_info = {"path": str(sidecar), "step": record["step"], "sha256": record["sha256"]}
         channels += camera_channel_names(trained.lss.bev_channels)
     if "lidar" in bc.modalities:
-        channels += list(LIDAR_CHANNELS)
+        channels += (
+            lidar_box_channel_names(bc.lidar_bands)
+            if bc.lidar_raster == "box"
+            else list(LIDAR_CHANNELS)
+        )
     dataset = NuScenesKeyframes(
         data, grid, is_train=False, split=bc.split or None, images=model is not None
     )
     return Source(dataset, grid, model, device, ckpt_info, channels)
+
+
+def box_cell(bc: BuildConfig, grid: GridConfig) -> float:
+    """Metres per crop cell of the LiDAR box raster: ``build.crop_cell``, else the grid's
+    (square) cell."""
+    if bc.crop_cell > 0:
+        return bc.crop_cell
+    if grid.xbound[2] != grid.ybound[2]:
+        raise ValueError(
+            f"the grid's cells are not square ({grid.xbound[2]} x {grid.ybound[2]} m): "
+            "set build.crop_cell for build.lidar_raster = box"
+        )
+    return grid.xbound[2]
 
 
 def settings_fingerprint(cfg: Config, source: Source) -> str:
@@ -171,11 +188,11 @@ def process_part(
             out = source.model(*(batch[k].to(source.device) for k in keys))
             maps.append(out.bev[0].float())  # C x X x Y
             pred_mask = out.logits[0, 0] > 0
-        if "lidar" in bc.modalities:
+        box_raster = "lidar" in bc.modalities and bc.lidar_raster == "box"
+        if "lidar" in bc.modalities and not box_raster:
             maps.append(
                 lidar_bev_rasters(batch["lidar"][0], source.grid).to(source.device)
             )  # 3 x X x Y
-        feature_map = torch.cat(maps, 0)  # C x X x Y
         token = batch["sample_token"][0]
         boxes = [
             b
@@ -200,6 +217,14 @@ def process_part(
             "width": torch.tensor(
                 [b["wlh"][0] for b in boxes], dtype=torch.float32, device=source.device
             ),
+            "bottom": torch.tensor(
+                [b["center"][2] - b["wlh"][2] / 2 for b in boxes],
+                dtype=torch.float32,
+                device=source.device,
+            ),
+            "height": torch.tensor(
+                [b["wlh"][2] for b in boxes], dtype=torch.float32, device=source.device
+            ),
         }
         ious = (
             box_ious(pred_mask, geometry, source.grid).tolist()
@@ -213,10 +238,22 @@ def process_part(
         if not keep:
             continue
         geometry = {k: v[keep] for k, v in geometry.items()}
-        part_crops = crop_boxes(
-            feature_map, geometry, source.grid, bc.crop_size, bc.align_heading, bc.zero_outside
-        )
-        crops.append(part_crops.cpu().numpy().astype(np.float16))
+        size, align = bc.crop_size, bc.align_heading
+        parts = []
+        if maps:
+            feature_map = torch.cat(maps, 0)  # C x X x Y
+            parts.append(
+                crop_boxes(
+                    feature_map, geometry, source.grid, size, align, bc.zero_outside, bc.crop_cell
+                )
+            )
+        if box_raster:
+            points = batch["lidar"][0].to(source.device)
+            cell, bands, margin = box_cell(bc, source.grid), bc.lidar_bands, bc.lidar_margin
+            parts.append(
+                lidar_box_crops(points, geometry, size, cell, bands, margin, align, bc.zero_outside)
+            )
+        crops.append(torch.cat(parts, 1).cpu().numpy().astype(np.float16))  # K x C x S x S
         cams = [source.dataset.db.camera(token, ch) for ch in source.dataset.cfg.cameras]
         conditions = list(batch["conditions"][0])
         for i in keep:
@@ -404,7 +441,10 @@ def merge_parts(cfg: Config, source: Source, parts: list[int]) -> Path:
         "grid": to_dict(source.grid),
         "crop": {
             "size": bc.crop_size,
-            "cell_m": [source.grid.xbound[2], source.grid.ybound[2]],
+            "cell_m": [bc.crop_cell] * 2
+            if bc.crop_cell > 0
+            else [source.grid.xbound[2], source.grid.ybound[2]],
+            "lidar_raster": bc.lidar_raster if "lidar" in bc.modalities else None,
             "align_heading": bc.align_heading,
             "zero_outside": bc.zero_outside,
         },

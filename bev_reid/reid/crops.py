@@ -1,9 +1,14 @@
 """Cutting vehicles out of a BEV map: heading-aligned crops, box masks and per-box IoU.
 
-A crop is S x S cells of the grid's cell size around a box centre. Crop row a runs along the
-box heading (forward, row 0 at the back) and column b across it (right to left), so with
-``align`` on, the same vehicle seen from another side or while turning looks alike; with it off,
-rows follow ego x and columns ego y. All crops of a keyframe come from one ``grid_sample`` call.
+A crop is S x S cells around a box centre, of the grid's cell size or of its own. Crop row a
+runs along the box heading (forward, row 0 at the back) and column b across it (right to left),
+so with ``align`` on, the same vehicle seen from another side or while turning looks alike; with
+it off, rows follow ego x and columns ego y. All crops of a keyframe come from one
+``grid_sample`` call.
+
+:func:`lidar_box_crops` rasterises LiDAR points straight into the same crop cells, in each box's
+own frame, instead of sampling a BEV raster: no resampling blur, any cell size, and heights
+measured from the box's bottom.
 
 Shapes: K boxes, C channels, X x Y grid, S crop size.
 """
@@ -11,11 +16,13 @@ Shapes: K boxes, C channels, X x Y grid, S crop size.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 
 from bev_reid.config import GridConfig
+from bev_reid.ops import dynamic_voxelize
 
 
 def crop_offsets(size: int, cell: tuple[float, float], device=None) -> torch.Tensor:
@@ -28,17 +35,24 @@ def crop_offsets(size: int, cell: tuple[float, float], device=None) -> torch.Ten
 
 
 def crop_points(
-    centers: torch.Tensor, yaws: torch.Tensor, size: int, grid: GridConfig, align: bool
+    centers: torch.Tensor,
+    yaws: torch.Tensor,
+    size: int,
+    grid: GridConfig,
+    align: bool,
+    cell: float = 0.0,
 ) -> torch.Tensor:
     """Ego (x, y) of every crop cell centre.
 
     Args:
         centers: [K, 2] box centres (ego x, y), metres.
         yaws: [K] box headings, radians.
+        cell: crop cell side in metres; 0 takes the grid's cells.
     Returns:
         [K, S, S, 2] ego (x, y), metres.
     """
-    offsets = crop_offsets(size, (grid.xbound[2], grid.ybound[2]), centers.device)  # S x S x 2
+    cells = (cell, cell) if cell > 0 else (grid.xbound[2], grid.ybound[2])
+    offsets = crop_offsets(size, cells, centers.device)  # S x S x 2
     if not align:
         return centers.view(-1, 1, 1, 2) + offsets
     c, s = torch.cos(yaws).view(-1, 1, 1), torch.sin(yaws).view(-1, 1, 1)  # K x 1 x 1
@@ -49,9 +63,10 @@ def crop_points(
 
 
 def box_frame(points: torch.Tensor, centers: torch.Tensor, yaws: torch.Tensor) -> torch.Tensor:
-    """[K, S, S, 2] ego points -> the same points in each box's frame (forward, left)."""
-    d = points - centers.view(-1, 1, 1, 2)  # K x S x S x 2
-    c, s = torch.cos(yaws).view(-1, 1, 1), torch.sin(yaws).view(-1, 1, 1)
+    """[K, ..., 2] ego (x, y) -> the same points in each box's frame (forward, left)."""
+    lead = (-1,) + (1,) * (points.dim() - 2)
+    d = points - centers.view(*lead, 2)  # K x ... x 2
+    c, s = torch.cos(yaws).view(lead), torch.sin(yaws).view(lead)
     return torch.stack([c * d[..., 0] + s * d[..., 1], -s * d[..., 0] + c * d[..., 1]], -1)
 
 
@@ -97,6 +112,7 @@ def crop_boxes(
     size: int,
     align: bool = True,
     zero_outside: bool = True,
+    cell: float = 0.0,
 ) -> torch.Tensor:
     """Cuts every box out of one BEV map.
 
@@ -106,13 +122,14 @@ def crop_boxes(
         size: S, crop cells per side.
         align: rotate each crop to its box heading.
         zero_outside: zero the crop cells whose centres lie outside the box footprint.
+        cell: crop cell side in metres (the map is sampled bilinearly); 0 takes the grid's cells.
     Returns:
         [K, C, S, S].
     """
     k = boxes["center"].shape[0]
     if k == 0:
         return feature_map.new_zeros((0, feature_map.shape[0], size, size))
-    points = crop_points(boxes["center"], boxes["yaw"], size, grid, align)  # K x S x S x 2
+    points = crop_points(boxes["center"], boxes["yaw"], size, grid, align, cell)  # K x S x S x 2
     crops = sample_map(feature_map, points, grid)  # K x C x S x S
     if zero_outside:
         keep = inside_box(
@@ -161,3 +178,101 @@ def box_ious(
     inter = (pred & box).flatten(1).sum(1).float()
     union = ((pred & near) | box).flatten(1).sum(1).float()
     return inter / union.clamp(min=1)
+
+
+def lidar_box_channel_names(bands: Sequence[float]) -> list[str]:
+    """Channel names of :func:`lidar_box_crops` for height band edges ``bands`` (metres)."""
+    edges = [f"{b:g}" for b in bands]
+    names = [f"lidar_log_points_below_{edges[0]}m"] if edges else ["lidar_log_points"]
+    names += [f"lidar_log_points_{a}-{b}m" for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    names += [f"lidar_log_points_above_{edges[-1]}m"] if edges else []
+    return ["lidar_occupancy", "lidar_max_height", "lidar_mean_intensity", *names]
+
+
+def lidar_box_crops(
+    points: torch.Tensor,
+    boxes: dict[str, torch.Tensor],
+    size: int,
+    cell: float,
+    bands: Sequence[float] = (0.5, 1.0, 1.5),
+    margin: float = 0.25,
+    align: bool = True,
+    zero_outside: bool = True,
+    max_pairs: int = 1 << 22,
+) -> torch.Tensor:
+    """LiDAR points rasterised into each box's crop cells, in the box's frame.
+
+    A point counts for a box when it lies within ``margin`` metres of the box's bottom and top
+    (always) and of its footprint (with ``zero_outside``; else anywhere in the crop square).
+    Cells come from :func:`bev_reid.ops.dynamic_voxelize` on the box-frame coordinates.
+
+    Args:
+        points: [P, F >= 4] ego-frame (x, y, z, intensity, ...).
+        boxes: ``center`` [K, 2] ego (x, y), ``yaw``, ``length``, ``width``, ``bottom`` (ego z of
+            the box's underside) and ``height``, each [K], metres.
+        size: S, crop cells per side; cell: their side in metres.
+        bands: increasing height edges above the box bottom, metres; B = len(bands) + 1 bands.
+        align: crop rows along the box heading (else along ego x).
+        max_pairs: box-point pairs handled at once (bounds memory).
+    Returns:
+        [K, 3 + B, S, S] float32 on the points' device, named by :func:`lidar_box_channel_names`:
+        occupancy (1 where a point falls), max height above the box bottom (>= 0, 0 where empty),
+        mean intensity (0 where empty), then log(1 + points) in each height band.
+    """
+    if points.dim() != 2 or points.shape[1] < 4:
+        raise ValueError(
+            f"points must be [P, >=4] (x, y, z, intensity, ...), got {tuple(points.shape)}"
+        )
+    edges = torch.tensor(list(bands), dtype=torch.float32, device=points.device)
+    if edges.numel() and not bool((edges[1:] > edges[:-1]).all()):
+        raise ValueError(f"bands must increase, got {list(bands)}")
+    boxes = {key: value.to(points.device, torch.float32) for key, value in boxes.items()}
+    k, s, nb = boxes["center"].shape[0], size, len(bands) + 1
+    if k == 0 or points.shape[0] == 0:
+        return points.new_zeros((k, 3 + nb, s, s), dtype=torch.float32)
+    xy, z, intensity = points[:, :2].float(), points[:, 2].float(), points[:, 3].float()
+    half = size * cell / 2
+    frame_yaw = boxes["yaw"] if align else torch.zeros_like(boxes["yaw"])
+    cells = k * s * s
+    count = torch.zeros(cells, dtype=torch.float32, device=points.device)  # K S S, flat
+    top = torch.zeros(cells, dtype=torch.float32, device=points.device)
+    shine = torch.zeros(cells, dtype=torch.float32, device=points.device)
+    per_band = torch.zeros(nb * cells, dtype=torch.float32, device=points.device)  # B K S S
+    step = max(1, max_pairs // points.shape[0])  # boxes per chunk
+    for first in range(0, k, step):
+        sel = slice(first, min(k, first + step))
+        n = sel.stop - sel.start
+        around = xy.expand(n, -1, -1)  # n x P x 2
+        local = box_frame(around, boxes["center"][sel], frame_yaw[sel])  # n x P x 2
+        rel_z = z.view(1, -1) - boxes["bottom"][sel].view(-1, 1)  # n x P
+        keep = (rel_z >= -margin) & (rel_z <= boxes["height"][sel].view(-1, 1) + margin)
+        keep &= (local.abs() < half).all(-1)
+        if zero_outside:
+            foot = local if align else box_frame(around, boxes["center"][sel], boxes["yaw"][sel])
+            keep &= foot[..., 0].abs() <= (boxes["length"][sel] / 2 + margin).view(-1, 1)
+            keep &= foot[..., 1].abs() <= (boxes["width"][sel] / 2 + margin).view(-1, 1)
+        box_i, point_i = keep.nonzero(as_tuple=True)  # M, M
+        uv = local[box_i, point_i]  # M x 2 (forward, left)
+        coords = dynamic_voxelize(
+            torch.cat([uv, torch.zeros_like(uv[:, :1])], 1),
+            (cell, cell, 2.0),
+            (-half, -half, -1.0, half, half, 1.0),
+        )  # M x 3 (z, y, x): x = crop row (along the heading), y = column (to the left)
+        inside = coords[:, 0] >= 0
+        box_i, point_i, coords = box_i[inside], point_i[inside], coords[inside]
+        flat = (box_i + first) * (s * s) + coords[:, 2].long() * s + coords[:, 1].long()  # M'
+        height = rel_z[box_i, point_i]  # M'
+        count.index_add_(0, flat, torch.ones_like(height))
+        top.scatter_reduce_(0, flat, height.clamp(min=0), reduce="amax")  # empty cells stay 0
+        shine.index_add_(0, flat, intensity[point_i])
+        band = torch.bucketize(height, edges, right=True)  # M' in [0, B)
+        per_band.index_add_(0, band * cells + flat, torch.ones_like(height))
+    out = torch.cat(
+        [
+            (count > 0).float().view(1, cells),
+            top.view(1, cells),
+            (shine / count.clamp(min=1)).view(1, cells),
+            torch.log1p(per_band).view(nb, cells),
+        ]
+    )  # (3 + B) x K S S
+    return out.view(3 + nb, k, s, s).transpose(0, 1).contiguous()

@@ -133,6 +133,46 @@ def test_heading_alignment_makes_views_alike(tmp_path_factory):
     assert a > 0.55 and a > u + 0.25, (a, u)
 
 
+def test_box_raster_crops_come_from_the_points_in_each_box(synth_world, clean_run, tmp_path):
+    """build.lidar_raster = box: the same views as the grid raster, and each crop is the view's
+    box rasterised from the keyframe's LiDAR points read back through the devkit."""
+    from nuscenes.utils.data_classes import LidarPointCloud
+
+    from bev_reid.reid.crops import lidar_box_channel_names, lidar_box_crops
+
+    cfg = cfg_for(synth_world, tmp_path / "box", **{
+        "build.lidar_raster": "box", "build.crop_cell": 0.25, "build.lidar_bands": [0.4, 1.2],
+    })  # fmt: skip
+    meta = json.loads(build_dataset(cfg).read_text())
+    assert meta["channels"] == lidar_box_channel_names((0.4, 1.2)) and len(meta["channels"]) == 6
+    assert meta["crop"]["cell_m"] == [0.25, 0.25] and meta["crop"]["lidar_raster"] == "box"
+    ds, grid_ds = ReIDDataset(tmp_path / "box", "all"), ReIDDataset(clean_run, "all")
+    assert [v["annotation_token"] for v in ds.views] == [
+        v["annotation_token"] for v in grid_ds.views
+    ]
+    nusc = NuScenes(synth_world.version, str(synth_world.path), verbose=False)
+    for view in ds.views[:: max(1, len(ds) // 12)]:
+        sample = nusc.get("sample", view["sample_token"])
+        lidar = nusc.get("sample_data", sample["data"]["LIDAR_TOP"])
+        cloud = LidarPointCloud.from_file(str(synth_world.path / lidar["filename"]))
+        sensor = nusc.get("calibrated_sensor", lidar["calibrated_sensor_token"])
+        cloud.rotate(__import__("pyquaternion").Quaternion(sensor["rotation"]).rotation_matrix)
+        cloud.translate(np.array(sensor["translation"]))  # sensor -> ego frame
+        (x, y, z), (w, length, h) = view["center"], view["wlh"]
+        box = {
+            "center": torch.tensor([[x, y]]), "yaw": torch.tensor([view["yaw"]]),
+            "length": torch.tensor([length]), "width": torch.tensor([w]),
+            "bottom": torch.tensor([z - h / 2]), "height": torch.tensor([h]),
+        }  # fmt: skip
+        want = lidar_box_crops(torch.from_numpy(cloud.points.T.copy()), box, 24, 0.25, (0.4, 1.2))
+        got = ds[ds.views.index(view)][0]
+        # float16 storage, and view records rounded to the millimetre (yaw to 1e-4 rad)
+        assert want[0, 0].sum() > 0
+        far = (got - want[0]).abs() > 1e-3 + 2e-3 * want[0].abs()  # C x S x S
+        moved = far.any(0).float().mean()
+        assert moved < 0.01, f"{view['annotation_token']}: {moved:.3f} of the cells differ"
+
+
 def test_kill_and_rerun_equals_one_clean_run(synth_world, clean_run, tmp_path, monkeypatch):
     real = build_module.process_part
     calls = []

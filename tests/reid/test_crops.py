@@ -1,11 +1,14 @@
-"""Crop geometry against hand-computed values: positions, heading alignment, box masks, IoU."""
+"""Crop geometry against hand-computed values: positions, heading alignment, box masks, IoU;
+the LiDAR box raster against a plain loop and the devkit."""
 
 import math
 
+import numpy as np
+import pytest
 import torch
 
 from bev_reid.config import GridConfig
-from bev_reid.reid.crops import box_ious, crop_boxes
+from bev_reid.reid.crops import box_ious, crop_boxes, lidar_box_channel_names, lidar_box_crops
 
 GRID = GridConfig(xbound=(-10.0, 10.0, 0.5), ybound=(-10.0, 10.0, 0.5))  # 40 x 40
 
@@ -86,3 +89,133 @@ def test_box_iou():
     # A neighbour 4 m away does not lower the score: only the box's surroundings count.
     with_neighbour = exact | rasterised(1.0, 6.0, 0.4, 4.0, 2.0)
     assert box_ious(with_neighbour, box, GRID).item() == 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# LiDAR points rasterised in each box's frame
+
+
+def box_raster_reference(points, boxes, size, cell, bands, margin, align, zero_outside):
+    """lidar_box_crops with a plain loop over boxes and points, in float64."""
+    k, nb = len(boxes["yaw"]), len(bands) + 1
+    out = np.zeros((k, 3 + nb, size, size))
+    half = size * cell / 2
+    for i in range(k):
+        cx, cy = boxes["center"][i].tolist()
+        yaw, length, width = (boxes[key][i].item() for key in ("yaw", "length", "width"))
+        bottom, height = boxes["bottom"][i].item(), boxes["height"][i].item()
+        count = np.zeros((size, size))
+        shine = np.zeros((size, size))
+        for x, y, z, intensity in points[:, :4].tolist():
+            dx, dy = x - cx, y - cy
+            fu = math.cos(yaw) * dx + math.sin(yaw) * dy  # box frame
+            fv = -math.sin(yaw) * dx + math.cos(yaw) * dy
+            u, v = (fu, fv) if align else (dx, dy)
+            rz = z - bottom
+            if not (-margin <= rz <= height + margin and abs(u) < half and abs(v) < half):
+                continue
+            if zero_outside and (abs(fu) > length / 2 + margin or abs(fv) > width / 2 + margin):
+                continue
+            a, b = int(math.floor((u + half) / cell)), int(math.floor((v + half) / cell))
+            count[a, b] += 1
+            out[i, 1, a, b] = max(out[i, 1, a, b], rz)
+            shine[a, b] += intensity
+            out[i, 3 + int(np.searchsorted(bands, rz, side="right")), a, b] += 1
+        out[i, 0] = count > 0
+        out[i, 2] = shine / np.maximum(count, 1)
+    out[:, 3:] = np.log1p(out[:, 3:])
+    return out
+
+
+def random_scene(seed, k=5, p=3000):
+    g = torch.Generator().manual_seed(seed)
+    points = torch.cat(
+        [
+            torch.rand(p, 2, generator=g) * 24 - 12,  # x, y in [-12, 12)
+            torch.rand(p, 1, generator=g) * 3 - 0.5,  # z
+            torch.rand(p, 1, generator=g) * 255,  # intensity
+        ],
+        1,
+    )
+    boxes = {
+        "center": torch.rand(k, 2, generator=g) * 16 - 8,
+        "yaw": torch.rand(k, generator=g) * 2 * math.pi - math.pi,
+        "length": 3 + torch.rand(k, generator=g) * 3,
+        "width": 1.5 + torch.rand(k, generator=g),
+        "bottom": torch.rand(k, generator=g) * 0.4 - 0.2,
+        "height": 1.2 + torch.rand(k, generator=g),
+    }
+    return points, boxes
+
+
+@pytest.mark.parametrize("align,zero_outside", [(True, True), (False, True), (True, False)])
+def test_box_raster_matches_a_plain_loop(align, zero_outside):
+    points, boxes = random_scene(0)
+    args = (12, 0.5, (0.5, 1.0, 1.5), 0.25, align, zero_outside)
+    got = lidar_box_crops(points, boxes, *args, max_pairs=4000)  # several chunks of boxes
+    want = box_raster_reference(points.numpy(), boxes, *args)
+    assert got.shape == (5, 7, 12, 12) and want[:, 0].sum() > 100  # points did land
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-4)
+    assert len(lidar_box_channel_names((0.5, 1.0, 1.5))) == 7
+
+
+def test_box_raster_ignores_where_the_ego_stands():
+    """Moving and turning the whole scene (points and boxes together) changes no crop."""
+    points, boxes = random_scene(1)
+    turn, shift = 0.9, torch.tensor([3.0, -5.0])
+    rot = torch.tensor([[math.cos(turn), -math.sin(turn)], [math.sin(turn), math.cos(turn)]])
+    moved_points = points.clone()
+    moved_points[:, :2] = points[:, :2] @ rot.T + shift
+    moved = dict(boxes, center=boxes["center"] @ rot.T + shift, yaw=boxes["yaw"] + turn)
+    args = (16, 0.25, (0.5, 1.0), 0.1)
+    a, b = lidar_box_crops(points, boxes, *args), lidar_box_crops(moved_points, moved, *args)
+    # Cells of points within float rounding of a cell edge may differ: allow a few.
+    assert a[:, 0].sum() > 100
+    assert (a - b).abs().gt(1e-4).any(1).float().mean() < 0.002
+
+
+def test_box_raster_rejects_bad_input():
+    points, boxes = random_scene(2)
+    with pytest.raises(ValueError, match="must be \\[P, >=4\\]"):
+        lidar_box_crops(points[:, :3], boxes, 8, 0.5)
+    with pytest.raises(ValueError, match="bands must increase"):
+        lidar_box_crops(points, boxes, 8, 0.5, bands=(1.0, 0.5))
+    empty = {key: value[:0] for key, value in boxes.items()}
+    assert lidar_box_crops(points, empty, 8, 0.5).shape == (0, 7, 8, 8)
+
+
+def test_box_raster_counts_the_devkit_points_in_box(dataroot):
+    """With no margin, the band counts of a box add up to the devkit's points_in_box.
+
+    The raster's boxes turn about z only (as BEV boxes do), so the devkit box drops the small
+    pitch and roll a real ego pose gives an ego-frame box (about 0.01 rad on the real scene).
+    """
+    from nuscenes.utils.data_classes import Box
+    from nuscenes.utils.geometry_utils import points_in_box
+    from pyquaternion import Quaternion
+
+    from bev_reid.data.nuscenes import NuScenesDB
+
+    db = NuScenesDB(dataroot.path, dataroot.version)
+    tokens = [s["token"] for s in db.nusc.sample]
+    checked, off = 0, 0  # boxes with points; points counted differently
+    for token in tokens[:: max(1, len(tokens) // 4)]:
+        points = db.lidar_points(token)
+        cars = [b for b in db.boxes(token) if b.category.startswith("vehicle")]
+        cars = [b for b in cars if b.wlh[1] < 7.5 and np.hypot(*b.center[:2]) < 50]
+        geometry = {
+            "center": torch.tensor(np.array([b.center[:2] for b in cars]), dtype=torch.float32),
+            "yaw": torch.tensor([b.yaw for b in cars], dtype=torch.float32),
+            "length": torch.tensor([b.wlh[1] for b in cars], dtype=torch.float32),
+            "width": torch.tensor([b.wlh[0] for b in cars], dtype=torch.float32),
+            "bottom": torch.tensor([b.center[2] - b.wlh[2] / 2 for b in cars]),
+            "height": torch.tensor([b.wlh[2] for b in cars], dtype=torch.float32),
+        }
+        crops = lidar_box_crops(torch.from_numpy(points), geometry, 32, 0.25, (1.0,), 0.0)
+        counts = torch.expm1(crops[:, 3:]).sum((1, 2, 3)).round().long().tolist()
+        for box, got in zip(cars, counts, strict=True):
+            flat = Box(box.center, box.wlh, Quaternion(axis=(0, 0, 1), angle=box.yaw))
+            want = int(points_in_box(flat, points[:, :3].T.astype(np.float64)).sum())
+            checked += want > 0
+            off += abs(got - want)
+    assert checked >= 10 and off == 0
