@@ -198,7 +198,6 @@ def lidar_box_crops(
     margin: float = 0.25,
     align: bool = True,
     zero_outside: bool = True,
-    max_pairs: int = 1 << 22,
 ) -> torch.Tensor:
     """LiDAR points rasterised into each box's crop cells, in the box's frame.
 
@@ -213,7 +212,6 @@ def lidar_box_crops(
         size: S, crop cells per side; cell: their side in metres.
         bands: increasing height edges above the box bottom, metres; B = len(bands) + 1 bands.
         align: crop rows along the box heading (else along ego x).
-        max_pairs: box-point pairs handled at once (bounds memory).
     Returns:
         [K, 3 + B, S, S] float32 on the points' device, named by :func:`lidar_box_channel_names`:
         occupancy (1 where a point falls), max height above the box bottom (>= 0, 0 where empty),
@@ -233,40 +231,42 @@ def lidar_box_crops(
     xy, z, intensity = points[:, :2].float(), points[:, 2].float(), points[:, 3].float()
     half = size * cell / 2
     frame_yaw = boxes["yaw"] if align else torch.zeros_like(boxes["yaw"])
-    cells = k * s * s
-    count = torch.zeros(cells, dtype=torch.float32, device=points.device)  # K S S, flat
-    top = torch.zeros(cells, dtype=torch.float32, device=points.device)
-    shine = torch.zeros(cells, dtype=torch.float32, device=points.device)
-    per_band = torch.zeros(nb * cells, dtype=torch.float32, device=points.device)  # B K S S
-    step = max(1, max_pairs // points.shape[0])  # boxes per chunk
-    for first in range(0, k, step):
-        sel = slice(first, min(k, first + step))
-        n = sel.stop - sel.start
-        around = xy.expand(n, -1, -1)  # n x P x 2
-        local = box_frame(around, boxes["center"][sel], frame_yaw[sel])  # n x P x 2
-        rel_z = z.view(1, -1) - boxes["bottom"][sel].view(-1, 1)  # n x P
-        keep = (rel_z >= -margin) & (rel_z <= boxes["height"][sel].view(-1, 1) + margin)
-        keep &= (local.abs() < half).all(-1)
-        if zero_outside:
-            foot = local if align else box_frame(around, boxes["center"][sel], boxes["yaw"][sel])
-            keep &= foot[..., 0].abs() <= (boxes["length"][sel] / 2 + margin).view(-1, 1)
-            keep &= foot[..., 1].abs() <= (boxes["width"][sel] / 2 + margin).view(-1, 1)
-        box_i, point_i = keep.nonzero(as_tuple=True)  # M, M
-        uv = local[box_i, point_i]  # M x 2 (forward, left)
-        coords = dynamic_voxelize(
-            torch.cat([uv, torch.zeros_like(uv[:, :1])], 1),
-            (cell, cell, 2.0),
-            (-half, -half, -1.0, half, half, 1.0),
-        )  # M x 3 (z, y, x): x = crop row (along the heading), y = column (to the left)
-        inside = coords[:, 0] >= 0
-        box_i, point_i, coords = box_i[inside], point_i[inside], coords[inside]
-        flat = (box_i + first) * (s * s) + coords[:, 2].long() * s + coords[:, 1].long()  # M'
-        height = rel_z[box_i, point_i]  # M'
-        count.index_add_(0, flat, torch.ones_like(height))
-        top.scatter_reduce_(0, flat, height.clamp(min=0), reduce="amax")  # empty cells stay 0
-        shine.index_add_(0, flat, intensity[point_i])
-        band = torch.bucketize(height, edges, right=True)  # M' in [0, B)
-        per_band.index_add_(0, band * cells + flat, torch.ones_like(height))
+    cells = k * s * s  # flat index: box, row, column
+    # Candidates first: points are sorted by a coarse 1 m cell (x-major), so the points near a
+    # box are one run per cell row; exact tests then run on those box-point pairs only.
+    reach = torch.full_like(boxes["length"], half * math.sqrt(2))  # K
+    if zero_outside:
+        foot = torch.hypot(boxes["length"] / 2 + margin, boxes["width"] / 2 + margin)
+        reach = torch.minimum(reach, foot)
+    box_i, point_i = _pairs_near(xy, boxes["center"], reach)  # M, M
+    rel_z = z[point_i] - boxes["bottom"][box_i]  # M
+    centre = boxes["center"][box_i]  # M x 2
+    local = box_frame(xy[point_i], centre, frame_yaw[box_i])  # M x 2 (forward, left)
+    keep = (rel_z >= -margin) & (rel_z <= boxes["height"][box_i] + margin)
+    keep &= (local.abs() < half).all(-1)
+    if zero_outside:
+        fp = local if align else box_frame(xy[point_i], centre, boxes["yaw"][box_i])
+        keep &= fp[:, 0].abs() <= boxes["length"][box_i] / 2 + margin
+        keep &= fp[:, 1].abs() <= boxes["width"][box_i] / 2 + margin
+    keep = keep.nonzero().squeeze(1)
+    box_i, point_i, rel_z, local = box_i[keep], point_i[keep], rel_z[keep], local[keep]
+    coords = dynamic_voxelize(
+        torch.cat([local, torch.zeros_like(local[:, :1])], 1),
+        (cell, cell, 2.0),
+        (-half, -half, -1.0, half, half, 1.0),
+    )  # M x 3 (z, y, x): x = crop row (along the heading), y = column (to the left)
+    on = coords[:, 0] >= 0
+    box_i, point_i, coords, height = box_i[on], point_i[on], coords[on], rel_z[on]  # M'
+    flat = box_i * (s * s) + coords[:, 2].long() * s + coords[:, 1].long()  # M'
+    count = torch.zeros(cells, device=points.device).index_add_(0, flat, torch.ones_like(height))
+    top = torch.zeros(cells, device=points.device).scatter_reduce_(
+        0, flat, height.clamp(min=0), reduce="amax"
+    )  # empty cells stay 0
+    shine = torch.zeros(cells, device=points.device).index_add_(0, flat, intensity[point_i])
+    band = torch.bucketize(height, edges, right=True)  # M' in [0, B)
+    per_band = torch.zeros(nb * cells, device=points.device).index_add_(
+        0, band * cells + flat, torch.ones_like(height)
+    )  # B K S S, flat
     out = torch.cat(
         [
             (count > 0).float().view(1, cells),
@@ -276,3 +276,44 @@ def lidar_box_crops(
         ]
     )  # (3 + B) x K S S
     return out.view(3 + nb, k, s, s).transpose(0, 1).contiguous()
+
+
+def _pairs_near(
+    xy: torch.Tensor, centers: torch.Tensor, reach: torch.Tensor, bucket: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(box, point) index pairs with |x - cx| <= reach and |y - cy| <= reach.
+
+    Points are sorted once by a ``bucket``-metre cell, x-major, so the points of one cell row
+    across a box's square are one run of the sorted order (found by ``searchsorted``).
+
+    Args:
+        xy: [P, 2] points; centers: [K, 2] box centres; reach: [K] half-side of each square.
+    Returns:
+        box index [M] and point index [M], int64.
+    """
+    device = xy.device
+    cell = torch.floor(xy / bucket).long()  # P x 2
+    low = cell.min(0).values  # 2
+    cols = int(cell[:, 1].max() - low[1]) + 1
+    rows_total = int(cell[:, 0].max() - low[0]) + 1
+    key = (cell[:, 0] - low[0]) * cols + (cell[:, 1] - low[1])  # P, x-major
+    key, order = torch.sort(key)
+    first = torch.floor((centers - reach[:, None]) / bucket).long() - low  # K x 2
+    last = torch.floor((centers + reach[:, None]) / bucket).long() - low  # K x 2
+    span = int((last[:, 0] - first[:, 0]).max().clamp(min=0)) + 1
+    rows = first[:, :1] + torch.arange(span, device=device)  # K x span
+    valid = (rows <= last[:, :1]) & (rows >= 0) & (rows < rows_total)
+    y0 = first[:, 1:].clamp(0, cols - 1)  # K x 1
+    y1 = last[:, 1:].clamp(0, cols - 1)
+    valid &= (last[:, 1:] >= 0) & (first[:, 1:] < cols)
+    lo = torch.searchsorted(key, rows * cols + y0)  # K x span
+    hi = torch.searchsorted(key, rows * cols + y1, right=True)
+    runs = torch.where(valid, hi - lo, 0).flatten()  # K span
+    lo = lo.flatten()
+    box_i = torch.repeat_interleave(torch.arange(rows.numel(), device=device) // span, runs)
+    offset = torch.arange(int(runs.sum()), device=device)
+    offset -= torch.repeat_interleave(torch.cumsum(runs, 0) - runs, runs)
+    point_i = order[torch.repeat_interleave(lo, runs) + offset]  # M
+    d = (xy[point_i] - centers[box_i]).abs()  # M x 2
+    near = ((d[:, 0] <= reach[box_i]) & (d[:, 1] <= reach[box_i])).nonzero().squeeze(1)
+    return box_i[near], point_i[near]

@@ -152,11 +152,26 @@ def random_scene(seed, k=5, p=3000):
 def test_box_raster_matches_a_plain_loop(align, zero_outside):
     points, boxes = random_scene(0)
     args = (12, 0.5, (0.5, 1.0, 1.5), 0.25, align, zero_outside)
-    got = lidar_box_crops(points, boxes, *args, max_pairs=4000)  # several chunks of boxes
+    got = lidar_box_crops(points, boxes, *args)
     want = box_raster_reference(points.numpy(), boxes, *args)
     assert got.shape == (5, 7, 12, 12) and want[:, 0].sum() > 100  # points did land
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-4)
     assert len(lidar_box_channel_names((0.5, 1.0, 1.5))) == 7
+
+
+def test_pairs_near_finds_every_point_in_each_square():
+    """The sorted-bucket search against all box-point pairs, with boxes off the points' extent."""
+    from bev_reid.reid.crops import _pairs_near
+
+    g = torch.Generator().manual_seed(3)
+    xy = torch.rand(2000, 2, generator=g) * 20 - 10
+    centers = torch.cat([torch.rand(30, 2, generator=g) * 30 - 15, torch.tensor([[40.0, 0.0]])])
+    reach = torch.rand(31, generator=g) * 4
+    box_i, point_i = _pairs_near(xy, centers, reach, bucket=0.7)
+    d = (xy[None] - centers[:, None]).abs()  # K x P x 2
+    want = ((d[..., 0] <= reach[:, None]) & (d[..., 1] <= reach[:, None])).nonzero()
+    got = sorted(zip(box_i.tolist(), point_i.tolist(), strict=True))
+    assert got == sorted(map(tuple, want.tolist())) and len(got) > 500
 
 
 def test_box_raster_ignores_where_the_ego_stands():
