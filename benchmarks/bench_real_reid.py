@@ -7,6 +7,9 @@ out; the embedding is trained on the other half and both it and the raw crops (f
 cosine similarity) are evaluated on the held-out vehicles with the full-retrieval protocol.
 Prints rank-1 and mAP of each and their ratio, measured in one run; with ``--seeds N`` the
 embedding is trained N times (train_reid.seed 0..N-1) and each run and the mean are printed.
+Two floors: the raw crops as stored, and standardised per channel (as the model sees them); the
+ratio is taken to the stronger of the two. ``--set build.lidar_raster=box --set
+build.crop_cell=0.25`` compares on the box raster.
 """
 
 from __future__ import annotations
@@ -58,7 +61,11 @@ def main() -> None:
     cfg = load_config(overrides=overrides)
     build_dataset(cfg)
     val = ReIDDataset(tmp / "ds", "val")
-    floor = retrieval(raw_crop_baseline(val, cfg))
+    floors = {
+        "raw crops (floor)": retrieval(raw_crop_baseline(val, cfg)),
+        "raw, standardised": retrieval(raw_crop_baseline(val, cfg, standardise=True)),
+    }
+    floor = max(floors.values(), key=lambda r: r["rank1"])  # the stronger floor
     trained = []
     for seed in range(args.seeds):
         run = load_config(
@@ -75,9 +82,10 @@ def main() -> None:
     m_ap = sum(r["mAP"] for r in trained) / len(trained)
     if len(trained) > 1:
         print(f"  trained, mean        rank-1 {rank1:.3f}   mAP {m_ap:.3f}")
-    print(f"  raw crops (floor)    rank-1 {floor['rank1']:.3f}   mAP {floor['mAP']:.3f}")
+    for name, r in floors.items():
+        print(f"  {name:20} rank-1 {r['rank1']:.3f}   mAP {r['mAP']:.3f}")
     print(
-        f"  ratio                rank-1 {rank1 / floor['rank1']:.2f}x   "
+        f"  ratio to the stronger floor  rank-1 {rank1 / floor['rank1']:.2f}x   "
         f"mAP {m_ap / floor['mAP']:.2f}x"
     )
 

@@ -44,7 +44,7 @@ from bev_reid.engine.distributed import pick_device
 from bev_reid.models.reid import BEVReIDModel
 from bev_reid.reid.dataset import ReIDDataset
 from bev_reid.reid.metrics import cmc_single_shot, query_results, summarize
-from bev_reid.reid.train import collate_views
+from bev_reid.reid.train import collate_views, crop_statistics
 
 PROTOCOLS = ("cmc", "retrieval")
 METRICS_FILE = "metrics.jsonl"
@@ -206,17 +206,29 @@ def evaluate_checkpoint(
     ]
 
 
-def raw_crop_baseline(dataset: ReIDDataset, cfg: Config) -> list[dict[str, Any]]:
+def raw_crop_baseline(
+    dataset: ReIDDataset, cfg: Config, standardise: bool = False
+) -> list[dict[str, Any]]:
     """The floor a trained model must beat: both protocols with the flattened raw crops,
-    L2-normalised, as embeddings. Records have ``checkpoint = "raw-crops"`` and ``step = None``."""
+    L2-normalised, as embeddings. Records have ``checkpoint = "raw-crops"`` and ``step = None``.
+
+    With ``standardise``, each channel is first standardised with its mean and std over the
+    dataset's crops (no labels used), as the model standardises its input: channels of large
+    range (LiDAR intensity, 0-255) then no longer decide the cosine alone. Those records have
+    ``checkpoint = "raw-crops-standardised"``.
+    """
+    mean, std = crop_statistics(dataset, 0) if standardise else (0.0, 1.0)
+    if standardise:
+        mean, std = mean.view(1, -1, 1, 1), std.clamp(min=1e-6).view(1, -1, 1, 1)
 
     class RawCrops(torch.nn.Module):
         def embed(self, crops: torch.Tensor) -> torch.Tensor:
-            return F.normalize(crops.flatten(1).float(), dim=1)  # B x (C S S)
+            return F.normalize(((crops - mean) / std).flatten(1).float(), dim=1)  # B x (C S S)
 
     records = evaluate_model(RawCrops(), dataset, cfg)
     split = getattr(dataset, "split", None)
-    return [{"checkpoint": "raw-crops", "step": None, **r, "split": split} for r in records]
+    name = "raw-crops-standardised" if standardise else "raw-crops"
+    return [{"checkpoint": name, "step": None, **r, "split": split} for r in records]
 
 
 # ---------------------------------------------------------------------------------------------

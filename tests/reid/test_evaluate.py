@@ -10,6 +10,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -23,6 +24,7 @@ from bev_reid.reid.dataset import ReIDDataset
 from bev_reid.reid.evaluate import (
     evaluate_checkpoint,
     evaluate_model,
+    protocol_records,
     raw_crop_baseline,
     watch,
 )
@@ -131,6 +133,20 @@ def test_raw_crop_baseline_and_a_checkpoint_that_does_not_fit(reid_dataset, tmp_
         assert 0.0 <= r["rank1"] <= r["rank5"] <= r["rank10"] <= r["rank20"] <= 1.0
         no_nan_json(json.dumps(r))
     assert 0.0 < by_key(records)[("retrieval", "all")]["mAP"] < 1.0
+    # Standardised: the same as embedding crops standardised by hand with numpy statistics.
+    crops = np.stack([np.asarray(val.crops[v["index"]], np.float64) for v in val.views])
+    scaled = (crops - crops.mean((0, 2, 3), keepdims=True)) / crops.std((0, 2, 3), keepdims=True)
+    emb = F.normalize(torch.from_numpy(scaled).flatten(1), dim=1)
+    want = by_key(protocol_records(emb, torch.tensor(val.ids), val.views, cfg))
+    got = by_key(raw_crop_baseline(val, cfg, standardise=True))
+    assert got[("retrieval", "all")]["checkpoint"] == "raw-crops-standardised"
+    plain = by_key(records)[("retrieval", "all")]["mAP"]
+    assert abs(plain - want[("retrieval", "all")]["mAP"]) > 0.01  # the scaling matters here
+    for key in (("retrieval", "all"), ("cmc", "all")):
+        assert got[key]["rank1"] == pytest.approx(want[key]["rank1"], abs=0.02)
+    assert got[("retrieval", "all")]["mAP"] == pytest.approx(
+        want[("retrieval", "all")]["mAP"], abs=0.01
+    )
 
     model = BEVReIDModel(5, embedding_dim=8, widths=(8,), num_classes=4)
     path = save_checkpoint(tmp_path / "ck", 1, model, meta={"kind": "reid", "model": model.config})
