@@ -17,6 +17,7 @@ from bev_reid.engine.checkpoint import CheckpointError, save_checkpoint
 from bev_reid.engine.train_lss import build_model
 from bev_reid.reid import build as build_module
 from bev_reid.reid.build import build_dataset
+from bev_reid.reid.crops import lidar_box_channel_names
 from bev_reid.reid.dataset import ReIDDataset
 
 FILES = ("crops.npy", "views.jsonl", "object_data.json")
@@ -138,7 +139,7 @@ def test_box_raster_crops_come_from_the_points_in_each_box(synth_world, clean_ru
     box rasterised from the keyframe's LiDAR points read back through the devkit."""
     from nuscenes.utils.data_classes import LidarPointCloud
 
-    from bev_reid.reid.crops import lidar_box_channel_names, lidar_box_crops
+    from bev_reid.reid.crops import lidar_box_crops
 
     cfg = cfg_for(synth_world, tmp_path / "box", **{
         "build.lidar_raster": "box", "build.crop_cell": 0.25, "build.lidar_bands": [0.4, 1.2],
@@ -251,6 +252,16 @@ def test_camera_modality_with_an_lss_checkpoint(synth_world, tmp_path):
     ds = ReIDDataset(tmp_path / "ds", "all")
     assert ds[0][0].shape == (19, 24, 24) and ds.camera_channels == list(range(16))
     assert all(0.0 <= v["iou"] <= 1.0 for v in ds.views) and all(v["cameras"] for v in ds.views)
+    # The box raster beside camera features: both on the same finer 0.75 m crop cells.
+    fine = cfg_for(synth_world, tmp_path / "fine", **{
+        "build.modalities": ["camera", "lidar"], "build.checkpoint": str(ckpt),
+        "build.min_iou": 0.0, "build.min_views": 1, "build.lidar_raster": "box",
+        "build.crop_cell": 0.75,
+    })  # fmt: skip
+    meta = json.loads(build_dataset(fine).read_text())
+    assert meta["channels"][16:] == lidar_box_channel_names((0.5, 1.0, 1.5))
+    fine_ds = ReIDDataset(tmp_path / "fine", "all")
+    assert fine_ds[0][0].shape == (23, 24, 24) and meta["crop"]["cell_m"] == [0.75, 0.75]
     # The IoU filter drops the views a random model does not see: here all, and the error says so.
     strict = cfg_for(
         synth_world,
