@@ -226,9 +226,10 @@ def lidar_box_crops(
         raise ValueError(f"bands must increase, got {list(bands)}")
     boxes = {key: value.to(points.device, torch.float32) for key, value in boxes.items()}
     k, s, nb = boxes["center"].shape[0], size, len(bands) + 1
+    points = points[torch.isfinite(points[:, :4]).all(1)].float()  # NaN / inf rows count nowhere
     if k == 0 or points.shape[0] == 0:
-        return points.new_zeros((k, 3 + nb, s, s), dtype=torch.float32)
-    xy, z, intensity = points[:, :2].float(), points[:, 2].float(), points[:, 3].float()
+        return points.new_zeros((k, 3 + nb, s, s))
+    xy, z, intensity = points[:, :2], points[:, 2], points[:, 3]
     half = size * cell / 2
     frame_yaw = boxes["yaw"] if align else torch.zeros_like(boxes["yaw"])
     cells = k * s * s  # flat index: box, row, column

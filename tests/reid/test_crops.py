@@ -197,6 +197,12 @@ def test_box_raster_rejects_bad_input():
         lidar_box_crops(points, boxes, 8, 0.5, bands=(1.0, 0.5))
     empty = {key: value[:0] for key, value in boxes.items()}
     assert lidar_box_crops(points, empty, 8, 0.5).shape == (0, 7, 8, 8)
+    # Rows with NaN or inf count nowhere; the others as without them.
+    bad = torch.tensor([[float("nan"), 0.0, 0.5, 9.0], [0.0, float("inf"), 0.5, 9.0]])
+    torch.testing.assert_close(
+        lidar_box_crops(torch.cat([points, bad]), boxes, 8, 0.5),
+        lidar_box_crops(points, boxes, 8, 0.5),
+    )
 
 
 def test_box_raster_counts_the_devkit_points_in_box(dataroot):
