@@ -138,6 +138,9 @@ def _build_args(p: argparse.ArgumentParser) -> None:
     config_option(
         p, "--lidar-raster", "build.lidar_raster", "grid (ego BEV raster) or box (points per box)"
     )
+    config_option(
+        p, "--lidar-colour", "build.lidar_colour", "paint LiDAR points with camera colour"
+    )
     config_option(p, "--align-heading", "build.align_heading", "rotate crops to the box heading")
     config_option(p, "--zero-outside", "build.zero_outside", "zero crop cells outside the box")
     config_option(p, "--modalities", "build.modalities", "camera, lidar or camera,lidar")

@@ -257,6 +257,9 @@ class BuildConfig:
     lidar_raster: str = "grid"
     lidar_bands: tuple[float, ...] = (0.5, 1.0, 1.5)  # box raster: band edges above the bottom, m
     lidar_margin: float = 0.25  # box raster: points this far outside the box still count, m
+    # Painted LiDAR: each point takes the colour of the camera pixel it falls in; the LiDAR
+    # channels gain the mean red, green and blue of each cell (no LSS model needed).
+    lidar_colour: bool = False
     val_scenes: tuple[str, ...] = ()  # identities of these scenes form the validation split
     val_fraction: float = 0.1  # else this share of identities, drawn with `seed`
     seed: int = 0

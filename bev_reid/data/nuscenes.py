@@ -36,6 +36,7 @@ from torch.utils.data import Dataset
 
 from bev_reid.config import DataConfig, GridConfig
 from bev_reid.data.augment import ImageAug, sample_augmentation
+from bev_reid.data.lidar import paint_points
 
 REF_CHANNEL = "LIDAR_TOP"  # the sensor whose ego pose defines a keyframe's ego frame
 TABLES = (
@@ -52,7 +53,9 @@ _VERSION_SPLITS = {
     "v1.0-test": {"test": "test"},
 }
 # Keys of a sample that collate() keeps as lists although they are tensors (their sizes vary).
-VARIABLE_SIZE_KEYS = ("lidar",)
+VARIABLE_SIZE_KEYS = ("lidar", "lidar_rgb")
+# Painted LiDAR reads the images at this fraction of their size (JPEG DCT scaling: fast).
+PAINT_SCALE = 4
 
 
 class NuScenesError(Exception):
@@ -83,6 +86,22 @@ class CameraFrame:
     intrinsics: np.ndarray  # 3 x 3
     rot: np.ndarray  # 3 x 3, camera -> ego
     trans: np.ndarray  # 3, camera origin in ego
+
+    def project(self, points_ego: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Pixels of ego-frame points in the full-size image.
+
+        Args:
+            points_ego: [P, >= 3] x, y, z.
+        Returns:
+            uv [P, 2] float64 (column, row; continuous, PIL's convention) and depth [P] along
+            the optical axis (metres; <= 0 behind the camera, where uv means nothing).
+        """
+        local = (np.asarray(points_ego, np.float64)[:, :3] - self.trans) @ self.rot  # camera
+        depth = local[:, 2]
+        uvw = local @ self.intrinsics.T
+        with np.errstate(divide="ignore", invalid="ignore"):
+            uv = uvw[:, :2] / depth[:, None]
+        return uv, depth
 
 
 @dataclass(frozen=True)
@@ -479,6 +498,8 @@ class NuScenesKeyframes(Dataset):
             OS entropy per item, so DataLoader workers never repeat each other.
         images: read the camera images; False leaves out the camera keys (imgs, rots, trans,
             intrins, post_rots, post_trans), for LiDAR-only users.
+        paint: add ``lidar_rgb``, the camera colour under each LiDAR point (see
+            :func:`bev_reid.data.lidar.paint_points`), from the images read at 1 / PAINT_SCALE.
     """
 
     def __init__(
@@ -490,9 +511,10 @@ class NuScenesKeyframes(Dataset):
         db: NuScenesDB | None = None,
         seed: int | None = None,
         images: bool = True,
+        paint: bool = False,
     ):
         self.cfg, self.grid, self.is_train, self.seed, self.epoch = data, grid, is_train, seed, 0
-        self.images = images
+        self.images, self.paint = images, paint
         self.db = db if db is not None else NuScenesDB(data.dataroot, data.version)
         self.scenes = resolve_scenes(self.db, split, data.scenes)
         self.samples = [
@@ -527,7 +549,8 @@ class NuScenesKeyframes(Dataset):
 
         imgs [N, 3, H, W] float32 (ImageNet-normalised), rots [N, 3, 3], trans [N, 3],
         intrins [N, 3, 3], post_rots [N, 3, 3], post_trans [N, 3], bev_mask [1, X, Y] float32,
-        lidar [P, 5] float32 (ego x, y, z, intensity, ring), boxes (list of dicts, see
+        lidar [P, 5] float32 (ego x, y, z, intensity, ring), with ``paint`` lidar_rgb [P, 3]
+        float32 (RGB in [0, 1], NaN where no camera sees the point), boxes (list of dicts, see
         AnnotatedBox.as_dict; those with centres on the grid), sample_token, scene,
         timestamp (us), conditions (list of 'day'/'night' and 'rain').
         """
@@ -561,11 +584,18 @@ class NuScenesKeyframes(Dataset):
                 "post_rots": f32(post_rots),  # N x 3 x 3
                 "post_trans": f32(post_trans),  # N x 3
             }
+        lidar = self.db.lidar_points(token)  # P x 5
+        if self.paint:
+            small = [
+                np.asarray(read_image(c.path, (c.width // PAINT_SCALE, c.height // PAINT_SCALE)))
+                for c in cameras
+            ]
+            camera_items["lidar_rgb"] = torch.from_numpy(paint_points(lidar, cameras, small))
         return {
             **camera_items,
             "bev_mask": torch.from_numpy(mask)[None],  # 1 x X x Y
             "boxes": [b.as_dict() for b in boxes if box_in_grid(b, self.grid)],
-            "lidar": torch.from_numpy(self.db.lidar_points(token)),  # P x 5
+            "lidar": torch.from_numpy(lidar),
             "sample_token": token,
             "scene": scene,
             "timestamp": int(self.db.sample(token)["timestamp"]),

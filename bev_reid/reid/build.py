@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from bev_reid import __version__
 from bev_reid.config import BuildConfig, Config, DataConfig, GridConfig, to_dict
-from bev_reid.data.lidar import lidar_bev_rasters
+from bev_reid.data.lidar import COLOUR_CHANNELS, lidar_bev_rasters
 from bev_reid.data.nuscenes import NuScenesKeyframes, collate
 from bev_reid.engine.distributed import pick_device
 from bev_reid.engine.io import atomic_open, atomic_write_text
@@ -97,12 +97,17 @@ def open_source(cfg: Config) -> Source:
         channels += camera_channel_names(trained.lss.bev_channels)
     if "lidar" in bc.modalities:
         channels += (
-            lidar_box_channel_names(bc.lidar_bands)
+            lidar_box_channel_names(bc.lidar_bands, bc.lidar_colour)
             if bc.lidar_raster == "box"
-            else list(LIDAR_CHANNELS)
+            else [*LIDAR_CHANNELS, *(f"lidar_{c}" for c in COLOUR_CHANNELS if bc.lidar_colour)]
         )
     dataset = NuScenesKeyframes(
-        data, grid, is_train=False, split=bc.split or None, images=model is not None
+        data,
+        grid,
+        is_train=False,
+        split=bc.split or None,
+        images=model is not None,
+        paint="lidar" in bc.modalities and bc.lidar_colour,
     )
     return Source(dataset, grid, model, device, ckpt_info, channels)
 
@@ -148,12 +153,8 @@ def cameras_seeing(box: dict, cams: list[Any], corners: np.ndarray) -> list[str]
     """Channels whose image holds at least one of the box's corners (in front of the camera)."""
     seen = []
     for cam in cams:
-        local = (corners - cam.trans) @ cam.rot  # 8 x 3 in the camera frame (rot: camera -> ego)
-        front = local[:, 2] > 0.1
-        if not front.any():
-            continue
-        uvw = local[front] @ cam.intrinsics.T
-        uv = uvw[:, :2] / uvw[:, 2:3]
+        uv, depth = cam.project(corners)  # 8 x 2, 8
+        uv = uv[depth > 0.1]
         if (
             (uv[:, 0] >= 0) & (uv[:, 0] < cam.width) & (uv[:, 1] >= 0) & (uv[:, 1] < cam.height)
         ).any():
@@ -189,10 +190,11 @@ def process_part(
             maps.append(out.bev[0].float())  # C x X x Y
             pred_mask = out.logits[0, 0] > 0
         box_raster = "lidar" in bc.modalities and bc.lidar_raster == "box"
+        colours = batch["lidar_rgb"][0] if "lidar_rgb" in batch else None  # P x 3, or None
         if "lidar" in bc.modalities and not box_raster:
             maps.append(
-                lidar_bev_rasters(batch["lidar"][0], source.grid).to(source.device)
-            )  # 3 x X x Y
+                lidar_bev_rasters(batch["lidar"][0], source.grid, colours).to(source.device)
+            )  # 3 (+ 3) x X x Y
         token = batch["sample_token"][0]
         boxes = [
             b
@@ -251,7 +253,9 @@ def process_part(
             points = batch["lidar"][0].to(source.device)
             cell, bands, margin = box_cell(bc, source.grid), bc.lidar_bands, bc.lidar_margin
             parts.append(
-                lidar_box_crops(points, geometry, size, cell, bands, margin, align, bc.zero_outside)
+                lidar_box_crops(
+                    points, geometry, size, cell, bands, margin, align, bc.zero_outside, colours
+                )
             )
         crops.append(torch.cat(parts, 1).cpu().numpy().astype(np.float16))  # K x C x S x S
         cams = [source.dataset.db.camera(token, ch) for ch in source.dataset.cfg.cameras]
@@ -445,6 +449,7 @@ def merge_parts(cfg: Config, source: Source, parts: list[int]) -> Path:
             if bc.crop_cell > 0
             else [source.grid.xbound[2], source.grid.ybound[2]],
             "lidar_raster": bc.lidar_raster if "lidar" in bc.modalities else None,
+            "lidar_colour": bc.lidar_colour and "lidar" in bc.modalities,
             "align_heading": bc.align_heading,
             "zero_outside": bc.zero_outside,
         },

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from bev_reid.config import GridConfig
+from bev_reid.data.lidar import COLOUR_CHANNELS, cell_mean_colour
 from bev_reid.ops import dynamic_voxelize
 
 
@@ -180,13 +181,15 @@ def box_ious(
     return inter / union.clamp(min=1)
 
 
-def lidar_box_channel_names(bands: Sequence[float]) -> list[str]:
-    """Channel names of :func:`lidar_box_crops` for height band edges ``bands`` (metres)."""
+def lidar_box_channel_names(bands: Sequence[float], colour: bool = False) -> list[str]:
+    """Channel names of :func:`lidar_box_crops` for height band edges ``bands`` (metres), and
+    with painted colours (``colour``)."""
     edges = [f"{b:g}" for b in bands]
     names = [f"lidar_log_points_below_{edges[0]}m"] if edges else ["lidar_log_points"]
     names += [f"lidar_log_points_{a}-{b}m" for a, b in zip(edges[:-1], edges[1:], strict=True)]
     names += [f"lidar_log_points_above_{edges[-1]}m"] if edges else []
-    return ["lidar_occupancy", "lidar_max_height", "lidar_mean_intensity", *names]
+    paint = [f"lidar_{c}" for c in COLOUR_CHANNELS] if colour else []
+    return ["lidar_occupancy", "lidar_max_height", "lidar_mean_intensity", *names, *paint]
 
 
 def lidar_box_crops(
@@ -198,6 +201,7 @@ def lidar_box_crops(
     margin: float = 0.25,
     align: bool = True,
     zero_outside: bool = True,
+    colours: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """LiDAR points rasterised into each box's crop cells, in the box's frame.
 
@@ -212,10 +216,12 @@ def lidar_box_crops(
         size: S, crop cells per side; cell: their side in metres.
         bands: increasing height edges above the box bottom, metres; B = len(bands) + 1 bands.
         align: crop rows along the box heading (else along ego x).
+        colours: [P, 3] painted colours of the points (NaN where unpainted), or None.
     Returns:
-        [K, 3 + B, S, S] float32 on the points' device, named by :func:`lidar_box_channel_names`:
-        occupancy (1 where a point falls), max height above the box bottom (>= 0, 0 where empty),
-        mean intensity (0 where empty), then log(1 + points) in each height band.
+        [K, 3 + B (+ 3), S, S] float32 on the points' device, named by
+        :func:`lidar_box_channel_names`: occupancy (1 where a point falls), max height above the
+        box bottom (>= 0, 0 where empty), mean intensity (0 where empty), log(1 + points) in each
+        height band, then with ``colours`` the mean red, green, blue of the painted points.
     """
     if points.dim() != 2 or points.shape[1] < 4:
         raise ValueError(
@@ -224,11 +230,19 @@ def lidar_box_crops(
     edges = torch.tensor(list(bands), dtype=torch.float32, device=points.device)
     if edges.numel() and not bool((edges[1:] > edges[:-1]).all()):
         raise ValueError(f"bands must increase, got {list(bands)}")
+    if colours is not None and colours.shape != (points.shape[0], 3):
+        raise ValueError(
+            f"colours must be [P, 3] for {points.shape[0]} points, got {tuple(colours.shape)}"
+        )
     boxes = {key: value.to(points.device, torch.float32) for key, value in boxes.items()}
-    k, s, nb = boxes["center"].shape[0], size, len(bands) + 1
-    points = points[torch.isfinite(points[:, :4]).all(1)].float()  # NaN / inf rows count nowhere
+    k, s = boxes["center"].shape[0], size
+    nb, nc = len(bands) + 1, 0 if colours is None else 3
+    finite = torch.isfinite(points[:, :4]).all(1)  # NaN / inf rows count nowhere
+    points = points[finite].float()
+    if colours is not None:
+        colours = colours.to(points.device)[finite]
     if k == 0 or points.shape[0] == 0:
-        return points.new_zeros((k, 3 + nb, s, s))
+        return points.new_zeros((k, 3 + nb + nc, s, s))
     xy, z, intensity = points[:, :2], points[:, 2], points[:, 3]
     half = size * cell / 2
     frame_yaw = boxes["yaw"] if align else torch.zeros_like(boxes["yaw"])
@@ -268,15 +282,15 @@ def lidar_box_crops(
     per_band = torch.zeros(nb * cells, device=points.device).index_add_(
         0, band * cells + flat, torch.ones_like(height)
     )  # B K S S, flat
-    out = torch.cat(
-        [
-            (count > 0).float().view(1, cells),
-            top.view(1, cells),
-            (shine / count.clamp(min=1)).view(1, cells),
-            torch.log1p(per_band).view(nb, cells),
-        ]
-    )  # (3 + B) x K S S
-    return out.view(3 + nb, k, s, s).transpose(0, 1).contiguous()
+    out = [
+        (count > 0).float().view(1, cells),
+        top.view(1, cells),
+        (shine / count.clamp(min=1)).view(1, cells),
+        torch.log1p(per_band).view(nb, cells),
+    ]
+    if colours is not None:
+        out.append(cell_mean_colour(flat, colours[point_i], cells))
+    return torch.cat(out).view(3 + nb + nc, k, s, s).transpose(0, 1).contiguous()
 
 
 def _pairs_near(

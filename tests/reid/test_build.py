@@ -134,24 +134,33 @@ def test_heading_alignment_makes_views_alike(tmp_path_factory):
     assert a > 0.55 and a > u + 0.25, (a, u)
 
 
-def test_box_raster_crops_come_from_the_points_in_each_box(synth_world, clean_run, tmp_path):
+@pytest.mark.parametrize("colour", [False, True])
+def test_box_raster_crops_come_from_the_points_in_each_box(
+    synth_world, clean_run, tmp_path, colour
+):
     """build.lidar_raster = box: the same views as the grid raster, and each crop is the view's
-    box rasterised from the keyframe's LiDAR points read back through the devkit."""
+    box rasterised from the keyframe's LiDAR points read back through the devkit; with
+    build.lidar_colour, painted from the keyframe's six images read at 1 / PAINT_SCALE."""
     from nuscenes.utils.data_classes import LidarPointCloud
 
+    from bev_reid.data.lidar import paint_points
+    from bev_reid.data.nuscenes import PAINT_SCALE, NuScenesDB, read_image
     from bev_reid.reid.crops import lidar_box_crops
 
     cfg = cfg_for(synth_world, tmp_path / "box", **{
         "build.lidar_raster": "box", "build.crop_cell": 0.25, "build.lidar_bands": [0.4, 1.2],
+        "build.lidar_colour": colour,
     })  # fmt: skip
     meta = json.loads(build_dataset(cfg).read_text())
-    assert meta["channels"] == lidar_box_channel_names((0.4, 1.2)) and len(meta["channels"]) == 6
+    assert meta["channels"] == lidar_box_channel_names((0.4, 1.2), colour)
+    assert len(meta["channels"]) == 6 + 3 * colour and meta["crop"]["lidar_colour"] == colour
     assert meta["crop"]["cell_m"] == [0.25, 0.25] and meta["crop"]["lidar_raster"] == "box"
     ds, grid_ds = ReIDDataset(tmp_path / "box", "all"), ReIDDataset(clean_run, "all")
     assert [v["annotation_token"] for v in ds.views] == [
         v["annotation_token"] for v in grid_ds.views
     ]
     nusc = NuScenes(synth_world.version, str(synth_world.path), verbose=False)
+    db = NuScenesDB(synth_world.path, synth_world.version)
     for view in ds.views[:: max(1, len(ds) // 12)]:
         sample = nusc.get("sample", view["sample_token"])
         lidar = nusc.get("sample_data", sample["data"]["LIDAR_TOP"])
@@ -165,10 +174,16 @@ def test_box_raster_crops_come_from_the_points_in_each_box(synth_world, clean_ru
             "length": torch.tensor([length]), "width": torch.tensor([w]),
             "bottom": torch.tensor([z - h / 2]), "height": torch.tensor([h]),
         }  # fmt: skip
-        want = lidar_box_crops(torch.from_numpy(cloud.points.T.copy()), box, 24, 0.25, (0.4, 1.2))
+        points, colours = cloud.points.T.copy(), None
+        if colour:
+            cams = [db.camera(view["sample_token"], ch) for ch in cfg.data.cameras]
+            size = [(c.width // PAINT_SCALE, c.height // PAINT_SCALE) for c in cams]
+            images = [np.asarray(read_image(c.path, s)) for c, s in zip(cams, size, strict=True)]
+            colours = torch.from_numpy(paint_points(points, cams, images))
+        want = lidar_box_crops(torch.from_numpy(points), box, 24, 0.25, (0.4, 1.2), colours=colours)
         got = ds[ds.views.index(view)][0]
         # float16 storage, and view records rounded to the millimetre (yaw to 1e-4 rad)
-        assert want[0, 0].sum() > 0
+        assert want[0, 0].sum() > 0 and (not colour or want[0, 6:].sum() > 0)
         far = (got - want[0]).abs() > 1e-3 + 2e-3 * want[0].abs()  # C x S x S
         moved = far.any(0).float().mean()
         assert moved < 0.01, f"{view['annotation_token']}: {moved:.3f} of the cells differ"

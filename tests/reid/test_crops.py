@@ -95,10 +95,15 @@ def test_box_iou():
 # LiDAR points rasterised in each box's frame
 
 
-def box_raster_reference(points, boxes, size, cell, bands, margin, align, zero_outside):
+def box_raster_reference(
+    points, boxes, size, cell, bands, margin, align, zero_outside, colours=None
+):
     """lidar_box_crops with a plain loop over boxes and points, in float64."""
     k, nb = len(boxes["yaw"]), len(bands) + 1
     out = np.zeros((k, 3 + nb, size, size))
+    paint = np.zeros((k, 3, size, size))
+    if colours is None:
+        colours = np.full((len(points), 3), np.nan)
     half = size * cell / 2
     for i in range(k):
         cx, cy = boxes["center"][i].tolist()
@@ -106,7 +111,8 @@ def box_raster_reference(points, boxes, size, cell, bands, margin, align, zero_o
         bottom, height = boxes["bottom"][i].item(), boxes["height"][i].item()
         count = np.zeros((size, size))
         shine = np.zeros((size, size))
-        for x, y, z, intensity in points[:, :4].tolist():
+        painted = np.zeros((size, size))
+        for (x, y, z, intensity), rgb in zip(points[:, :4].tolist(), colours, strict=True):
             dx, dy = x - cx, y - cy
             fu = math.cos(yaw) * dx + math.sin(yaw) * dy  # box frame
             fv = -math.sin(yaw) * dx + math.cos(yaw) * dy
@@ -121,10 +127,14 @@ def box_raster_reference(points, boxes, size, cell, bands, margin, align, zero_o
             out[i, 1, a, b] = max(out[i, 1, a, b], rz)
             shine[a, b] += intensity
             out[i, 3 + int(np.searchsorted(bands, rz, side="right")), a, b] += 1
+            if np.isfinite(rgb).all():
+                paint[i, :, a, b] += rgb
+                painted[a, b] += 1
         out[i, 0] = count > 0
         out[i, 2] = shine / np.maximum(count, 1)
+        paint[i] /= np.maximum(painted, 1)
     out[:, 3:] = np.log1p(out[:, 3:])
-    return out
+    return out if np.isnan(colours).all() else np.concatenate([out, paint], 1)
 
 
 def random_scene(seed, k=5, p=3000):
@@ -157,6 +167,24 @@ def test_box_raster_matches_a_plain_loop(align, zero_outside):
     assert got.shape == (5, 7, 12, 12) and want[:, 0].sum() > 100  # points did land
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-4)
     assert len(lidar_box_channel_names((0.5, 1.0, 1.5))) == 7
+
+
+def test_box_raster_colours_match_a_plain_loop():
+    points, boxes = random_scene(3)
+    g = torch.Generator().manual_seed(3)
+    colours = torch.rand(len(points), 3, generator=g)
+    colours[torch.rand(len(points), generator=g) < 0.3] = float("nan")  # unpainted points
+    args = (12, 0.5, (0.5, 1.0), 0.25, True, True)
+    got = lidar_box_crops(points, boxes, *args, colours=colours)
+    want = box_raster_reference(points.numpy(), boxes, *args, colours=colours.numpy())
+    assert got.shape == (5, 9, 12, 12) and (want[:, 6:] > 0).sum() > 100
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-4)
+    names = lidar_box_channel_names((0.5, 1.0), colour=True)
+    assert len(names) == 9 and names[-3:] == [f"lidar_mean_{c}" for c in ("red", "green", "blue")]
+    # without colours, the same crops less the three colour channels
+    torch.testing.assert_close(lidar_box_crops(points, boxes, *args), got[:, :6])
+    with pytest.raises(ValueError, match=r"colours must be \[P, 3\]"):
+        lidar_box_crops(points, boxes, *args, colours=colours[:10])
 
 
 def test_pairs_near_finds_every_point_in_each_square():
