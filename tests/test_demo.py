@@ -54,6 +54,8 @@ def test_demo_end_to_end_and_rerun(tmp_path, capsys):
     ]
     assert retrieval and 0.0 <= retrieval[0]["rank1"] <= 1.0 and retrieval[0]["step"] == 12
     assert len(saved["cmc_curves"]["trained embedding"]) == 20
+    assert {r["checkpoint"] for r in saved["raw_standardised"]} == {"raw-crops-standardised"}
+    assert len(saved["dataset"]["channels"]) == 16 + 10  # camera; box raster with colour
     assert all(isinstance(t, float) for k, t in summary["times"].items())
     assert "rank-1" in capsys.readouterr().out
     # tensorboard logs of each stage

@@ -13,15 +13,26 @@ import torch
 from bev_reid.engine.io import atomic_open
 from bev_reid.reid.dataset import ReIDDataset
 
+UNPAINTED_GREY = 0.35  # occupied cells that no camera coloured
+
 
 def crops_to_rgb(crops: torch.Tensor, channel_names: list[str]) -> np.ndarray:
     """[K, C, S, S] crops -> [K, S, S, 3] RGB in [0, 1].
 
-    LiDAR channels, when present, show as (occupancy, height, intensity); camera features as their
-    first three principal components over these crops, so like features get like colours.
+    Painted LiDAR (``lidar_mean_red`` / ``green`` / ``blue``), when present, shows as the camera
+    colour itself, with occupied cells that no camera painted in grey; else LiDAR channels show
+    as (occupancy, height, intensity), stretched to [0, 1] over these crops; camera features as
+    their first three principal components, so like features get like colours.
     """
     lidar = [i for i, n in enumerate(channel_names) if n.startswith("lidar_")]
+    paint = [f"lidar_mean_{c}" for c in ("red", "green", "blue")]
     x = crops.float()
+    if all(name in channel_names for name in paint):
+        colour = x[:, [channel_names.index(name) for name in paint]]  # K x 3 x S x S
+        occupied = x[:, channel_names.index("lidar_occupancy")] > 0  # K x S x S
+        unpainted = (occupied & (colour.sum(1) == 0)).unsqueeze(1)
+        colour = torch.where(unpainted, torch.full_like(colour, UNPAINTED_GREY), colour)
+        return colour.clamp(0, 1).permute(0, 2, 3, 1).numpy()
     if lidar:
         rgb = x[:, lidar[:3]]  # K x 3 x S x S
     else:

@@ -268,3 +268,18 @@ def test_box_raster_counts_the_devkit_points_in_box(dataroot):
             checked += want > 0
             off += abs(got - want)
     assert checked >= 10 and off == 0
+
+
+def test_painted_crops_show_their_camera_colour():
+    """crops_to_rgb: painted cells as their colour, occupied unpainted cells grey, empty black."""
+    from bev_reid.reid.visualize import UNPAINTED_GREY, crops_to_rgb
+
+    names = lidar_box_channel_names((1.0,), colour=True)
+    crops = torch.zeros(1, len(names), 2, 2)
+    crops[0, 0, 0, 0] = crops[0, 0, 1, 1] = 1.0  # two occupied cells
+    crops[0, 2, :, :] = 200.0  # intensity everywhere: must not show
+    crops[0, -3:, 0, 0] = torch.tensor([0.8, 0.1, 0.2])  # one painted
+    got = crops_to_rgb(crops, names)
+    want = np.zeros((1, 2, 2, 3), np.float32)
+    want[0, 0, 0], want[0, 1, 1] = (0.8, 0.1, 0.2), UNPAINTED_GREY
+    np.testing.assert_allclose(got, want, atol=1e-6)

@@ -1,0 +1,102 @@
+"""Painted LiDAR (``build.lidar_colour``) against the devkit's way of colouring points.
+
+    python benchmarks/bench_paint.py [--dataroot DIR] [--keyframes 8]
+
+Per keyframe, every LiDAR point takes the colour of the camera pixel it falls in. Ours: the six
+JPEGs decoded at 1 / ``PAINT_SCALE`` size (DCT scaling) and :func:`bev_reid.data.lidar.paint_points`
+(one vectorised projection per camera, each point painted once). Reference: the devkit's
+``map_pointcloud_to_image`` for each camera (it reads the cloud and the full-size image and
+projects every point), then the pixel look-up. Before timing, the points each camera paints are
+counted both ways: they must agree (up to the devkit's 1-pixel border and 1 m minimum depth).
+Runs on the real scene when present, else on a synthetic world.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from nuscenes.nuscenes import NuScenes
+
+from bev_reid.config import DataConfig, SynthConfig
+from bev_reid.data.lidar import paint_points
+from bev_reid.data.nuscenes import PAINT_SCALE, NuScenesDB, read_image
+from bev_reid.data.synthetic import generate_world
+
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "nuscenes-mini"
+CAMERAS = DataConfig().cameras
+
+
+def best_of(fn, repeat: int = 3) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--dataroot", default=str(REAL) if REAL.exists() else "")
+    parser.add_argument("--keyframes", type=int, default=8)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root, name = args.dataroot, "real scene"
+        if not root:
+            synth = SynthConfig(scenes=1, keyframes=args.keyframes, seed=0)
+            root, name = generate_world(synth, out=Path(tmp) / "world", progress=False), "synthetic"
+        db = NuScenesDB(root, "v1.0-mini")
+        nusc = NuScenes("v1.0-mini", str(root), verbose=False)
+        samples = nusc.sample[:: max(1, len(nusc.sample) // args.keyframes)][: args.keyframes]
+        tokens = [s["token"] for s in samples]
+        clouds = {t: db.lidar_points(t) for t in tokens}
+        cameras = {t: [db.camera(t, ch) for ch in CAMERAS] for t in tokens}
+
+        def ours(token: str, scale: int = PAINT_SCALE) -> np.ndarray:
+            cams = cameras[token]
+            images = [
+                np.asarray(read_image(c.path, (c.width // scale, c.height // scale))) for c in cams
+            ]
+            return paint_points(clouds[token], cams, images)
+
+        def reference(token: str) -> list[np.ndarray]:
+            data = nusc.get("sample", token)["data"]
+            out = []
+            for ch in CAMERAS:
+                uv, _, image = nusc.explorer.map_pointcloud_to_image(
+                    data["LIDAR_TOP"], data[ch], min_dist=1.0
+                )
+                pixels = np.asarray(image)
+                out.append(pixels[uv[1].astype(np.int64), uv[0].astype(np.int64)] / 255.0)
+            return out
+
+        painted_ours = sum(int(np.isfinite(ours(t, 1)).all(1).sum()) for t in tokens)
+        painted_ref = sum(sum(len(c) for c in reference(t)) for t in tokens)
+        # the devkit paints a point once per camera that sees it; ours once in all
+        assert abs(painted_ours - painted_ref) < 0.05 * painted_ref, (painted_ours, painted_ref)
+        t_ours = best_of(lambda: [ours(t) for t in tokens])
+        t_full = best_of(lambda: [ours(t, 1) for t in tokens])
+        t_ref = best_of(lambda: [reference(t) for t in tokens])
+        n, points = len(tokens), sum(len(p) for p in clouds.values())
+        print(
+            f"{name}: {n} keyframes, {points / n:.0f} points each, 6 cameras; "
+            f"{painted_ours / n:.0f} points painted per keyframe (devkit: {painted_ref / n:.0f})"
+        )
+        print(
+            f"  ours, images at 1/{PAINT_SCALE}:          {1e3 * t_ours / n:8.1f} ms per keyframe"
+        )
+        print(f"  ours, full-size images:         {1e3 * t_full / n:8.1f} ms per keyframe")
+        print(f"  devkit map_pointcloud_to_image: {1e3 * t_ref / n:8.1f} ms per keyframe")
+        print(
+            f"  speed-up over the devkit: {t_ref / t_ours:.1f}x (full-size: {t_ref / t_full:.1f}x)"
+        )
+
+
+if __name__ == "__main__":
+    main()
