@@ -100,7 +100,7 @@ def main() -> None:
             f"{per_camera_ours / n:.0f} (devkit: {per_camera_ref / n:.0f})"
         )
         print(
-            f"  ours, images at 1/{PAINT_SCALE}:          {1e3 * t_ours / n:8.1f} ms per keyframe"
+            f"  ours, images at 1/{PAINT_SCALE}:            {1e3 * t_ours / n:8.1f} ms per keyframe"
         )
         print(f"  ours, full-size images:         {1e3 * t_full / n:8.1f} ms per keyframe")
         print(f"  devkit map_pointcloud_to_image: {1e3 * t_ref / n:8.1f} ms per keyframe")
