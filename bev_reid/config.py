@@ -292,6 +292,11 @@ class BuildConfig:
             )
         if self.lidar_margin < 0:
             raise ConfigError(f"build.lidar_margin must be >= 0 metres, got {self.lidar_margin}")
+        if self.lidar_colour and "lidar" not in self.modalities:
+            raise ConfigError(
+                "build.lidar_colour paints LiDAR points: add lidar to build.modalities "
+                f"(now {list(self.modalities)})"
+            )
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"build.val_fraction must lie in [0, 1), got {self.val_fraction}")
         if self.min_views < 1:

@@ -45,6 +45,8 @@ def test_type_errors_name_the_key(tmp_path):
         load_config(overrides=["build.lidar_bands=[1.0, 0.5]"])
     with pytest.raises(ConfigError, match="build.crop_cell must be >= 0 metres, got -0.25"):
         load_config(overrides=["build.crop_cell=-0.25"])
+    with pytest.raises(ConfigError, match=r"build.lidar_colour paints LiDAR points: add lidar"):
+        load_config(overrides=["build.lidar_colour=true", "build.modalities=[camera]"])
 
 
 def test_exponent_without_a_dot_is_a_number(tmp_path):
