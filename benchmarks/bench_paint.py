@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+from bench_ops import timeit  # the same timing in every benchmark (this folder is on sys.path)
 from nuscenes.nuscenes import NuScenes
 
 from bev_reid.config import DataConfig, SynthConfig
@@ -28,15 +28,6 @@ from bev_reid.data.synthetic import generate_world
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "nuscenes-mini"
 CAMERAS = DataConfig().cameras
-
-
-def best_of(fn, repeat: int = 3) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:
@@ -90,9 +81,9 @@ def main() -> None:
             per_camera_ref,
         )
         painted = sum(int(np.isfinite(ours(t)).all(1).sum()) for t in tokens)
-        t_ours = best_of(lambda: [ours(t) for t in tokens])
-        t_full = best_of(lambda: [ours(t, 1) for t in tokens])
-        t_ref = best_of(lambda: [reference(t) for t in tokens])
+        t_ours = timeit(lambda: [ours(t) for t in tokens], "cpu", 3)
+        t_full = timeit(lambda: [ours(t, 1) for t in tokens], "cpu", 3)
+        t_ref = timeit(lambda: [reference(t) for t in tokens], "cpu", 3)
         n, points = len(tokens), sum(len(p) for p in clouds.values())
         print(
             f"{name}: {n} keyframes, {points / n:.0f} points each, 6 cameras; "
