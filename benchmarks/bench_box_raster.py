@@ -83,6 +83,14 @@ def keyframes(db: NuScenesDB, count: int) -> list[tuple[np.ndarray, dict]]:
     return out
 
 
+def real_or_synthetic(dataroot: str, keyframes: int, tmp: str) -> tuple[str | Path, str]:
+    """(root, name): ``dataroot`` when given, else a one-scene synthetic world under ``tmp``."""
+    if dataroot:
+        return dataroot, "real scene"
+    synth = SynthConfig(scenes=1, keyframes=keyframes, seed=0)
+    return generate_world(synth, out=Path(tmp) / "world", progress=False), "synthetic"
+
+
 def best_of(fn, repeat: int = 3) -> float:
     times = []
     for _ in range(repeat):
@@ -102,10 +110,7 @@ def main() -> None:
     parser.add_argument("--cell", type=float, default=0.25)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        root, name = args.dataroot, "real scene"
-        if not root:
-            synth = SynthConfig(scenes=1, keyframes=args.keyframes, seed=0)
-            root, name = generate_world(synth, out=Path(tmp) / "world", progress=False), "synthetic"
+        root, name = real_or_synthetic(args.dataroot, args.keyframes, tmp)
         frames = keyframes(NuScenesDB(root, "v1.0-mini"), args.keyframes)
     torch_frames = [
         (torch.from_numpy(p), {k: torch.from_numpy(v) for k, v in b.items()}) for p, b in frames

@@ -15,18 +15,16 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-from pathlib import Path
 
 import numpy as np
-from bench_ops import timeit  # the same timing in every benchmark (this folder is on sys.path)
+from bench_box_raster import REAL, real_or_synthetic  # this folder is on sys.path
+from bench_ops import timeit  # the same timing in every benchmark
 from nuscenes.nuscenes import NuScenes
 
-from bev_reid.config import DataConfig, SynthConfig
+from bev_reid.config import DataConfig
 from bev_reid.data.lidar import paint_points
 from bev_reid.data.nuscenes import PAINT_SCALE, NuScenesDB, read_image
-from bev_reid.data.synthetic import generate_world
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "nuscenes-mini"
 CAMERAS = DataConfig().cameras
 
 
@@ -38,10 +36,7 @@ def main() -> None:
     parser.add_argument("--keyframes", type=int, default=8)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        root, name = args.dataroot, "real scene"
-        if not root:
-            synth = SynthConfig(scenes=1, keyframes=args.keyframes, seed=0)
-            root, name = generate_world(synth, out=Path(tmp) / "world", progress=False), "synthetic"
+        root, name = real_or_synthetic(args.dataroot, args.keyframes, tmp)
         db = NuScenesDB(root, "v1.0-mini")
         nusc = NuScenes("v1.0-mini", str(root), verbose=False)
         samples = nusc.sample[:: max(1, len(nusc.sample) // args.keyframes)][: args.keyframes]
