@@ -176,8 +176,15 @@ class LiftSplatShoot(nn.Module):
         self.bevencode = BEVEncoder(model.channels * grid.shape[2], model.bev_channels)
 
     def geometry(self, rots, trans, intrins, post_rots, post_trans) -> torch.Tensor:
-        """Ego position of every frustum point: [B, N, D, fH, fW, 3]."""
-        return frustum_to_ego(self.frustum, rots, trans, intrins, post_rots, post_trans)
+        """Ego position of every frustum point: [B, N, D, fH, fW, 3], float32.
+
+        Computed with autocast off: in bf16 (8-bit mantissa) positions 30 m out are rounded to
+        0.25 m, half a grid cell, and in fp16 an original-image pixel times a 45 m depth passes
+        fp16's largest value (65504) and turns into inf.
+        """
+        with torch.autocast(self.frustum.device.type, enabled=False):
+            mats = (t.float() for t in (rots, trans, intrins, post_rots, post_trans))
+            return frustum_to_ego(self.frustum.float(), *mats)
 
     def splat(self, geom: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
         """Sums lifted features into the grid.

@@ -107,10 +107,12 @@ def bev_pool_reference(
         ranks = ((b * z_n + z) * x_n + x) * y_n + y  # [M] flat voxel of each point
         order = ranks.argsort(stable=True)
         feats, ranks = feats[order], ranks[order]
-        csum = feats.cumsum(0)  # M x C
+        # running sums in float32 at least, as the compiled kernels carry them: a bf16 cumsum
+        # over a million points keeps 8 bits of the total, not of each voxel's share
+        csum = feats.to(torch.promote_types(feats.dtype, torch.float32)).cumsum(0)  # M x C
         last = torch.ones_like(ranks, dtype=torch.bool)  # the last point of each voxel
         last[:-1] = ranks[1:] != ranks[:-1]
         csum, ranks = csum[last], ranks[last]
-        sums = torch.cat([csum[:1], csum[1:] - csum[:-1]])  # voxels hit x C
+        sums = torch.cat([csum[:1], csum[1:] - csum[:-1]]).to(feats.dtype)  # voxels hit x C
         out = out.index_copy(0, ranks, sums)
     return out.view(batch_size, z_n, x_n, y_n, c).permute(0, 4, 1, 2, 3).contiguous()

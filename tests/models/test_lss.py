@@ -83,6 +83,34 @@ def test_bev_pool_path_equals_reference_path(synth_world):
     torch.testing.assert_close(ga, gb, rtol=1e-3, atol=1e-6)
 
 
+def test_mixed_precision_keeps_the_geometry_in_float32(synth_world):
+    """Under autocast (train_lss.amp) the frustum positions stay exactly the float32 ones: in
+    bf16 they would be rounded by up to half a grid cell, in fp16 a 45 m depth times a
+    full-size pixel column overflows. The splat then differs from float32 only by the 16-bit
+    features, on the compiled and the reference path alike."""
+    torch.manual_seed(0)
+    cfg = tiny(synth_world, **{"grid.dbound": [4, 45, 1]})
+    ours = build_model(cfg).eval()
+    ref = build_model(tiny(synth_world, **{"grid.dbound": [4, 45, 1], "lss.splat": "reference"}))
+    ref.load_state_dict(ours.state_dict())
+    batch = batch_of(cfg)
+    mats = [batch[k] for k in CAMERA_KEYS[1:]]
+    exact = ours.geometry(*mats)
+    assert exact.abs().max() > 40  # far enough out for bf16 steps of 0.25 m
+    with torch.no_grad():
+        full = ours(*(batch[k] for k in CAMERA_KEYS))
+        for dtype in (torch.bfloat16, torch.float16):
+            with torch.autocast("cpu", dtype=dtype):
+                geom = ours.geometry(*mats)
+                a = ours(*(batch[k] for k in CAMERA_KEYS))
+                b = ref.eval()(*(batch[k] for k in CAMERA_KEYS))
+            assert geom.dtype == torch.float32 and torch.equal(geom, exact), dtype
+            assert a.splat.dtype == dtype  # the features did run in 16 bits
+            rel = (a.splat.float() - full.splat).norm() / full.splat.norm()
+            assert rel < 0.02, (dtype, float(rel))
+            torch.testing.assert_close(b.splat.float(), a.splat.float(), rtol=0.02, atol=1e-3)
+
+
 def test_config_mismatches_are_clear_errors(synth_world):
     with pytest.raises(ValueError, match="lss.splat must be one of"):
         build_model(tiny(synth_world, **{"lss.splat": "fast"}))
