@@ -176,6 +176,30 @@ def test_cosine_softmax_loss_falls_and_the_run_is_logged(reid_dataset, tmp_path)
     torch.testing.assert_close(emb.norm(dim=1), torch.ones(5))
 
 
+def test_the_readme_python_example(reid_dataset, tmp_path, monkeypatch):
+    """The README's Python snippet, run as written from a folder laid out as its Full nuScenes
+    example, gives the embeddings of the validation rows of crops.npy (read here by hand)."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    snippet = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "reid-dataset").symlink_to(reid_dataset)
+    train_reid(run_config(reid_dataset, tmp_path / "runs" / "reid", **{
+        "reid_run.run_id": "cosine", "train_reid.max_steps": 2, "train_reid.checkpoint_every": 2,
+    }))  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(snippet, "README.md", "exec"), scope)
+
+    with open(reid_dataset / "views.jsonl", encoding="utf-8") as f:
+        rows = [v["index"] for v in map(json.loads, f) if v["split"] == "val"]
+    crops = torch.from_numpy(np.load(reid_dataset / "crops.npy")[rows].astype(np.float32))
+    last = tmp_path / "runs" / "reid" / "cosine" / "checkpoints" / "step_00000002.json"
+    model = BEVReIDModel.from_checkpoint(last)
+    torch.testing.assert_close(scope["emb"], model.embed(crops))
+    assert scope["emb"].shape == (len(rows), 128)
+    torch.testing.assert_close(scope["similarity"].diagonal(), torch.ones(len(rows)))
+
+
 def test_resume_takes_the_same_steps_as_an_uninterrupted_run(reid_dataset, tmp_path):
     common = {
         "train_reid.max_steps": 6, "train_reid.checkpoint_every": 3, "reid.dropout": 0.5,
