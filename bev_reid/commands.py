@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from bev_reid.cli import config_option, register_command
 from bev_reid.config import Config
@@ -254,9 +255,13 @@ def _eval_reid_args(p: argparse.ArgumentParser) -> None:
 def eval_reid(args: argparse.Namespace, cfg: Config) -> int:
     from bev_reid.reid.evaluate import watch
 
-    count = watch(cfg)
-    print(f"evaluated {count} checkpoint(s)")
-    return 0
+    result = watch(cfg)
+    if not result.skipped:
+        print(f"evaluated {result.evaluated} checkpoint(s)")
+        return 0
+    errors = Path(cfg.eval_reid.eval_log_dir) / cfg.reid_run.run_id / "errors.jsonl"
+    print(f"evaluated {result.evaluated} checkpoint(s), skipped {result.skipped} (see {errors})")
+    return 1
 
 
 def _demo_args(p: argparse.ArgumentParser) -> None:

@@ -32,7 +32,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -287,12 +287,19 @@ def _summary_line(records: Sequence[dict[str, Any]]) -> str:
     )
 
 
+class WatchResult(NamedTuple):
+    """What one :func:`watch` call did."""
+
+    evaluated: int  # checkpoints evaluated and logged
+    skipped: int  # checkpoints that could not be evaluated (see errors.jsonl)
+
+
 def watch(
     cfg: Config,
     stop: Callable[[], bool] | None = None,
     max_checkpoints: int | None = None,
     timeout_s: float | None = None,
-) -> int:
+) -> WatchResult:
     """Evaluates each finished checkpoint of ``reid_run.log_dir/run_id/checkpoints`` once, in
     step order, and logs the results (module doc).
 
@@ -308,10 +315,19 @@ def watch(
         timeout_s: return after this many seconds (checked between checkpoints).
 
     Returns:
-        the number of checkpoints evaluated by this call (skipped ones not counted).
+        how many checkpoints this call evaluated and how many it skipped.
+
+    Raises:
+        FileNotFoundError: with ``eval_reid.once``, the run has no checkpoints folder (a watcher
+            that blocks waits for it instead).
     """
     ec = cfg.eval_reid
     ckpt_dir = Path(cfg.reid_run.log_dir) / cfg.reid_run.run_id / "checkpoints"
+    if ec.once and not ckpt_dir.is_dir():
+        raise FileNotFoundError(
+            f"no checkpoints folder {ckpt_dir}: check reid_run.log_dir (--log-dir) and "
+            "reid_run.run_id (--run-id)"
+        )
     out_dir = Path(ec.eval_log_dir) / cfg.reid_run.run_id
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics_path, errors_path = out_dir / METRICS_FILE, out_dir / ERRORS_FILE
@@ -319,7 +335,7 @@ def watch(
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     dataset: ReIDDataset | None = None
     writer = None
-    evaluated = 0
+    evaluated = skipped = 0
 
     def finished() -> bool:
         return (
@@ -334,7 +350,7 @@ def watch(
                 if sidecar.stem in done:
                     continue
                 if finished():
-                    return evaluated
+                    return WatchResult(evaluated, skipped)
                 if dataset is None:  # opened once a checkpoint needs it
                     dataset = ReIDDataset(cfg.reid_run.dataset_dir, ec.split)
                 try:
@@ -345,6 +361,7 @@ def watch(
                              "error": f"{type(e).__name__}: {e}", "time": time.time()}  # fmt: skip
                     _append_jsonl(errors_path, [error])
                     done.add(sidecar.stem)
+                    skipped += 1
                     continue
                 _append_jsonl(metrics_path, records)
                 if writer is None:
@@ -362,7 +379,7 @@ def watch(
                 done.add(sidecar.stem)
                 evaluated += 1
             if ec.once or finished():
-                return evaluated
+                return WatchResult(evaluated, skipped)
             wake = time.monotonic() + ec.poll_s
             while time.monotonic() < wake and not finished():
                 time.sleep(max(0.0, min(0.1, wake - time.monotonic())))

@@ -190,7 +190,7 @@ def test_watcher_evaluates_each_finished_checkpoint_once(reid_dataset, tmp_path,
 
     def run() -> None:
         try:
-            result["evaluated"] = watch(cfg, stop=stop.is_set)
+            result["watch"] = watch(cfg, stop=stop.is_set)
         except BaseException as e:  # surfaced by wait_for
             result["error"] = e
 
@@ -228,7 +228,7 @@ def test_watcher_evaluates_each_finished_checkpoint_once(reid_dataset, tmp_path,
         stop.set()
         thread.join(30)
     assert not thread.is_alive() and "error" not in result
-    assert result["evaluated"] == 3
+    assert result["watch"] == (3, 1)  # evaluated, skipped
 
     records = lines(metrics)
     conditions = {v["condition"] for v in ReIDDataset(reid_dataset, "val").views}
@@ -260,9 +260,35 @@ def test_watcher_evaluates_each_finished_checkpoint_once(reid_dataset, tmp_path,
     # A restarted watcher remembers: nothing is evaluated again, the damaged one is not retried.
     before = (metrics.read_text(), errors.read_text())
     once = dataclasses.replace(cfg, eval_reid=dataclasses.replace(cfg.eval_reid, once=True))
-    assert watch(once) == 0
+    assert watch(once) == (0, 0)
     assert (metrics.read_text(), errors.read_text()) == before
     # ... and picks up a new one.
     save(ckpts, 7, tiny_model(num_classes, 7))
-    assert watch(once) == 1
+    assert watch(once) == (1, 0)
     assert steps(metrics) == [1, 2, 5, 7]
+
+
+def test_eval_reid_once_exit_status(reid_dataset, tmp_path, capsys):
+    """For scripts: --once exits 1 when a checkpoint could not be evaluated, and 2 with the path
+    when the run has no checkpoints folder (a mistyped --run-id), instead of a quiet 0."""
+    from bev_reid.cli import main
+
+    num_classes = ReIDDataset(reid_dataset, "train").num_classes
+    ckpts = tmp_path / "runs" / "run" / "checkpoints"
+    save(ckpts, 1, tiny_model(num_classes, 1))
+    args = ["eval-reid", "--dataset-dir", str(reid_dataset), "--log-dir", str(tmp_path / "runs"),
+            "--eval-log-dir", str(tmp_path / "eval"), "--once", "--device", "cpu"]  # fmt: skip
+    assert main([*args, "--run-id", "run"]) == 0
+    assert "evaluated 1 checkpoint(s)\n" in capsys.readouterr().out
+
+    weights = save(ckpts, 2, tiny_model(num_classes, 2)).with_suffix(".safetensors")
+    weights.write_bytes(weights.read_bytes()[:100])  # damaged
+    assert main([*args, "--run-id", "run"]) == 1
+    out = capsys.readouterr().out
+    assert "evaluated 0 checkpoint(s), skipped 1" in out and "errors.jsonl" in out
+    assert main([*args, "--run-id", "run"]) == 0  # already reported: not retried
+
+    assert main([*args, "--run-id", "rnu"]) == 2
+    assert f"no checkpoints folder {tmp_path / 'runs' / 'rnu' / 'checkpoints'}" in (
+        capsys.readouterr().err
+    )
