@@ -48,7 +48,7 @@ def synth(args: argparse.Namespace, cfg: Config) -> int:
 def _show_args(p: argparse.ArgumentParser) -> None:
     _data_args(p)
     config_option(p, "--sample", "show.sample", "sample token of the keyframe")
-    config_option(p, "--out", "show.out", "PNG file to write")
+    config_option(p, "--out", "show.out", "picture to write: .png, .pdf, .svg or .jpg")
 
 
 @register_command(
@@ -189,7 +189,11 @@ def build_dataset(args: argparse.Namespace, cfg: Config) -> int:
 
 def _show_dataset_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("dataset", help="ReID dataset folder")
-    p.add_argument("--out", default="dataset.png", help="PNG file to write (default: dataset.png)")
+    p.add_argument(
+        "--out",
+        default="dataset.png",
+        help="picture to write, .png, .pdf, .svg or .jpg (default: dataset.png)",
+    )
     p.add_argument("--identities", type=int, default=8, help="rows (default: 8)")
     p.add_argument("--views", type=int, default=8, help="views per row (default: 8)")
     p.add_argument("--split", default="all", choices=("train", "val", "all"))

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bev_reid.engine.io import atomic_open
+from bev_reid.engine.io import save_figure
 from bev_reid.reid.dataset import ReIDDataset
 from bev_reid.reid.evaluate import view_groups
 from bev_reid.reid.metrics import rank_metrics
@@ -28,8 +28,7 @@ def _pyplot():
 
 
 def _save(fig, out: str | Path) -> Path:
-    with atomic_open(out, "wb") as f:
-        fig.savefig(f, format="png", dpi=110)
+    save_figure(fig, out, dpi=110)
     _pyplot().close(fig)
     return Path(out)
 

@@ -30,7 +30,7 @@ from bev_reid.data.nuscenes import (  # noqa: E402
     rasterize_boxes,
     read_image,
 )
-from bev_reid.engine.io import atomic_open  # noqa: E402
+from bev_reid.engine.io import figure_format, save_figure  # noqa: E402
 
 CAMERA_LAYOUT = (
     ("CAM_FRONT_LEFT", "CAM_FRONT", "CAM_FRONT_RIGHT"),
@@ -196,9 +196,7 @@ def draw_sample(
     fig.suptitle(
         f"{scene}  sample {sample_token}  ({', '.join(db.conditions(scene))})", fontsize=10
     )
-    out = Path(out_png)
-    with atomic_open(out, "wb") as f:
-        fig.savefig(f, format="png", dpi=90, bbox_inches="tight")
+    out = save_figure(fig, out_png, dpi=90, bbox_inches="tight")
     plt.close(fig)
     return out
 
@@ -211,6 +209,7 @@ def show_sample(
     cfg: Config | None = None,
 ) -> Path:
     """``bev-reid show-sample``: the picture of one keyframe of ``dataroot``/``version``."""
+    figure_format(out)  # a bad name fails before the database is read
     cfg = cfg or Config()
     data = dataclasses.replace(cfg.data, dataroot=str(dataroot), version=version)
     return draw_sample(

@@ -45,3 +45,24 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+FIGURE_FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg", ".jpg": "jpeg", ".jpeg": "jpeg"}
+
+
+def figure_format(path: str | os.PathLike) -> str:
+    """The matplotlib format a picture path asks for by its suffix (ValueError if none fits)."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in FIGURE_FORMATS:
+        raise ValueError(
+            f"cannot tell a picture format from {str(path)!r}: name it .png, .pdf, .svg or .jpg"
+        )
+    return FIGURE_FORMATS[suffix]
+
+
+def save_figure(fig, path: str | os.PathLike, **savefig_kwargs) -> Path:
+    """Writes a matplotlib figure atomically, in the format its suffix names."""
+    fmt = figure_format(path)
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format=fmt, **savefig_kwargs)
+    return Path(path)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bev_reid.engine.io import atomic_open
+from bev_reid.engine.io import figure_format, save_figure
 from bev_reid.reid.dataset import ReIDDataset
 
 UNPAINTED_GREY = 0.35  # occupied cells that no camera coloured
@@ -55,7 +55,9 @@ def draw_dataset(
     seed: int = 0,
 ) -> Path:
     """Writes a grid: one row per identity (chosen with ``seed`` among those with most views),
-    its views in time order; the heading points up in aligned crops."""
+    its views in time order; the heading points up in aligned crops. The suffix of ``out_png``
+    picks the format (.png, .pdf, .svg or .jpg)."""
+    figure_format(out_png)  # a bad name fails before the dataset is read
     import matplotlib
 
     matplotlib.use("Agg")
@@ -103,7 +105,6 @@ def draw_dataset(
     )
     fig.suptitle(f"{Path(path).name}: {len(rows)} identities, channels: {channels}", fontsize=9)
     fig.tight_layout()
-    with atomic_open(out_png, "wb") as f:
-        fig.savefig(f, format="png", dpi=110)
+    save_figure(fig, out_png, dpi=110)
     plt.close(fig)
     return Path(out_png)

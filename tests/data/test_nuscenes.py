@@ -560,3 +560,16 @@ def test_show_sample_writes_a_png(dataroot, db, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["sample.png"]  # no temporary left behind
     with Image.open(out) as img:
         assert img.size[0] > 1000 and img.size[1] > 400
+
+
+def test_picture_format_follows_the_suffix(dataroot, db, tmp_path):
+    from bev_reid.data.visualize import show_sample
+
+    token = db.keyframes(db.scene_names[0])[0]
+    out = show_sample(dataroot.path, dataroot.version, token, tmp_path / "sample.PDF")
+    assert out.read_bytes()[:5] == b"%PDF-"
+    out = show_sample(dataroot.path, dataroot.version, token, tmp_path / "sample.jpg")
+    assert out.read_bytes()[:3] == b"\xff\xd8\xff"  # JPEG's start-of-image marker
+    with pytest.raises(ValueError, match=r"'.*sample.txt'.*\.png, \.pdf, \.svg or \.jpg"):
+        show_sample(dataroot.path, dataroot.version, token, tmp_path / "sample.txt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sample.PDF", "sample.jpg"]

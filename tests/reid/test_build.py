@@ -321,3 +321,15 @@ def test_reading_an_unfinished_dataset_is_a_clear_error(tmp_path):
         ReIDDataset(tmp_path, "train")
     with pytest.raises(ValueError, match="split must be one of"):
         ReIDDataset(tmp_path, "test")
+
+
+def test_show_dataset_draws_in_the_format_asked(reid_dataset, tmp_path, capsys):
+    from bev_reid.cli import main
+
+    assert main(["show-dataset", str(reid_dataset), "--out", str(tmp_path / "ids.svg")]) == 0
+    assert b"<svg" in (tmp_path / "ids.svg").read_bytes()[:1000]
+    assert main(["show-dataset", str(reid_dataset), "--out", str(tmp_path / "ids.png")]) == 0
+    assert (tmp_path / "ids.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["show-dataset", str(reid_dataset), "--out", str(tmp_path / "ids")]) == 2
+    assert "name it .png, .pdf, .svg or .jpg" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ids.png", "ids.svg"]
