@@ -370,6 +370,35 @@ class EvalReIDConfig:
 
 
 @dataclass(frozen=True)
+class PandaSetConfig:
+    """`bev-reid convert-pandaset`: PandaSet sequences to one nuScenes-format folder.
+
+    Reading PandaSet unpickles its files (the dataset's own format): convert only data you trust.
+    """
+
+    src: tuple[str, ...] = ()  # PandaSet sequence folders (holding lidar/, camera/, annotations/)
+    out: str = "data/pandaset"  # the dataroot to write (samples/ and the version folder)
+    version: str = "v1.0-pandaset"  # the version folder's name
+    lidars: typing.Literal["pandar64", "pandargt", "both"] = "pandar64"  # 360 deg, forward, both
+    frames: tuple[int, ...] = ()  # frame indices of every sequence; empty = all listed
+    skip_incomplete: bool = False  # leave out (with a warning) frames with missing files
+    drift_warn_m: float = 0.05  # warn when a camera moves more than this against the LiDAR, m
+    drift_warn_deg: float = 0.5  # ... or turns more than this, degrees
+
+    def __post_init__(self) -> None:
+        if not self.version or "/" in self.version or self.version.startswith("."):
+            raise ConfigError(
+                "pandaset.version must be a folder name such as v1.0-pandaset, "
+                f"got {self.version!r}"
+            )
+        if any(k < 0 for k in self.frames):
+            raise ConfigError(f"pandaset.frames must be >= 0, got {list(self.frames)}")
+        for key in ("drift_warn_m", "drift_warn_deg"):
+            if not 0 <= getattr(self, key) < float("inf"):
+                raise ConfigError(f"pandaset.{key} must be >= 0, got {getattr(self, key)}")
+
+
+@dataclass(frozen=True)
 class Config:
     grid: GridConfig = field(default_factory=GridConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -383,6 +412,7 @@ class Config:
     reid: ReIDModelConfig = field(default_factory=ReIDModelConfig)
     train_reid: TrainReIDConfig = field(default_factory=TrainReIDConfig)
     eval_reid: EvalReIDConfig = field(default_factory=EvalReIDConfig)
+    pandaset: PandaSetConfig = field(default_factory=PandaSetConfig)
 
 
 # ---------------------------------------------------------------------------------------------
