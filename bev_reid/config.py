@@ -398,6 +398,109 @@ class PandaSetConfig:
                 raise ConfigError(f"pandaset.{key} must be >= 0, got {getattr(self, key)}")
 
 
+TRACKING_CLASSES = ("bicycle", "bus", "car", "motorcycle", "pedestrian", "trailer", "truck")
+
+
+@dataclass(frozen=True)
+class TrackConfig:
+    """`bev-reid make-detections`, `track`, `eval-track` and `show-tracks` (bev_reid.track).
+
+    Files chain through the keys: make-detections writes ``detections``, track reads it and
+    writes ``out``, eval-track scores ``out`` into the folder ``eval_out``, show-tracks draws
+    ``out`` into ``picture``.
+    """
+
+    detections: str = "runs/track/detections.json"  # nuScenes detection-results JSON
+    out: str = "runs/track/tracks.json"  # nuScenes tracking-results JSON
+    eval_out: str = "runs/track/eval"  # the devkit's metrics_summary.json goes here
+    picture: str = "runs/track/tracks.png"
+    reid_checkpoint: str = ""  # a ReID checkpoint (file or folder), or "none": motion alone
+    lss_checkpoint: str = ""  # LSS checkpoint, when the embedding's crops hold camera channels
+    device: str = "auto"  # auto, cpu, cuda or cuda:N (the BEV pass and the embedding)
+    # make-detections: ground-truth boxes degraded by a seeded model (see bev_reid.track.degrade).
+    det_seed: int = 0
+    det_miss_rate: float = 0.5  # share of objects that get occlusion gaps
+    det_max_gap: int = 3  # each gap hides an object for 1..det_max_gap keyframes
+    det_noise_m: float = 0.2  # std of the centre's x and y noise, metres (z gets half)
+    det_size_noise: float = 0.05  # std of the relative noise of width, length and height
+    det_yaw_noise_deg: float = 5.0  # std of the heading noise, degrees
+    det_velocity_noise: float = 0.5  # std of the velocity noise, m/s
+    det_fp_rate: float = 0.05  # false positives per keyframe, per true box there (Poisson mean)
+    # The tracker (see bev_reid.track.tracker).
+    classes: tuple[str, ...] = TRACKING_CLASSES  # nuScenes tracking classes that are tracked
+    min_score: float = 0.0  # detections scored lower are dropped
+    gate_m: float = 2.0  # centre distance beyond which a detection never matches a track, m
+    lost_gate_growth_m: float = 1.0  # the gate widens by this much per keyframe a track is lost
+    appearance_weight: float = 0.5  # share of the cosine distance in the cost (0: motion alone)
+    max_appearance_distance: float = 0.6  # a lost track is re-identified only below this
+    max_age: int = 6  # keyframes a track coasts unmatched before it dies
+    min_hits: int = 1  # matched detections before a track is reported
+    memory: int = 8  # views in a track's appearance memory
+    memory_mode: typing.Literal["mean", "nearest"] = "mean"  # distance to their mean or nearest
+    accel_noise: float = 2.0  # std of the constant-velocity model's acceleration, m/s^2
+    measurement_noise_m: float = 0.3  # std of a detection's centre, metres
+    velocity_std: float = 3.0  # std of the initial velocity (the detection's, or 0), m/s
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, key: str, allowed: str) -> None:
+            if not ok:
+                raise ConfigError(f"track.{key} must be {allowed}; got {getattr(self, key)!r}")
+
+        for key in ("det_miss_rate", "appearance_weight"):
+            need(0.0 <= getattr(self, key) <= 1.0, key, "in [0, 1]")
+        for key in ("det_noise_m", "det_size_noise", "det_yaw_noise_deg", "det_velocity_noise",
+                    "det_fp_rate", "min_score", "lost_gate_growth_m"):  # fmt: skip
+            need(0.0 <= getattr(self, key) < float("inf"), key, ">= 0 (finite)")
+        for key in ("gate_m", "accel_noise", "measurement_noise_m", "velocity_std"):
+            need(0.0 < getattr(self, key) < float("inf"), key, "> 0 (finite)")
+        need(0.0 <= self.max_appearance_distance <= 2.0, "max_appearance_distance", "in [0, 2]")
+        need(self.memory_mode in ("mean", "nearest"), "memory_mode", "mean or nearest")
+        need(self.det_seed >= 0, "det_seed", ">= 0")
+        need(self.det_max_gap >= 1, "det_max_gap", ">= 1 keyframe")
+        need(self.max_age >= 0, "max_age", ">= 0 keyframes")
+        for key in ("min_hits", "memory"):
+            need(getattr(self, key) >= 1, key, ">= 1")
+        need(
+            bool(self.classes) and set(self.classes) <= set(TRACKING_CLASSES),
+            "classes",
+            f"a non-empty list of {', '.join(TRACKING_CLASSES)}",
+        )
+        need(
+            self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
+            "device",
+            "auto, cpu, cuda or cuda:N",
+        )
+
+
+@dataclass(frozen=True)
+class PandaSetConfig:
+    """`bev-reid convert-pandaset`: PandaSet sequences to one nuScenes-format folder.
+
+    Reading PandaSet unpickles its files (the dataset's own format): convert only data you trust.
+    """
+
+    src: tuple[str, ...] = ()  # PandaSet sequence folders (holding lidar/, camera/, annotations/)
+    out: str = "data/pandaset"  # the dataroot to write (samples/ and the version folder)
+    version: str = "v1.0-pandaset"  # the version folder's name
+    lidars: typing.Literal["pandar64", "pandargt", "both"] = "pandar64"  # 360 deg, forward, both
+    frames: tuple[int, ...] = ()  # frame indices of every sequence; empty = all listed
+    skip_incomplete: bool = False  # leave out (with a warning) frames with missing files
+    drift_warn_m: float = 0.05  # warn when a camera moves more than this against the LiDAR, m
+    drift_warn_deg: float = 0.5  # ... or turns more than this, degrees
+
+    def __post_init__(self) -> None:
+        if not self.version or "/" in self.version or self.version.startswith("."):
+            raise ConfigError(
+                "pandaset.version must be a folder name such as v1.0-pandaset, "
+                f"got {self.version!r}"
+            )
+        if any(k < 0 for k in self.frames):
+            raise ConfigError(f"pandaset.frames must be >= 0, got {list(self.frames)}")
+        for key in ("drift_warn_m", "drift_warn_deg"):
+            if not 0 <= getattr(self, key) < float("inf"):
+                raise ConfigError(f"pandaset.{key} must be >= 0, got {getattr(self, key)}")
+
+
 @dataclass(frozen=True)
 class Config:
     grid: GridConfig = field(default_factory=GridConfig)
@@ -413,6 +516,7 @@ class Config:
     train_reid: TrainReIDConfig = field(default_factory=TrainReIDConfig)
     eval_reid: EvalReIDConfig = field(default_factory=EvalReIDConfig)
     pandaset: PandaSetConfig = field(default_factory=PandaSetConfig)
+    track: TrackConfig = field(default_factory=TrackConfig)
 
 
 # ---------------------------------------------------------------------------------------------

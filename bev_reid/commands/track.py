@@ -1,0 +1,98 @@
+"""Commands of the tracking stage: ``make-detections``, ``track``, ``eval-track``,
+``show-tracks``."""
+
+from __future__ import annotations
+
+import argparse
+
+from bev_reid.commands import config_option, data_args, register_command
+from bev_reid.config import Config
+
+
+def _make_detections_args(p: argparse.ArgumentParser) -> None:
+    data_args(p)
+    config_option(p, "--out", "track.detections", "detection-results JSON to write")
+    config_option(p, "--seed", "track.det_seed", "seed of the degradation (same seed, same bytes)")
+    config_option(p, "--miss-rate", "track.det_miss_rate", "share of objects with occlusion gaps")
+    config_option(p, "--max-gap", "track.det_max_gap", "longest occlusion gap, keyframes")
+    config_option(p, "--noise-m", "track.det_noise_m", "std of the centre noise, metres")
+    config_option(p, "--fp-rate", "track.det_fp_rate", "false positives per true box and keyframe")
+
+
+@register_command(
+    "make-detections",
+    "detections from the ground truth, degraded by a seeded model (gaps, noise, false positives)",
+    _make_detections_args,
+)
+def make_detections(args: argparse.Namespace, cfg: Config) -> int:
+    from bev_reid.track.degrade import make_detections as make
+
+    print(f"wrote {make(cfg)}")
+    return 0
+
+
+def _track_args(p: argparse.ArgumentParser) -> None:
+    data_args(p)
+    config_option(p, "--detections", "track.detections", "detection-results JSON to track")
+    config_option(
+        p, "--reid-checkpoint", "track.reid_checkpoint", "ReID checkpoint, or none: motion alone"
+    )
+    config_option(
+        p, "--lss-checkpoint", "track.lss_checkpoint", "LSS checkpoint (crops with camera channels)"
+    )
+    config_option(p, "--out", "track.out", "tracking-results JSON to write")
+
+
+@register_command(
+    "track", "track detections with motion and the ReID embedding (nuScenes JSON)", _track_args
+)
+def track(args: argparse.Namespace, cfg: Config) -> int:
+    from bev_reid.track.run import run_tracking
+
+    run = run_tracking(cfg)
+    mode = "motion + ReID" if run.appearance else "motion alone"
+    rate = run.keyframes / max(run.seconds, 1e-9)
+    print(
+        f"wrote {run.path}: {run.keyframes} keyframes, {run.tracks} tracks ({mode}), "
+        f"{rate:.1f} keyframes/s"
+    )
+    return 0
+
+
+def _eval_track_args(p: argparse.ArgumentParser) -> None:
+    data_args(p)
+    config_option(p, "--results", "track.out", "tracking-results JSON to evaluate")
+    config_option(p, "--out", "track.eval_out", "folder for the devkit's metrics_summary.json")
+
+
+@register_command(
+    "eval-track",
+    "score tracking results with the nuScenes devkit (AMOTA, IDS, FRAG, ...)",
+    _eval_track_args,
+)
+def eval_track(args: argparse.Namespace, cfg: Config) -> int:
+    from bev_reid.track.evaluate import evaluate_tracking, summary_table
+
+    summary = evaluate_tracking(cfg)
+    print(summary_table(summary))
+    print(f"wrote {cfg.track.eval_out}/metrics_summary.json")
+    return 0
+
+
+def _show_tracks_args(p: argparse.ArgumentParser) -> None:
+    data_args(p)
+    config_option(p, "--results", "track.out", "tracking-results JSON to draw")
+    config_option(p, "--out", "track.picture", "picture to write (.png, .pdf, .svg, .jpg)")
+
+
+@register_command(
+    "show-tracks",
+    "draw tracks in BEV, coloured by identity, identity switches marked",
+    _show_tracks_args,
+)
+def show_tracks(args: argparse.Namespace, cfg: Config) -> int:
+    from bev_reid.track.visualize import draw_tracks
+
+    path, switches = draw_tracks(cfg)
+    print(f"wrote {path} ({switches} identity switches marked)")
+    return 0

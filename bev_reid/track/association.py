@@ -1,0 +1,100 @@
+"""Association: a cost matrix of tracks x detections, and the Hungarian matches on it.
+
+The cost of track i and detection j mixes their gated centre distance with the cosine distance of
+their embeddings:
+
+    cost = (1 - w) d_ij / gate_i + w a_ij,        a_ij = 1 - <e_i, e_j>  (unit vectors, in [0, 2])
+
+and is infinite (never matched) when d_ij > gate_i, when the classes differ, or when a_ij exceeds
+the track's appearance limit. A pair with no appearance (a track or a detection without an
+embedding) costs its distance term alone, d_ij / gate_i. ``w`` = 0 is motion alone.
+
+:func:`match` then takes, among the matchings of finite-cost pairs, one with the most pairs and,
+among those, the least total cost (scipy's ``linear_sum_assignment`` on the cost with infinite
+entries replaced by a constant larger than any finite total).
+
+Shapes: T tracks, D detections, E embedding dims.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+
+def centre_distances(tracks: np.ndarray, detections: np.ndarray) -> np.ndarray:
+    """[T, D] Euclidean distances between centres [T, 2] and [D, 2], metres."""
+    tracks = np.asarray(tracks, dtype=np.float64).reshape(-1, 2)
+    detections = np.asarray(detections, dtype=np.float64).reshape(-1, 2)
+    return np.linalg.norm(tracks[:, None, :] - detections[None, :, :], axis=-1)
+
+
+def cosine_distances(tracks: np.ndarray, detections: np.ndarray) -> np.ndarray:
+    """[T, D] cosine distances 1 - cos between embeddings [T, E] and [D, E]; NaN where a row
+    holds NaN (no embedding)."""
+    a = np.asarray(tracks, dtype=np.float64)
+    b = np.asarray(detections, dtype=np.float64)
+    a = a / np.linalg.norm(a, axis=1, keepdims=True).clip(min=1e-12)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True).clip(min=1e-12)
+    return 1.0 - a @ b.T
+
+
+def association_cost(
+    distance: np.ndarray,
+    gate: np.ndarray | float,
+    appearance: np.ndarray | None = None,
+    weight: float = 0.0,
+    max_appearance: np.ndarray | float = np.inf,
+    same_class: np.ndarray | None = None,
+) -> np.ndarray:
+    """The cost matrix [T, D] (see the module doc); ``inf`` marks pairs that may not match.
+
+    Args:
+        distance: [T, D] centre distances, metres.
+        gate: [T] (or one) distance gate per track, metres.
+        appearance: [T, D] cosine distances (NaN where a side has no embedding), or None.
+        weight: w, the share of the appearance term.
+        max_appearance: [T] (or one) largest cosine distance a track may match at.
+        same_class: [T, D] bool, whether the classes agree; None: all agree.
+    """
+    distance = np.asarray(distance, dtype=np.float64)
+    t = distance.shape[0]
+    gate = np.broadcast_to(np.asarray(gate, dtype=np.float64), (t,))[:, None]  # T x 1
+    cost = distance / gate
+    allowed = distance <= gate
+    if appearance is not None and weight > 0:
+        appearance = np.asarray(appearance, dtype=np.float64)
+        has = np.isfinite(appearance)
+        limit = np.broadcast_to(np.asarray(max_appearance, dtype=np.float64), (t,))[:, None]
+        mixed = (1.0 - weight) * cost + weight * np.where(has, appearance, 0.0)
+        cost = np.where(has, mixed, cost)
+        allowed &= ~has | (appearance <= limit)
+    if same_class is not None:
+        allowed &= np.asarray(same_class, dtype=bool)
+    return np.where(allowed, cost, np.inf)
+
+
+def match(cost: np.ndarray) -> tuple[list[tuple[int, int]], list[int], list[int]]:
+    """Hungarian matching on a cost matrix with ``inf`` for forbidden pairs.
+
+    Args:
+        cost: [T, D].
+    Returns:
+        matches (track, detection) sorted by track, unmatched tracks, unmatched detections.
+    """
+    cost = np.asarray(cost, dtype=np.float64)
+    t, d = cost.shape
+    if t == 0 or d == 0:
+        return [], list(range(t)), list(range(d))
+    finite = np.isfinite(cost)
+    # Larger than any total of finite costs: a forbidden pair is taken only when nothing else
+    # fills that row, and is then dropped, so the most pairs win first, then the lowest cost.
+    big = 1.0 + 2.0 * min(t, d) * (np.abs(cost[finite]).max() if finite.any() else 1.0)
+    rows, cols = linear_sum_assignment(np.where(finite, cost, big))
+    pairs = [(int(r), int(c)) for r, c in zip(rows, cols, strict=True) if finite[r, c]]
+    used_t, used_d = {p[0] for p in pairs}, {p[1] for p in pairs}
+    return (
+        sorted(pairs),
+        [i for i in range(t) if i not in used_t],
+        [j for j in range(d) if j not in used_d],
+    )

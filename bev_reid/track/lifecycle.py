@@ -1,0 +1,129 @@
+"""The life cycle of a track: birth, update, coasting, re-identification and death.
+
+Rules (``track.*`` config keys):
+
+- Birth: every detection (of a tracked class, scored at least ``min_score``) that matches no
+  track starts a track, with the next integer id, its centre, the detector's velocity and its
+  embedding as the first view of the appearance memory.
+- Update: a matched track corrects its Kalman filter with the detection's centre, takes the
+  detection's height, size, heading and score, and adds the detection's embedding to its memory.
+- Report: a track is written out at a keyframe where it was matched, once it has been matched
+  ``min_hits`` times.
+- Coasting: an unmatched track keeps predicting; ``misses`` counts its keyframes without a match.
+  While ``misses >= 1`` it is *lost*: its distance gate widens by ``lost_gate_growth_m`` per
+  keyframe lost (the vehicle may have turned or braked out of sight), and with an embedding it
+  matches only at a cosine distance of at most ``max_appearance_distance``: a lost track is
+  re-identified by appearance when its vehicle's detection returns.
+- Death: a track lost for more than ``max_age`` keyframes is dropped.
+
+The appearance memory holds the embeddings of a track's last ``memory`` matched detections;
+its distance to a detection is the cosine distance to their normalised mean (``memory_mode =
+mean``), or to the nearest of them (``nearest``, as DeepSORT's gallery).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bev_reid.config import TrackConfig
+from bev_reid.track.detections import Detection
+from bev_reid.track.motion import ConstantVelocityKF
+
+
+@dataclass
+class Track:
+    """One tracked object."""
+
+    id: int
+    label: str  # tracking class
+    kf: ConstantVelocityKF
+    detection: Detection  # the latest matched detection
+    hits: int = 1
+    misses: int = 0  # keyframes since the last match (0: matched at the current keyframe)
+    memory: deque = field(default_factory=deque)  # embeddings [E] of the last matched views
+
+    def remember(self, embedding: np.ndarray | None, size: int) -> None:
+        if embedding is not None and np.all(np.isfinite(embedding)):
+            self.memory.append(np.asarray(embedding, dtype=np.float64))
+            while len(self.memory) > size:
+                self.memory.popleft()
+
+    def mean_view(self, dim: int) -> np.ndarray:
+        """[E] the normalised mean of the memory; NaN when it is empty."""
+        if not self.memory:
+            return np.full(dim, np.nan)
+        views = np.stack(self.memory)  # M x E
+        views = views / np.linalg.norm(views, axis=1, keepdims=True).clip(min=1e-12)
+        mean = views.mean(0)
+        return mean / max(float(np.linalg.norm(mean)), 1e-12)
+
+    def appearance_distance(self, embeddings: np.ndarray, mode: str) -> np.ndarray:
+        """[D] cosine distances of detection embeddings [D, E] (NaN rows: none) to this track's
+        memory; NaN where either side has no embedding."""
+        embeddings = np.asarray(embeddings, dtype=np.float64)
+        if not self.memory or embeddings.size == 0:
+            return np.full(len(embeddings), np.nan)
+        dets = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True).clip(min=1e-12)
+        if mode == "mean":
+            dist = 1.0 - dets @ self.mean_view(dets.shape[1])
+        else:
+            views = np.stack(self.memory)  # M x E
+            views = views / np.linalg.norm(views, axis=1, keepdims=True).clip(min=1e-12)
+            dist = (1.0 - dets @ views.T).min(1)
+        return dist  # NaN rows of ``embeddings`` stay NaN
+
+
+def same_class(track: Track, detection: Detection) -> bool:
+    return track.label == detection.name
+
+
+def birth(
+    track_id: int, detection: Detection, embedding: np.ndarray | None, cfg: TrackConfig
+) -> Track:
+    """A new track on an unmatched detection."""
+    kf = ConstantVelocityKF(
+        np.asarray(detection.translation[:2]),
+        np.asarray(detection.velocity),
+        cfg.measurement_noise_m,
+        cfg.velocity_std,
+        cfg.accel_noise,
+    )
+    track = Track(track_id, detection.name, kf, detection)
+    track.remember(embedding, cfg.memory)
+    return track
+
+
+def update(
+    track: Track, detection: Detection, embedding: np.ndarray | None, cfg: TrackConfig
+) -> None:
+    """A matched track takes its detection."""
+    track.kf.update(np.asarray(detection.translation[:2]))
+    track.detection = detection
+    track.hits += 1
+    track.misses = 0
+    track.remember(embedding, cfg.memory)
+
+
+def coast(track: Track) -> None:
+    """An unmatched track goes on predicting, one more keyframe lost."""
+    track.misses += 1
+
+
+def is_lost(track: Track) -> bool:
+    return track.misses >= 1
+
+
+def is_dead(track: Track, cfg: TrackConfig) -> bool:
+    return track.misses > cfg.max_age
+
+
+def is_reported(track: Track, cfg: TrackConfig) -> bool:
+    return track.misses == 0 and track.hits >= cfg.min_hits
+
+
+def gate_of(track: Track, cfg: TrackConfig) -> float:
+    """The track's distance gate, metres: wider the longer it has been lost."""
+    return cfg.gate_m + cfg.lost_gate_growth_m * track.misses

@@ -1,0 +1,91 @@
+"""`bev-reid track`: detections in, tracks out, scene by scene.
+
+Reads the detection-results file (checked against the dataroot's keyframes), tracks every scene
+(``data.scenes``, else all of the version) keyframe by keyframe with :class:`Tracker`, embedding
+the detections with the ReID checkpoint (one BEV pass per keyframe) unless it is ``none``, and
+writes tracking-results JSON that lists every keyframe of those scenes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from bev_reid.config import Config, ConfigError
+from bev_reid.data.nuscenes import NuScenesDB, resolve_scenes
+from bev_reid.track.detections import DEFAULT_META, read_detections, write_results
+from bev_reid.track.tracker import Frame, Tracker
+
+
+@dataclass
+class TrackingRun:
+    """What a run did: the results file, how many keyframes and tracks, and the time spent."""
+
+    path: Path
+    keyframes: int
+    tracks: int
+    seconds: float  # the whole loop, reading included
+    embed_seconds: float  # the BEV pass, cropping and the ReID net
+    appearance: bool
+
+
+def open_embedder(cfg: Config, db: NuScenesDB):
+    """The DetectionEmbedder of ``track.reid_checkpoint``, or None for ``none``."""
+    ckpt = cfg.track.reid_checkpoint
+    if not ckpt:
+        raise ConfigError(
+            "track needs --reid-checkpoint: a ReID checkpoint (file or folder), or none for "
+            "motion alone (config key track.reid_checkpoint)"
+        )
+    if ckpt.lower() == "none":
+        return None
+    from bev_reid.engine.distributed import pick_device
+    from bev_reid.models.reid import BEVReIDModel
+    from bev_reid.reid.extract import cutter_for
+    from bev_reid.track.embed import DetectionEmbedder
+
+    device = pick_device(cfg.track.device)
+    model = BEVReIDModel.from_checkpoint(ckpt, map_location=device)
+    cutter = cutter_for(model, cfg.track.lss_checkpoint, cfg.data)
+    return DetectionEmbedder(model, cutter, db, cfg.data.num_workers)
+
+
+def run_tracking(cfg: Config, progress: bool = True) -> TrackingRun:
+    """Tracks the scenes of ``cfg.data`` and writes ``track.out``."""
+    db = NuScenesDB(cfg.data.dataroot, cfg.data.version)
+    scenes = resolve_scenes(db, None, cfg.data.scenes)
+    all_tokens = [t for s in db.scene_names for t in db.keyframes(s)]
+    detections = read_detections(cfg.track.detections, all_tokens)
+    embedder = open_embedder(cfg, db)
+    tracker = Tracker(cfg.track, use_appearance=embedder is not None)
+    results: dict[str, list[dict]] = {}
+    total = sum(len(db.keyframes(s)) for s in scenes)
+    bar = tqdm(total=total, desc="track", unit="keyframe", disable=not progress)
+    start = time.perf_counter()
+    for scene in scenes:
+        tracker.reset()
+        tokens = db.keyframes(scene)
+        keyframes = embedder.keyframes(tokens) if embedder is not None else iter(tokens)
+        for token, keyframe in zip(tokens, keyframes, strict=True):
+            dets = detections.get(token, [])
+            emb = embedder.embed(keyframe, dets) if embedder is not None else None
+            frame = Frame(token, int(db.sample(token)["timestamp"]), dets, emb)
+            results[token] = tracker.step(frame)
+            bar.update(1)
+    seconds = time.perf_counter() - start
+    bar.close()
+    meta = dict(DEFAULT_META)
+    if embedder is not None:
+        meta["use_camera"] = embedder.cutter.recipe.needs_cameras
+    path = write_results(cfg.track.out, results, meta)
+    return TrackingRun(
+        path,
+        total,
+        tracker.next_id,
+        seconds,
+        0.0 if embedder is None else embedder.seconds,
+        embedder is not None,
+    )

@@ -1,0 +1,160 @@
+"""The tracking loop: it only wires the motion model, the association and the life cycle.
+
+Per keyframe (one :class:`Frame`):
+
+1. every track predicts its centre ``dt`` seconds ahead (:mod:`bev_reid.track.motion`);
+2. the detections of tracked classes, scored at least ``min_score``, are associated in two
+   stages (:mod:`bev_reid.track.association`): first the tracks matched at the previous keyframe
+   (the distance gate ``gate_m``), then the lost tracks with the remaining detections (a wider
+   gate, and an appearance limit: re-identification);
+3. matched tracks update, unmatched ones coast, unmatched detections start tracks, and tracks
+   lost too long die (:mod:`bev_reid.track.lifecycle`);
+4. the tracks matched at this keyframe are reported as tracking-results records.
+
+With ``use_appearance`` off (``--reid-checkpoint none``) the same loop runs on motion alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from bev_reid.config import TrackConfig
+from bev_reid.track import lifecycle
+from bev_reid.track.association import (
+    association_cost,
+    centre_distances,
+    cosine_distances,
+    match,
+)
+from bev_reid.track.detections import Detection, tracking_record
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One keyframe's input.
+
+    Attributes:
+        sample_token: the keyframe.
+        timestamp: microseconds.
+        detections: its detections (any class; the tracker keeps those it tracks).
+        embeddings: [K, E] one row per detection (NaN rows: no embedding), or None.
+    """
+
+    sample_token: str
+    timestamp: int
+    detections: list[Detection]
+    embeddings: np.ndarray | None = None
+
+
+class Tracker:
+    """Tracks one scene at a time; :meth:`reset` between scenes.
+
+    Args:
+        cfg: the ``track`` config section.
+        use_appearance: mix the embeddings' cosine distance into the cost.
+    """
+
+    def __init__(self, cfg: TrackConfig, use_appearance: bool):
+        self.cfg = cfg
+        self.use_appearance = use_appearance
+        self.next_id = 0  # ids stay unique across scenes
+        self.reset()
+
+    def reset(self) -> None:
+        """Forgets the tracks (a new scene starts)."""
+        self.tracks: list[lifecycle.Track] = []
+        self.last_timestamp: int | None = None
+
+    def _cost(
+        self, tracks: list[lifecycle.Track], dets: list[Detection], emb: np.ndarray | None
+    ) -> np.ndarray:
+        cfg = self.cfg
+        distance = centre_distances(
+            np.array([t.kf.centre for t in tracks]).reshape(-1, 2),
+            np.array([d.translation[:2] for d in dets]).reshape(-1, 2),
+        )
+        labels = np.array([t.label for t in tracks], dtype=object)
+        same = labels[:, None] == np.array([d.name for d in dets], dtype=object)[None, :]
+        appearance, weight = None, 0.0
+        if self.use_appearance and emb is not None:
+            if cfg.memory_mode == "mean":  # one matrix product for all tracks
+                means = np.stack([t.mean_view(emb.shape[1]) for t in tracks])  # T x E
+                appearance = cosine_distances(means, emb)  # NaN where a side has none
+            else:
+                appearance = np.stack([t.appearance_distance(emb, "nearest") for t in tracks])
+            weight = cfg.appearance_weight
+        limit = np.array(
+            [cfg.max_appearance_distance if lifecycle.is_lost(t) else np.inf for t in tracks]
+        )
+        gate = np.array([lifecycle.gate_of(t, cfg) for t in tracks])
+        return association_cost(
+            distance, gate, appearance, weight, limit, same.reshape(distance.shape)
+        )
+
+    def _associate(
+        self, tracks: list[lifecycle.Track], dets: list[Detection], emb: np.ndarray | None,
+        free: list[int],
+    ) -> list[tuple[int, int]]:  # fmt: skip
+        """Matches (track index into ``tracks``, detection index into ``dets``) among the
+        detections ``free``."""
+        if not tracks or not free:
+            return []
+        sub_emb = None if emb is None else emb[free]
+        pairs, _, _ = match(self._cost(tracks, [dets[j] for j in free], sub_emb))
+        return [(i, free[j]) for i, j in pairs]
+
+    def step(self, frame: Frame) -> list[dict]:
+        """Advances to ``frame``; returns the tracking-results records of its keyframe."""
+        cfg = self.cfg
+        dt = 0.0 if self.last_timestamp is None else (frame.timestamp - self.last_timestamp) / 1e6
+        self.last_timestamp = frame.timestamp
+        for track in self.tracks:
+            track.kf.predict(dt)
+        keep = [
+            i
+            for i, d in enumerate(frame.detections)
+            if d.name in cfg.classes and d.score >= cfg.min_score
+        ]
+        dets = [frame.detections[i] for i in keep]
+        emb = None if frame.embeddings is None else np.asarray(frame.embeddings)[keep]
+        active = [t for t in self.tracks if not lifecycle.is_lost(t)]
+        lost = [t for t in self.tracks if lifecycle.is_lost(t)]
+        free = list(range(len(dets)))
+        matched: dict[int, int] = {}  # id(track) -> detection index
+        for group in (active, lost):
+            for i, j in self._associate(group, dets, emb, free):
+                matched[id(group[i])] = j
+            free = [j for j in free if j not in set(matched.values())]
+        for track in self.tracks:
+            if id(track) in matched:
+                j = matched[id(track)]
+                lifecycle.update(track, dets[j], None if emb is None else emb[j], cfg)
+            else:
+                lifecycle.coast(track)
+        for j in free:
+            embedding = None if emb is None else emb[j]
+            self.tracks.append(lifecycle.birth(self.next_id, dets[j], embedding, cfg))
+            self.next_id += 1
+        self.tracks = [t for t in self.tracks if not lifecycle.is_dead(t, cfg)]
+        return [
+            self._record(frame.sample_token, t)
+            for t in self.tracks
+            if lifecycle.is_reported(t, cfg)
+        ]
+
+    @staticmethod
+    def _record(sample_token: str, track: lifecycle.Track) -> dict:
+        det = track.detection
+        x, y = track.kf.centre
+        return tracking_record(
+            sample_token,
+            (x, y, det.translation[2]),
+            det.size,
+            det.rotation,
+            track.kf.velocity,
+            track.id,
+            track.label,
+            det.score,
+        )

@@ -1,0 +1,69 @@
+"""Association: the cost's terms by hand, and the Hungarian matches against brute force."""
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from bev_reid.track.association import (
+    association_cost,
+    centre_distances,
+    cosine_distances,
+    match,
+)
+
+
+def brute_force(cost: np.ndarray) -> tuple[int, float]:
+    """(most pairs, least total cost among those) over every matching of finite pairs."""
+    t, d = cost.shape
+    best = (0, 0.0)
+    for k in range(1, min(t, d) + 1):
+        for rows in itertools.combinations(range(t), k):
+            for cols in itertools.permutations(range(d), k):
+                total = sum(cost[r, c] for r, c in zip(rows, cols, strict=True))
+                if math.isfinite(total) and (k > best[0] or (k == best[0] and total < best[1])):
+                    best = (k, total)
+    return best
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_match_has_the_most_pairs_then_the_least_cost(seed):
+    rng = np.random.default_rng(seed)
+    t, d = rng.integers(1, 5, size=2)
+    cost = rng.uniform(0, 2, (t, d))
+    cost[rng.uniform(size=(t, d)) < 0.4] = np.inf
+    pairs, free_t, free_d = match(cost)
+    count, total = brute_force(cost)
+    assert len(pairs) == count
+    assert sum(cost[i, j] for i, j in pairs) == pytest.approx(total)
+    assert sorted([i for i, _ in pairs] + free_t) == list(range(t))
+    assert sorted([j for _, j in pairs] + free_d) == list(range(d))
+
+
+def test_match_prefers_two_pairs_to_one_cheap_pair():
+    cost = np.array([[0.1, 1.0], [0.2, np.inf]])  # (0,0) alone is cheapest, but (0,1)+(1,0) pair all
+    pairs, _, _ = match(cost)
+    assert pairs == [(0, 1), (1, 0)]
+    assert match(np.zeros((0, 3))) == ([], [], [0, 1, 2])
+
+
+def test_cost_terms_by_hand():
+    distance = np.array([[1.0, 3.0, 1.0, 1.0]])
+    appearance = np.array([[0.2, 0.2, np.nan, 0.9]])
+    cost = association_cost(distance, 2.0, appearance, weight=0.5, max_appearance=0.6)
+    assert cost[0, 0] == pytest.approx(0.5 * 1.0 / 2.0 + 0.5 * 0.2)
+    assert cost[0, 1] == np.inf  # beyond the gate
+    assert cost[0, 2] == pytest.approx(0.5)  # no embedding: the distance term alone
+    assert cost[0, 3] == np.inf  # beyond the appearance limit
+    motion = association_cost(distance, 2.0, appearance, weight=0.0, max_appearance=0.6)
+    assert motion[0].tolist() == [0.5, np.inf, 0.5, 0.5]  # motion alone ignores appearance
+    same = np.array([[True, True, False, True]])
+    assert association_cost(distance, 2.0, same_class=same)[0, 2] == np.inf
+
+
+def test_distances():
+    d = centre_distances(np.array([[0.0, 0.0], [1.0, 1.0]]), np.array([[3.0, 4.0]]))
+    assert d[:, 0] == pytest.approx([5.0, math.hypot(2, 3)])
+    c = cosine_distances(np.array([[1.0, 0.0], [0.0, 2.0]]), np.array([[1.0, 1.0], [-3.0, 0.0]]))
+    assert c == pytest.approx(np.array([[1 - 2**-0.5, 2.0], [1 - 2**-0.5, 1.0]]))

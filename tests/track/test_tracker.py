@@ -1,0 +1,80 @@
+"""The life cycle through the tracking loop: birth, reports, coasting, death, class and
+re-identification of a lost track by appearance, on hand-made keyframes."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from bev_reid.config import TrackConfig
+from bev_reid.track.detections import Detection
+from bev_reid.track.lifecycle import Track, birth
+from bev_reid.track.tracker import Frame, Tracker
+
+CFG = TrackConfig(gate_m=2.0, lost_gate_growth_m=1.0, max_age=6, appearance_weight=0.5,
+                  max_appearance_distance=0.6)  # fmt: skip
+EA, EC = np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])  # two unlike vehicles
+
+
+def det(x: float, y: float = 0.0, name: str = "car", score: float = 0.9) -> Detection:
+    return Detection("s", (x, y, 1.0), (1.9, 4.5, 1.6), (1.0, 0.0, 0.0, 0.0), (0.0, 0.0), name,
+                     score)  # fmt: skip
+
+
+def run(frames: list[list[tuple[Detection, np.ndarray]]], cfg=CFG, appearance=True):
+    """Tracks keyframes 0.5 s apart; returns per keyframe the reported {x: tracking id}."""
+    tracker, out = Tracker(cfg, use_appearance=appearance), []
+    for k, items in enumerate(frames):
+        dets = [d for d, _ in items]
+        emb = np.stack([e for _, e in items]) if items else np.zeros((0, 3))
+        records = tracker.step(Frame(f"s{k}", k * 500_000, dets, emb))
+        out.append({round(r["translation"][0], 1): r["tracking_id"] for r in records})
+    return out
+
+
+def test_births_get_new_ids_and_matched_tracks_keep_theirs():
+    out = run([[(det(0), EA), (det(10), EC)]] * 3)
+    assert out[0] == {0.0: "0", 10.0: "1"}
+    assert out[1] == out[2] == out[0]
+
+
+def test_a_lost_track_coasts_for_max_age_keyframes_then_dies():
+    seen = [(det(0), EA)]
+    gap = [[]] * CFG.max_age
+    assert run([seen, seen, *gap, seen])[-1] == {0.0: "0"}  # back after max_age: same track
+    assert run([seen, seen, *gap, [], seen])[-1] == {0.0: "1"}  # one keyframe later: dead
+    assert run([seen, [], seen])[1] == {}  # a coasting track is not reported
+
+
+def test_min_hits_delays_the_report_and_classes_never_mix():
+    cfg = dataclasses.replace(CFG, min_hits=2)
+    out = run([[(det(0), EA)], [(det(0), EA)]], cfg)
+    assert out == [{}, {0.0: "0"}]
+    out = run([[(det(0), EA)], [(det(0.1, name="truck"), EA)]])
+    assert out[1] == {0.1: "1"}
+
+
+def test_a_lost_vehicle_is_reidentified_by_appearance_not_taken_by_a_stranger():
+    # A is seen, hidden 3 keyframes; a stranger C appears 1 m away while A is hidden; A returns.
+    a, c = (det(0.0), EA), (det(1.0), EC)
+    frames = [[a], [a], [a], [], [], [], [c], [a, c], [a, c]]
+    motion = run(frames, appearance=False)
+    assert motion[6] == {1.0: "0"}  # motion alone hands A's identity to C...
+    assert motion[7][0.0] != "0"  # ...and A comes back as someone else: a switch
+    reid = run(frames)
+    assert reid[6] == {1.0: "1"}  # C is too unlike A's memory: a new track
+    assert reid[7] == reid[8] == {0.0: "0", 1.0: "1"}  # A re-identified with its own id
+
+
+def test_appearance_memory_mean_and_nearest():
+    track = birth(0, det(0), np.array([1.0, 0.0]), dataclasses.replace(CFG, memory=2))
+    for e in ([0.0, 1.0], [0.0, 1.0]):
+        track.remember(np.array(e), 2)
+    assert len(track.memory) == 2  # the oldest view left
+    probe = np.array([[1.0, 0.0], [0.0, 1.0], [np.nan, np.nan]])
+    assert track.appearance_distance(probe, "nearest")[:2] == pytest.approx([1.0, 0.0])
+    assert np.isnan(track.appearance_distance(probe, "mean")[2])
+    mixed = Track(1, "car", track.kf, track.detection)
+    for e in ([1.0, 0.0], [0.0, 1.0]):
+        mixed.remember(np.array(e), 4)
+    assert mixed.appearance_distance(probe[:2], "mean") == pytest.approx([1 - 2**-0.5] * 2)
