@@ -322,6 +322,10 @@ def test_missing_file_is_named_or_skipped(tmp_path: Path) -> None:
     assert len(NuScenes(version=VERSION, dataroot=str(out), verbose=False).sample) == 1
     with pytest.raises(PandaSetOutputError, match=VERSION):
         convert_pandaset(cfg, progress=False, warn=warnings.append)
+    seq = partial_copy(tmp_path / "b", (0,), "camera/front_camera/intrinsics.json")
+    cfg = PandaSetConfig(src=(str(seq),), out=str(tmp_path / "b_out"), skip_incomplete=True)
+    with pytest.raises(FileNotFoundError, match="front_camera/intrinsics.json"):
+        convert_pandaset(cfg, progress=False)  # a file of the whole drive: no frame without it
 
 
 @on_excerpt
