@@ -24,8 +24,8 @@ import torch
 from bev_reid.config import GridConfig, SynthConfig
 from bev_reid.data.lidar import lidar_bev_rasters
 from bev_reid.data.nuscenes import NuScenesDB
-from bev_reid.data.synthetic import generate_world
 from bev_reid.reid.crops import crop_boxes, lidar_box_crops
+from bev_reid.synth.generate import generate_world
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "nuscenes-mini"
 BANDS = (0.5, 1.0, 1.5)

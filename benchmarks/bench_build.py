@@ -20,11 +20,11 @@ from pathlib import Path
 import torch
 
 from bev_reid.config import SynthConfig, load_config, to_dict
-from bev_reid.data.synthetic import generate_world
 from bev_reid.engine.checkpoint import save_checkpoint
-from bev_reid.engine.train_lss import CAMERA_KEYS, build_model
+from bev_reid.lss.model import CAMERA_KEYS, build_model
 from bev_reid.reid.build import open_source, process_part
 from bev_reid.reid.crops import crop_boxes
+from bev_reid.synth.generate import generate_world
 
 
 def original_scheme_seconds_per_annotation(

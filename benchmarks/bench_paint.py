@@ -22,8 +22,10 @@ from bench_ops import timeit  # the same timing in every benchmark
 from nuscenes.nuscenes import NuScenes
 
 from bev_reid.config import DataConfig
+from bev_reid.data.files import read_image
+from bev_reid.data.keyframes import PAINT_SCALE
 from bev_reid.data.lidar import paint_points
-from bev_reid.data.nuscenes import PAINT_SCALE, NuScenesDB, read_image
+from bev_reid.data.nuscenes import NuScenesDB
 
 CAMERAS = DataConfig().cameras
 

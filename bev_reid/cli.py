@@ -1,7 +1,9 @@
 """The ``bev-reid`` command line: one console script, one sub-command per job.
 
-Every option of a sub-command is also a config key: ``--scenes 3`` on ``synth`` is the same as
-``synth.scenes: 3`` in the YAML file given with ``--config`` and as ``--set synth.scenes=3``.
+The sub-commands live in :mod:`bev_reid.commands`; this module parses, resolves the config and
+dispatches. A command's flags are shortcuts for config keys: ``--scenes 3`` on ``synth`` is the
+same as ``synth.scenes: 3`` in the YAML file given with ``--config`` and as
+``--set synth.scenes=3`` (the few flags that are not config keys say so in ``--help``).
 Precedence: flags, then ``--set`` overrides, then the YAML file, then the dataclass defaults in
 :mod:`bev_reid.config` (the only place defaults are written).
 """
@@ -9,81 +11,19 @@ Precedence: flags, then ``--set`` overrides, then the YAML file, then the datacl
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
-import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from bev_reid import __version__
-from bev_reid.config import Config, ConfigError, load_config
+from bev_reid.commands import COMMANDS, load_commands
+from bev_reid.config import Config, ConfigError, load_config, parse_override
 from bev_reid.engine.checkpoint import CheckpointError
-
-
-@dataclasses.dataclass(frozen=True)
-class Command:
-    name: str
-    help: str
-    add_arguments: Callable[[argparse.ArgumentParser], None]
-    run: Callable[[argparse.Namespace, Config], int | None]
-
-
-COMMANDS: dict[str, Command] = {}
-
-
-def _no_arguments(_parser: argparse.ArgumentParser) -> None:
-    return None
-
-
-def register_command(
-    name: str, help: str, arguments: Callable[[argparse.ArgumentParser], None] = _no_arguments
-):
-    """Registers ``run(args, cfg)`` as sub-command ``name``; ``arguments`` adds its flags."""
-
-    def wrap(fn):
-        COMMANDS[name] = Command(name, help, arguments, fn)
-        return fn
-
-    return wrap
-
-
-def config_option(
-    parser: argparse.ArgumentParser, flag: str, key: str, help: str, **kwargs: Any
-) -> None:
-    """Adds ``flag`` as a shortcut for the config key ``key`` (``section.field``).
-
-    The help text shows the default from the config dataclass.
-    """
-    section, name = key.split(".")
-    cls = typing.get_type_hints(Config)[section]
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    if name not in fields:
-        raise KeyError(f"{key} is not a config key")  # a programming error, caught by the tests
-    default = getattr(cls(), name)
-    hint = typing.get_type_hints(cls)[name]
-    if hint is bool:
-        kwargs.setdefault("action", argparse.BooleanOptionalAction)
-    elif typing.get_origin(hint) is tuple:
-        kwargs.setdefault("type", str)  # "a,b,c": parsed by the config loader
-        default = ",".join(map(str, default))
-    elif hint in (int, float):
-        kwargs.setdefault("type", hint)
-    if hint is not bool:
-        kwargs.setdefault("metavar", name.upper())
-    parser.add_argument(
-        flag,
-        dest=f"cfg:{key}",
-        default=None,
-        help=f"{help} (default: {default}; config key {key})",
-        **kwargs,
-    )
 
 
 def resolve_config(args: argparse.Namespace) -> Config:
     overrides: dict[str, Any] = {}
     for text in args.set or ():
-        from bev_reid.config import parse_override
-
         k, v = parse_override(text)
         overrides[k] = v
     for dest, value in vars(args).items():
@@ -93,7 +33,7 @@ def resolve_config(args: argparse.Namespace) -> Config:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    _load_commands()
+    load_commands()
     parser = argparse.ArgumentParser(
         prog="bev-reid",
         description="Vehicle re-identification in bird's-eye-view space from surround cameras.",
@@ -111,11 +51,6 @@ def build_parser() -> argparse.ArgumentParser:
         )
         cmd.add_arguments(p)
     return parser
-
-
-def _load_commands() -> None:
-    """Imports the modules that register sub-commands (kept lazy so --help stays fast)."""
-    import bev_reid.commands  # noqa: F401
 
 
 def main(argv: Sequence[str] | None = None) -> int:

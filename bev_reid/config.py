@@ -8,12 +8,14 @@ are parsed with YAML rules (``3`` is an int, ``[1, 2]`` a list, ``true`` a bool)
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 
@@ -24,9 +26,76 @@ class ConfigError(ValueError):
     """A config file or override that does not fit the schema."""
 
 
+Device = str  # "auto", "cpu", "cuda" or "cuda:K", checked by `_check_device`
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+def num(default: Any, lo: float | None = None, hi: float | None = None, *, above: bool = False,
+        below: bool = False) -> Any:  # fmt: skip
+    """A numeric field (or a tuple of numbers, checked item by item) with its allowed range:
+    ``lo <= value <= hi``; ``above`` / ``below`` make the bounds strict. Checked when a section
+    is built, so a bad value is refused before any work starts."""
+    return field(default=default, metadata={"range": (lo, hi, above, below)})
+
+
+def _range_text(lo: float | None, hi: float | None, above: bool, below: bool) -> str:
+    parts = []
+    if lo is not None:
+        parts.append(f"{'>' if above else '>='} {lo}")
+    if hi is not None:
+        parts.append(f"{'<' if below else '<='} {hi}")
+    return " and ".join(parts)
+
+
+def _check_fields(obj: Any) -> None:
+    """Checks the ranges of every ``num`` field and the device fields of a config section."""
+    section = getattr(obj, "SECTION", type(obj).__name__)
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if "range" in f.metadata:
+            lo, hi, above, below = f.metadata["range"]
+            for v in value if isinstance(value, tuple) else (value,):
+                bad = (lo is not None and (v <= lo if above else v < lo)) or (
+                    hi is not None and (v >= hi if below else v > hi)
+                )
+                if bad or (isinstance(v, float) and not math.isfinite(v)):
+                    raise ConfigError(
+                        f"{section}.{f.name} must be {_range_text(lo, hi, above, below)}"
+                        f"{' (each item)' if isinstance(value, tuple) else ''}; got {value!r}"
+                    )
+        if f.name == "device" and not _DEVICE.match(str(value)):
+            raise ConfigError(
+                f"{section}.device must be auto, cpu, cuda or cuda:N (a GPU index); got {value!r}"
+            )
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``build.shard``: ``"i/n"`` -> (i, n); empty -> (0, 1)."""
+    if not text:
+        return 0, 1
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ConfigError(f"build.shard must look like i/n (e.g. 0/4), got {text!r}") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise ConfigError(f"build.shard {text!r}: need 0 <= i < n")
+    return i, n
+
+
+class _Section:
+    """Base of the config sections: ranges and devices are checked when a section is built."""
+
+    SECTION: typing.ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        _check_fields(self)
+
+
 @dataclass(frozen=True)
-class GridConfig:
+class GridConfig(_Section):
     """The BEV grid and the depth bins of the camera frustum: (min, max, step) per axis, metres."""
+
+    SECTION = "grid"
 
     xbound: tuple[float, float, float] = (-50.0, 50.0, 0.5)
     ybound: tuple[float, float, float] = (-50.0, 50.0, 0.5)
@@ -34,6 +103,7 @@ class GridConfig:
     dbound: tuple[float, float, float] = (4.0, 45.0, 1.0)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         for name in ("xbound", "ybound", "zbound", "dbound"):
             lo, hi, step = getattr(self, name)
             if not (hi > lo and step > 0):
@@ -56,9 +126,10 @@ class GridConfig:
 
 
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(_Section):
     """Reading nuScenes keyframes for the camera model."""
 
+    SECTION = "data"
     dataroot: str = "data/nuscenes"
     version: str = "v1.0-trainval"
     scenes: tuple[str, ...] = ()  # explicit scene names; empty = the split the command needs
@@ -70,18 +141,29 @@ class DataConfig:
         "CAM_BACK",
         "CAM_BACK_RIGHT",
     )
-    final_dim: tuple[int, int] = (128, 352)  # (H, W) fed to the network
+    final_dim: tuple[int, int] = num((128, 352), 1)  # (H, W) fed to the network
     # Training-time augmentation (lift-splat-shoot's): scale, bottom crop share, flip, rotation.
-    resize_lim: tuple[float, float] = (0.193, 0.225)
-    bot_pct_lim: tuple[float, float] = (0.0, 0.22)
-    rot_lim: tuple[float, float] = (-5.4, 5.4)  # degrees
+    resize_lim: tuple[float, float] = num((0.193, 0.225), 0, above=True)
+    bot_pct_lim: tuple[float, float] = num((0.0, 0.22), 0, 1)
+    rot_lim: tuple[float, float] = num((-5.4, 5.4), -180, 180)  # degrees
     rand_flip: bool = True
     categories: tuple[str, ...] = ("vehicle",)  # category name prefixes that make the BEV mask
-    num_workers: int = 2
+    num_workers: int = num(2, 0)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("resize_lim", "bot_pct_lim", "rot_lim"):
+            lo, hi = getattr(self, name)
+            if lo > hi:
+                raise ConfigError(f"data.{name} must be (min, max) with min <= max; got {(lo, hi)}")
+        if not self.cameras:
+            raise ConfigError("data.cameras must name at least one camera channel")
+        if not self.categories:
+            raise ConfigError("data.categories must name at least one category prefix")
 
 
 @dataclass(frozen=True)
-class SynthConfig:
+class SynthConfig(_Section):
     """The offline synthetic nuScenes-format world (`bev-reid synth`).
 
     The defaults make 4 scenes x 24 keyframes (96 samples, 576 images, ~3700 boxes, ~250 vehicle
@@ -89,6 +171,7 @@ class SynthConfig:
     two shared CPU cores.
     """
 
+    SECTION = "synth"
     out: str = "data/synth"
     scenes: int = 4
     keyframes: int = 24  # 2 Hz keyframes per scene (nuScenes scenes hold ~40)
@@ -119,6 +202,8 @@ class SynthConfig:
     workers: int = 2  # processes; scenes are rendered in parallel (same bytes for any count)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
+
         def need(ok: bool, what: str) -> None:
             if not ok:
                 raise ConfigError(what)
@@ -183,95 +268,102 @@ class SynthConfig:
 
 
 @dataclass(frozen=True)
-class LSSConfig:
+class LSSConfig(_Section):
     """The lift-splat-shoot network."""
 
+    SECTION = "lss"
     trunk: str = "efficientnet-b0"  # built with EfficientNet.from_name: no download
     trunk_weights: str = ""  # optional local file of ImageNet weights for the trunk
-    channels: int = 64  # C of the lifted camera features
-    downsample: int = 16  # stride of the camera features
-    bev_channels: int = 64  # channels of the BEV encoder's output (the ReID crops' features)
+    channels: int = num(64, 1)  # C of the lifted camera features
+    downsample: int = num(16, 1)  # stride of the camera features
+    bev_channels: int = num(64, 1)  # channels of the BEV output (the ReID crops' features)
     splat: str = "bev_pool"  # "bev_pool" (our op) or "reference" (plain torch)
 
 
 @dataclass(frozen=True)
-class TrainLSSConfig:
+class TrainLSSConfig(_Section):
     """Training of the LSS network with the dual loss (`bev-reid train-lss`)."""
 
+    SECTION = "train_lss"
     logdir: str = "runs/lss"
-    device: str = "auto"  # auto, cpu, cuda
-    batch_size: int = 4
-    max_steps: int = 20000
-    lr: float = 1e-3
-    weight_decay: float = 1e-7
-    grad_clip: float = 5.0
-    bce_weight: float = 0.5
-    mse_weight: float = 0.5
-    pos_weight: float = 2.13
-    amp: str = "none"  # none, bf16, fp16 (autocast; GPU)
-    seed: int = 0
-    checkpoint_every: int = 500  # steps
-    keep_checkpoints: int = 5  # newest kept; 0 keeps all
-    log_every: int = 10
-    image_every: int = 100
+    device: Device = "auto"  # auto, cpu, cuda or cuda:K
+    batch_size: int = num(4, 1)
+    max_steps: int = num(20000, 1)
+    lr: float = num(1e-3, 0, above=True)
+    weight_decay: float = num(1e-7, 0)
+    grad_clip: float = num(5.0, 0, above=True)  # max gradient norm
+    bce_weight: float = num(0.5, 0)
+    mse_weight: float = num(0.5, 0)
+    pos_weight: float = num(2.13, 0, above=True)
+    amp: Literal["none", "bf16", "fp16"] = "none"  # autocast (GPU)
+    seed: int = num(0, 0)
+    checkpoint_every: int = num(500, 0)  # steps; 0 = off (the last step is always saved)
+    checkpoint_every_s: float = num(0.0, 0)  # seconds; 0 = off
+    keep_checkpoints: int = num(5, 0)  # newest kept; 0 keeps all
+    log_every: int = num(10, 0)  # steps; 0 = off
+    image_every: int = num(100, 0)  # steps; 0 = off
     resume: bool = False
     split: str = "train"  # official split when data.scenes is empty
 
 
 @dataclass(frozen=True)
-class ValLSSConfig:
+class ValLSSConfig(_Section):
     """`bev-reid val-lss`: IoU of a trained LSS checkpoint on validation keyframes."""
 
-    checkpoint: str = ""  # a checkpoint sidecar / weights file, or a folder (its latest)
-    nvals: int = 0  # keyframes to evaluate; 0 = all of the split
-    device: str = "auto"
+    SECTION = "val_lss"
+    checkpoint: str = ""  # a checkpoint file, a checkpoints folder or a run folder (its latest)
+    nvals: int = num(0, 0)  # keyframes to evaluate; 0 = all of the split
+    device: Device = "auto"
 
 
 @dataclass(frozen=True)
-class ShowConfig:
+class ShowConfig(_Section):
     """`bev-reid show-sample`: a picture of one keyframe."""
 
+    SECTION = "show"
     sample: str = ""  # sample token; empty = the first keyframe of the first scene
     out: str = "sample.png"
 
 
 @dataclass(frozen=True)
-class BuildConfig:
+class BuildConfig(_Section):
     """`bev-reid build-dataset`: every vehicle of every keyframe, cropped from one BEV pass."""
+
+    SECTION = "build"
 
     out: str = "runs/reid-dataset"
     checkpoint: str = ""  # LSS checkpoint; not needed with modalities = lidar
     categories: tuple[str, ...] = ("vehicle",)  # category name prefixes of the identities
-    min_iou: float = 0.2  # predicted vehicle mask vs box footprint; 0 turns the filter off
+    min_iou: float = num(0.2, 0, 1)  # predicted vehicle mask vs box footprint; 0 = no filter
     min_visibility: int = 1  # nuScenes visibility level 1-4
-    min_lidar_points: int = 0
+    min_lidar_points: int = num(0, 0)
     min_views: int = 4  # identities with fewer views are dropped
     crop_size: int = 24  # cells (24 x 0.5 m = 12 m)
     align_heading: bool = True  # rotate crops so the box heading points the same way
     zero_outside: bool = True  # zero the crop outside the box footprint (the original's choice)
     crop_cell: float = 0.0  # metres per crop cell; 0 = the grid's cell (0.5 m)
-    modalities: tuple[str, ...] = ("camera",)  # camera, lidar, or both
+    modalities: tuple[Literal["camera", "lidar"], ...] = ("camera",)  # camera, lidar, or both
     # LiDAR channels: "grid" samples the ego BEV raster (occupancy, max height, mean intensity)
     # like the camera features; "box" rasterises the points in each box's frame at the crop
     # cells, with heights from the box bottom and point counts per height band.
-    lidar_raster: str = "grid"
+    lidar_raster: Literal["grid", "box"] = "grid"
     lidar_bands: tuple[float, ...] = (0.5, 1.0, 1.5)  # box raster: band edges above the bottom, m
     lidar_margin: float = 0.25  # box raster: points this far outside the box still count, m
     # Painted LiDAR: each point takes the colour of the camera pixel it falls in; the LiDAR
     # channels gain the mean red, green and blue of each cell (no LSS model needed).
     lidar_colour: bool = False
     val_scenes: tuple[str, ...] = ()  # identities of these scenes form the validation split
-    val_fraction: float = 0.1  # else this share of identities, drawn with `seed`
-    seed: int = 0
+    val_fraction: float = 0.1  # else this share of identities, drawn with `seed` (1 = all)
+    seed: int = num(0, 0)
     shard: str = ""  # "i/n": process the i-th of n parts of the keyframes, then `--merge`
     merge: bool = False  # only merge finished parts (after sharded runs)
-    part_size: int = 32  # keyframes per resumable part file
-    device: str = "auto"
+    part_size: int = num(32, 1)  # keyframes per resumable part file
+    device: Device = "auto"
     split: str = ""  # official split to read; empty = every scene of the version
 
     def __post_init__(self) -> None:
-        bad = [m for m in self.modalities if m not in ("camera", "lidar")]
-        if bad or not self.modalities:
+        super().__post_init__()
+        if not self.modalities:
             raise ConfigError(
                 f"build.modalities must be camera, lidar or both, got {list(self.modalities)}"
             )
@@ -283,8 +375,6 @@ class BuildConfig:
             raise ConfigError(f"build.crop_size must be >= 2 cells, got {self.crop_size}")
         if self.crop_cell < 0:
             raise ConfigError(f"build.crop_cell must be >= 0 metres, got {self.crop_cell}")
-        if self.lidar_raster not in ("grid", "box"):
-            raise ConfigError(f"build.lidar_raster must be grid or box, got {self.lidar_raster!r}")
         bands = list(self.lidar_bands)
         if sorted(set(bands)) != bands or min(bands, default=1) <= 0:
             raise ConfigError(
@@ -297,105 +387,109 @@ class BuildConfig:
                 "build.lidar_colour paints LiDAR points: add lidar to build.modalities "
                 f"(now {list(self.modalities)})"
             )
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ConfigError(f"build.val_fraction must lie in [0, 1), got {self.val_fraction}")
+        if not 0.0 <= self.val_fraction <= 1.0:
+            raise ConfigError(
+                f"build.val_fraction must lie in [0, 1] (1 holds out every identity, to score "
+                f"a model trained elsewhere), got {self.val_fraction}"
+            )
+        parse_shard(self.shard)
         if self.min_views < 1:
             raise ConfigError(f"build.min_views must be >= 1, got {self.min_views}")
 
 
 @dataclass(frozen=True)
-class ReIDRunConfig:
+class ReIDRunConfig(_Section):
     """Where a ReID run lives; shared by `bev-reid train-reid` and `bev-reid eval-reid`."""
 
+    SECTION = "reid_run"
     dataset_dir: str = "runs/reid-dataset"
     log_dir: str = "runs/reid"  # checkpoints and tensorboard logs go to log_dir/run_id
     run_id: str = "default"
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.run_id or "/" in self.run_id or self.run_id in (".", ".."):
+            raise ConfigError(f"reid_run.run_id must be a folder name; got {self.run_id!r}")
+
 
 @dataclass(frozen=True)
-class ReIDModelConfig:
+class ReIDModelConfig(_Section):
     """The ReID embedding network and its head."""
 
-    embedding_dim: int = 128
-    dropout: float = 0.6  # the original's; batch-hard triplet learns faster with less (e.g. 0.1)
-    widths: tuple[int, ...] = (64, 128)
-    pool: int = 6  # the last feature map is averaged to pool x pool cells, then flattened
-    init_scale: float = 10.0  # starting scale of the cosine softmax (learned through a softplus)
-    triplet_margin: float = (
-        0.3  # batch-hard triplet margin; a negative value selects the soft margin
-    )
+    SECTION = "reid"
+    embedding_dim: int = num(128, 1)
+    # The original's dropout; batch-hard triplet learns faster with less (e.g. 0.1).
+    dropout: float = num(0.6, 0, 1, below=True)
+    widths: tuple[int, ...] = num((64, 128), 1)
+    pool: int = num(6, 1)  # the last feature map is averaged to pool x pool cells, then flattened
+    init_scale: float = num(10.0, 0, above=True)  # starting scale of the cosine softmax
+    # Batch-hard triplet margin; a negative value selects the soft margin.
+    triplet_margin: float = 0.3
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.widths:
+            raise ConfigError("reid.widths must list at least one stage width")
 
 
 @dataclass(frozen=True)
-class TrainReIDConfig:
+class TrainReIDConfig(_Section):
     """`bev-reid train-reid`: P identities x K views per batch, Adam."""
 
-    loss_mode: str = "cosine-softmax"  # or triplet
-    device: str = "auto"
-    p_identities: int = 16
-    k_views: int = 4
+    SECTION = "train_reid"
+    loss_mode: str = "cosine-softmax"  # a registered head: cosine-softmax or triplet
+    device: Device = "auto"
+    p_identities: int = num(16, 1)
+    k_views: int = num(4, 1)
     mirror: bool = True  # flip half the crops across the heading axis (the other side of a vehicle)
-    shift: float = 0.0  # random shift of each crop, up to this many cells along each axis
-    rotate: float = 0.0  # random rotation of each crop, up to this many degrees either way
-    cell_dropout: float = 0.5  # share of cells zeroed at random (a sparser LiDAR return)
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    max_steps: int = 20000
-    checkpoint_every: int = 500  # steps; 0 = off
-    checkpoint_every_s: float = 0.0  # seconds; 0 = off
-    keep_checkpoints: int = 0  # 0 keeps all (the evaluator watches every one)
-    log_every: int = 20
-    image_every: int = 1000
-    num_workers: int = 2
-    seed: int = 0
+    shift: float = num(0.0, 0)  # random shift of each crop, up to this many cells along each axis
+    rotate: float = num(0.0, 0, 180)  # random rotation of each crop, up to this many degrees
+    cell_dropout: float = num(0.5, 0, 1, below=True)  # share of cells zeroed at random
+    lr: float = num(1e-3, 0, above=True)
+    weight_decay: float = num(0.0, 0)
+    max_steps: int = num(20000, 1)
+    checkpoint_every: int = num(500, 0)  # steps; 0 = off (the last step is always saved)
+    checkpoint_every_s: float = num(0.0, 0)  # seconds; 0 = off
+    keep_checkpoints: int = num(0, 0)  # 0 keeps all (the evaluator watches every one)
+    log_every: int = num(20, 0)  # steps; 0 = off
+    image_every: int = num(1000, 0)  # steps; 0 = off
+    num_workers: int = num(2, 0)
+    seed: int = num(0, 0)
     resume: bool = False
     # A ReID checkpoint (e.g. trained on a larger or synthetic dataset) whose embedding net starts
     # this run; its head and input statistics are not taken. Ignored when resuming.
     init_from: str = ""
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        from bev_reid.models.heads import list_heads  # the heads register themselves there
+
+        if self.loss_mode not in list_heads():
+            raise ConfigError(
+                f"train_reid.loss_mode must be a registered head: {', '.join(list_heads())}; "
+                f"got {self.loss_mode!r}"
+            )
+
 
 @dataclass(frozen=True)
-class EvalReIDConfig:
+class EvalReIDConfig(_Section):
     """`bev-reid eval-reid`: watch a run's checkpoints and evaluate each new one once."""
 
+    SECTION = "eval_reid"
     eval_log_dir: str = "runs/reid-eval"  # tensorboard and metrics.jsonl under eval_log_dir/run_id
     once: bool = False  # evaluate what is there, then exit
-    poll_s: float = 10.0
-    split: str = "val"
-    trials: int = 10  # random single-shot galleries of the CMC protocol
-    seed: int = 0  # of those galleries
-    topk: tuple[int, ...] = (1, 5, 10, 20)
-    batch_size: int = 256
-    device: str = "auto"
-
-
-@dataclass(frozen=True)
-class PandaSetConfig:
-    """`bev-reid convert-pandaset`: PandaSet sequences to one nuScenes-format folder.
-
-    Reading PandaSet unpickles its files (the dataset's own format): convert only data you trust.
-    """
-
-    src: tuple[str, ...] = ()  # PandaSet sequence folders (holding lidar/, camera/, annotations/)
-    out: str = "data/pandaset"  # the dataroot to write (samples/ and the version folder)
-    version: str = "v1.0-pandaset"  # the version folder's name
-    lidars: typing.Literal["pandar64", "pandargt", "both"] = "pandar64"  # 360 deg, forward, both
-    frames: tuple[int, ...] = ()  # frame indices of every sequence; empty = all listed
-    skip_incomplete: bool = False  # leave out (with a warning) frames with missing files
-    drift_warn_m: float = 0.05  # warn when a camera moves more than this against the LiDAR, m
-    drift_warn_deg: float = 0.5  # ... or turns more than this, degrees
+    poll_s: float = num(10.0, 0, above=True)
+    split: Literal["train", "val", "all"] = "val"
+    trials: int = num(10, 1)  # random single-shot galleries of the CMC protocol
+    seed: int = num(0, 0)  # of those galleries
+    topk: tuple[int, ...] = num((1, 5, 10, 20), 1)
+    batch_size: int = num(256, 1)
+    device: Device = "auto"
 
     def __post_init__(self) -> None:
-        if not self.version or "/" in self.version or self.version.startswith("."):
-            raise ConfigError(
-                "pandaset.version must be a folder name such as v1.0-pandaset, "
-                f"got {self.version!r}"
-            )
-        if any(k < 0 for k in self.frames):
-            raise ConfigError(f"pandaset.frames must be >= 0, got {list(self.frames)}")
-        for key in ("drift_warn_m", "drift_warn_deg"):
-            if not 0 <= getattr(self, key) < float("inf"):
-                raise ConfigError(f"pandaset.{key} must be >= 0, got {getattr(self, key)}")
+        super().__post_init__()
+        if not self.topk:
+            raise ConfigError("eval_reid.topk must list at least one rank, e.g. [1, 5]")
 
 
 TRACKING_CLASSES = ("bicycle", "bus", "car", "motorcycle", "pedestrian", "trailer", "truck")
@@ -515,12 +609,17 @@ class Config:
     reid: ReIDModelConfig = field(default_factory=ReIDModelConfig)
     train_reid: TrainReIDConfig = field(default_factory=TrainReIDConfig)
     eval_reid: EvalReIDConfig = field(default_factory=EvalReIDConfig)
-    pandaset: PandaSetConfig = field(default_factory=PandaSetConfig)
     track: TrackConfig = field(default_factory=TrackConfig)
+    pandaset: PandaSetConfig = field(default_factory=PandaSetConfig)
 
 
 # ---------------------------------------------------------------------------------------------
 # Loading
+
+
+def choices_of(tp: Any) -> tuple[Any, ...]:
+    """The allowed values of a ``Literal[...]`` field type; () for any other type."""
+    return typing.get_args(tp) if typing.get_origin(tp) is typing.Literal else ()
 
 
 def _field_names(cls: type) -> list[str]:
@@ -537,6 +636,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         return _build(tp, value, where)
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
+    if origin is typing.Literal:
+        if value not in args or isinstance(value, bool) != isinstance(args[0], bool):
+            raise ConfigError(f"{where} must be one of {', '.join(map(str, args))}; got {value!r}")
+        return value
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None

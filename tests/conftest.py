@@ -57,7 +57,7 @@ def synth_world_root(tmp_path_factory: pytest.TempPathFactory) -> DataRoot:
     """The session's synthetic world (generated on first use)."""
     if not _SYNTH_ROOT:
         from bev_reid.config import SynthConfig
-        from bev_reid.data.synthetic import generate_world
+        from bev_reid.synth.generate import generate_world
 
         cfg = SynthConfig(**SYNTH_TEST_CONFIG)
         path = generate_world(cfg, out=tmp_path_factory.mktemp("synth"), progress=False)

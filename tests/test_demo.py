@@ -6,7 +6,7 @@ import pytest
 
 from bev_reid.cli import main
 from bev_reid.config import load_config
-from bev_reid.demo import default_config, run_demo
+from bev_reid.demo.run import default_config, run_demo
 
 TINY = [
     "synth.scenes=1",

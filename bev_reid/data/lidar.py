@@ -13,7 +13,7 @@ from bev_reid.config import GridConfig
 from bev_reid.ops import dynamic_voxelize
 
 if TYPE_CHECKING:
-    from bev_reid.data.nuscenes import CameraFrame
+    from bev_reid.data.records import CameraFrame
 
 RASTER_CHANNELS = ("occupancy", "max_height", "mean_intensity")
 COLOUR_CHANNELS = ("mean_red", "mean_green", "mean_blue")

@@ -21,15 +21,11 @@ from matplotlib.patches import Polygon  # noqa: E402
 from nuscenes.nuscenes import NuScenes  # noqa: E402
 
 from bev_reid.config import Config, DataConfig, GridConfig  # noqa: E402
-from bev_reid.data.nuscenes import (  # noqa: E402
-    AnnotatedBox,
-    CameraFrame,
-    NuScenesDB,
-    NuScenesKeyframes,
-    category_boxes,
-    rasterize_boxes,
-    read_image,
-)
+from bev_reid.data.files import read_image
+from bev_reid.data.keyframes import NuScenesKeyframes
+from bev_reid.data.nuscenes import NuScenesDB
+from bev_reid.data.raster import category_boxes, rasterize_boxes
+from bev_reid.data.records import AnnotatedBox, CameraFrame
 from bev_reid.engine.io import figure_format, save_figure  # noqa: E402
 
 CAMERA_LAYOUT = (

@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
-from bev_reid.config import save_config
 from bev_reid.engine.checkpoint import CheckpointError, latest_checkpoint
 from bev_reid.engine.distributed import DistInfo, barrier
+from bev_reid.engine.io import atomic_write_text
 
 
 def wrap_ddp(model: torch.nn.Module, dist: DistInfo) -> torch.nn.Module:
@@ -22,15 +23,16 @@ def wrap_ddp(model: torch.nn.Module, dist: DistInfo) -> torch.nn.Module:
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 
 
-def open_run(folder: Path, cfg: Any, dist: DistInfo):
-    """On rank 0: creates ``folder``, saves the resolved config there and returns a tensorboard
-    writer on it; on other ranks returns None."""
+def open_run(folder: Path, config: dict[str, Any], dist: DistInfo):
+    """On rank 0: creates ``folder``, saves the resolved config (plain data, e.g.
+    :func:`bev_reid.config.to_dict`) there as ``config.yaml`` and returns a tensorboard writer
+    on it; on other ranks returns None."""
     if not dist.is_main:
         return None
     from torch.utils.tensorboard import SummaryWriter
 
     folder.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, folder / "config.yaml")
+    atomic_write_text(folder / "config.yaml", yaml.safe_dump(config, sort_keys=False))
     return SummaryWriter(str(folder))
 
 

@@ -4,6 +4,8 @@ Every head takes the embeddings ``emb [N, E]`` and integer identity ``labels [N]
 P identities x K views and returns a :class:`HeadOutput`. Every head is built by the same call,
 ``build_head(name, embedding_dim=E, num_classes=K, **head_kwargs)``, so a head that has no
 per-class parameters (the triplet loss) accepts and ignores ``embedding_dim`` and ``num_classes``.
+Each head also says how it builds from the config (``config_kwargs(reid_model_config)``), so a new
+head is one registered class: ``train_reid.loss_mode`` accepts every registered name.
 
 - ``cosine-softmax``: Wojke & Bewley, "Deep cosine metric learning for person re-identification"
   (WACV 2018): softmax over scaled cosine similarities to learned class directions, with the
@@ -17,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -106,6 +109,11 @@ class CosineSoftmaxHead(nn.Module):
             (the default) makes the softmax able to reach a low loss from the first steps.
         num_classes and embedding_dim fix the shape of ``weight`` [num_classes, E].
     """
+
+    @staticmethod
+    def config_kwargs(rc: Any) -> dict[str, Any]:
+        """The head's arguments from a :class:`~bev_reid.config.ReIDModelConfig`."""
+        return {"init_scale": rc.init_scale}
 
     def __init__(self, embedding_dim: int, num_classes: int, init_scale: float = 10.0):
         super().__init__()
@@ -201,6 +209,12 @@ class BatchHardTripletHead(nn.Module):
         embedding_dim, num_classes: accepted so that every head builds from the same call; the
             triplet loss has no per-class parameters, so they are not used.
     """
+
+    @staticmethod
+    def config_kwargs(rc: Any) -> dict[str, Any]:
+        """The head's arguments from a :class:`~bev_reid.config.ReIDModelConfig` (a negative
+        ``triplet_margin`` selects the soft margin)."""
+        return {"margin": None if rc.triplet_margin < 0 else rc.triplet_margin}
 
     def __init__(
         self,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -145,6 +146,9 @@ class BEVReIDModel(nn.Module):
         self.head = build_head(
             head, embedding_dim=embedding_dim, num_classes=num_classes, **(head_kwargs or {})
         )
+        self.checkpoint_path: Path | None = None  # set by from_checkpoint
+        self.checkpoint_step: int | None = None
+        self.checkpoint_meta: dict[str, Any] = {}
 
     def set_input_statistics(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         """Per-channel mean and std [C] of the training crops; channels with no spread keep 1."""
@@ -206,10 +210,23 @@ class BEVReIDModel(nn.Module):
                 f"ReID checkpoint {str(ckpt.path)!r}: cannot build the model from "
                 f"meta['model'] = {kwargs!r}: {e}"
             ) from e
+        state = ckpt.model_state()
+        bad = [
+            k for k, v in state.items() if v.is_floating_point() and not bool(v.isfinite().all())
+        ]
+        if bad:
+            raise CheckpointError(
+                f"ReID checkpoint {str(ckpt.path)!r} holds NaN or inf weights ({', '.join(bad[:3])}"
+                f"{', ...' if len(bad) > 3 else ''}): the run diverged before this step"
+            )
         try:
-            model.load_state_dict(ckpt.model_state())
+            model.load_state_dict(state)
         except RuntimeError as e:
             raise CheckpointError(
                 f"ReID checkpoint {str(ckpt.path)!r}: weights do not fit the model: {e}"
             ) from e
+        # Where the weights came from: the evaluator logs the step, the tracker reads the crop
+        # recipe of the sidecar's metadata.
+        model.checkpoint_path, model.checkpoint_step = ckpt.path, ckpt.step
+        model.checkpoint_meta = ckpt.meta
         return model.to(map_location).eval()

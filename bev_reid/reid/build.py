@@ -27,9 +27,9 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from bev_reid import __version__
-from bev_reid.config import BuildConfig, Config, DataConfig, GridConfig, to_dict
+from bev_reid.config import BuildConfig, Config, DataConfig, GridConfig, parse_shard, to_dict
+from bev_reid.data.keyframes import NuScenesKeyframes, collate
 from bev_reid.data.lidar import COLOUR_CHANNELS, lidar_bev_rasters
-from bev_reid.data.nuscenes import NuScenesKeyframes, collate
 from bev_reid.engine.distributed import pick_device
 from bev_reid.engine.io import atomic_open, atomic_write_text
 from bev_reid.reid.crops import box_ious, crop_boxes, lidar_box_channel_names, lidar_box_crops
@@ -55,19 +55,6 @@ class Source:
     channels: list[str]
 
 
-def parse_shard(text: str) -> tuple[int, int]:
-    """``"i/n"`` -> (i, n); empty -> (0, 1)."""
-    if not text:
-        return 0, 1
-    try:
-        i, n = (int(v) for v in text.split("/"))
-    except ValueError:
-        raise ValueError(f"build.shard must look like i/n (e.g. 0/4), got {text!r}") from None
-    if not (n >= 1 and 0 <= i < n):
-        raise ValueError(f"build.shard {text!r}: need 0 <= i < n")
-    return i, n
-
-
 def open_source(cfg: Config) -> Source:
     bc = cfg.build
     device = pick_device(bc.device)
@@ -75,7 +62,7 @@ def open_source(cfg: Config) -> Source:
     grid, model, ckpt_info, channels = cfg.grid, None, None, []
     if "camera" in bc.modalities:
         from bev_reid.engine.checkpoint import load_checkpoint
-        from bev_reid.engine.train_lss import load_lss
+        from bev_reid.lss.model import load_lss
 
         if not bc.checkpoint:
             raise ValueError(
@@ -167,6 +154,81 @@ def box_corners(box: dict) -> np.ndarray:
     return Box(box["center"], box["wlh"], Quaternion(box["rotation"])).corners().T
 
 
+def bev_maps(
+    model: torch.nn.Module | None,
+    batch: dict[str, Any],
+    bc: BuildConfig,
+    grid: GridConfig,
+    device: torch.device,
+) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+    """The one BEV pass of a keyframe: the maps crops are sampled from, and the predicted mask.
+
+    Args:
+        model: the LSS model (camera modality), or None.
+        batch: a collated batch of one keyframe (:func:`bev_reid.data.keyframes.collate`).
+    Returns:
+        maps: [C_i, X, Y] each: the LSS BEV features, then (grid LiDAR raster) the LiDAR
+        rasters; empty when no channel is sampled from a map. pred_mask: [X, Y] bool, the LSS
+        vehicle mask, or None without a model.
+    """
+    maps, pred_mask = [], None
+    if model is not None:
+        keys = ("imgs", "rots", "trans", "intrins", "post_rots", "post_trans")
+        out = model(*(batch[k].to(device) for k in keys))
+        maps.append(out.bev[0].float())  # C x X x Y
+        pred_mask = out.logits[0, 0] > 0
+    colours = batch["lidar_rgb"][0] if "lidar_rgb" in batch else None  # P x 3, or None
+    if "lidar" in bc.modalities and bc.lidar_raster != "box":
+        maps.append(lidar_bev_rasters(batch["lidar"][0], grid, colours).to(device))  # C' x X x Y
+    return maps, pred_mask
+
+
+def box_geometry(boxes: list[dict], device: torch.device) -> dict[str, torch.Tensor]:
+    """Box dicts (see AnnotatedBox.as_dict; ego frame) -> the tensors the crop functions take:
+    ``center`` [K, 2], ``yaw``, ``length``, ``width``, ``bottom``, ``height`` [K], metres."""
+
+    def tensor(values: list) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.float32, device=device)
+
+    return {
+        "center": tensor([b["center"][:2] for b in boxes]).reshape(-1, 2),
+        "yaw": tensor([b["yaw"] for b in boxes]),
+        "length": tensor([b["wlh"][1] for b in boxes]),
+        "width": tensor([b["wlh"][0] for b in boxes]),
+        "bottom": tensor([b["center"][2] - b["wlh"][2] / 2 for b in boxes]),
+        "height": tensor([b["wlh"][2] for b in boxes]),
+    }
+
+
+def cut_crops(
+    maps: list[torch.Tensor],
+    batch: dict[str, Any],
+    geometry: dict[str, torch.Tensor],
+    bc: BuildConfig,
+    grid: GridConfig,
+    device: torch.device,
+) -> torch.Tensor:
+    """The crops [K, C, S, S] of the boxes ``geometry`` (:func:`box_geometry`) of one keyframe:
+    sampled from ``maps`` (:func:`bev_maps`), then the LiDAR box raster, as ``bc`` says."""
+    size, align = bc.crop_size, bc.align_heading
+    parts = []
+    if maps:
+        feature_map = torch.cat(maps, 0)  # C x X x Y
+        parts.append(
+            crop_boxes(feature_map, geometry, grid, size, align, bc.zero_outside, bc.crop_cell)
+        )
+    if "lidar" in bc.modalities and bc.lidar_raster == "box":
+        colours = batch["lidar_rgb"][0] if "lidar_rgb" in batch else None  # P x 3, or None
+        points = batch["lidar"][0].to(device)
+        cell, bands, margin = box_cell(bc, grid), bc.lidar_bands, bc.lidar_margin
+        parts.append(
+            lidar_box_crops(
+                points, geometry, size, cell, bands, margin, align, bc.zero_outside, colours
+            )
+        )
+    return torch.cat(parts, 1)  # K x C x S x S
+
+
 @torch.no_grad()
 def process_part(
     source: Source, cfg: Config, indices: list[int]
@@ -182,19 +244,7 @@ def process_part(
     crops, views = [], []
     dropped = {"iou": 0, "boxes": 0}  # boxes seen in the grid, and those the IoU filter dropped
     for batch in loader:
-        maps = []
-        pred_mask = None
-        if source.model is not None:
-            keys = ("imgs", "rots", "trans", "intrins", "post_rots", "post_trans")
-            out = source.model(*(batch[k].to(source.device) for k in keys))
-            maps.append(out.bev[0].float())  # C x X x Y
-            pred_mask = out.logits[0, 0] > 0
-        box_raster = "lidar" in bc.modalities and bc.lidar_raster == "box"
-        colours = batch["lidar_rgb"][0] if "lidar_rgb" in batch else None  # P x 3, or None
-        if "lidar" in bc.modalities and not box_raster:
-            maps.append(
-                lidar_bev_rasters(batch["lidar"][0], source.grid, colours).to(source.device)
-            )  # 3 (+ 3) x X x Y
+        maps, pred_mask = bev_maps(source.model, batch, bc, source.grid, source.device)
         token = batch["sample_token"][0]
         boxes = [
             b
@@ -206,28 +256,7 @@ def process_part(
         dropped["boxes"] += len(boxes)
         if not boxes:
             continue
-        geometry = {
-            "center": torch.tensor(
-                [b["center"][:2] for b in boxes], dtype=torch.float32, device=source.device
-            ),
-            "yaw": torch.tensor(
-                [b["yaw"] for b in boxes], dtype=torch.float32, device=source.device
-            ),
-            "length": torch.tensor(
-                [b["wlh"][1] for b in boxes], dtype=torch.float32, device=source.device
-            ),
-            "width": torch.tensor(
-                [b["wlh"][0] for b in boxes], dtype=torch.float32, device=source.device
-            ),
-            "bottom": torch.tensor(
-                [b["center"][2] - b["wlh"][2] / 2 for b in boxes],
-                dtype=torch.float32,
-                device=source.device,
-            ),
-            "height": torch.tensor(
-                [b["wlh"][2] for b in boxes], dtype=torch.float32, device=source.device
-            ),
-        }
+        geometry = box_geometry(boxes, source.device)
         ious = (
             box_ious(pred_mask, geometry, source.grid).tolist()
             if pred_mask is not None
@@ -240,24 +269,8 @@ def process_part(
         if not keep:
             continue
         geometry = {k: v[keep] for k, v in geometry.items()}
-        size, align = bc.crop_size, bc.align_heading
-        parts = []
-        if maps:
-            feature_map = torch.cat(maps, 0)  # C x X x Y
-            parts.append(
-                crop_boxes(
-                    feature_map, geometry, source.grid, size, align, bc.zero_outside, bc.crop_cell
-                )
-            )
-        if box_raster:
-            points = batch["lidar"][0].to(source.device)
-            cell, bands, margin = box_cell(bc, source.grid), bc.lidar_bands, bc.lidar_margin
-            parts.append(
-                lidar_box_crops(
-                    points, geometry, size, cell, bands, margin, align, bc.zero_outside, colours
-                )
-            )
-        crops.append(torch.cat(parts, 1).cpu().numpy().astype(np.float16))  # K x C x S x S
+        crop = cut_crops(maps, batch, geometry, bc, source.grid, source.device)
+        crops.append(crop.cpu().numpy().astype(np.float16))  # K x C x S x S
         cams = [source.dataset.db.camera(token, ch) for ch in source.dataset.cfg.cameras]
         conditions = list(batch["conditions"][0])
         for i in keep:
@@ -450,6 +463,8 @@ def merge_parts(cfg: Config, source: Source, parts: list[int]) -> Path:
             else [source.grid.xbound[2], source.grid.ybound[2]],
             "lidar_raster": bc.lidar_raster if "lidar" in bc.modalities else None,
             "lidar_colour": bc.lidar_colour and "lidar" in bc.modalities,
+            "lidar_bands": list(bc.lidar_bands),
+            "lidar_margin": bc.lidar_margin,
             "align_heading": bc.align_heading,
             "zero_outside": bc.zero_outside,
         },

@@ -41,12 +41,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 __all__ = [
     "DEFAULT_TOPK",
     "QueryResults",
-    "ReIDEvaluator",
     "cmc_single_shot",
     "query_results",
     "rank_metrics",
@@ -375,121 +373,3 @@ def cmc_single_shot(
             sums[k] += res[f"Rank-{k}"]
     out.update({f"Rank-{k}": sums[k] / trials for k in topk})
     return out
-
-
-class ReIDEvaluator:
-    """Collects embeddings batch by batch and ranks marked queries against the marked gallery.
-
-    fast-reid's interface: ``reset()``, ``process(...)`` per batch, ``evaluate()`` at the end.
-    Query and gallery are marked explicitly per view (``is_query``), never split by position.
-
-    Protocols of ``evaluate``:
-        ``"query_gallery"``: views marked query against views not marked query.
-        ``"all"``: every view against all views (its own group, hence itself, excluded).
-
-    Besides the overall metrics, ``evaluate`` reports ``"<condition>/<metric>"`` for the queries
-    of each condition (e.g. day / night / rain), ranked against the same whole gallery.
-    """
-
-    PROTOCOLS = ("query_gallery", "all")
-
-    def __init__(
-        self,
-        topk: Sequence[int] = DEFAULT_TOPK,
-        normalize: bool = True,
-        chunk: int | None = None,
-        device: torch.device | str | None = None,
-    ) -> None:
-        """Sets up an empty evaluator.
-
-        Args:
-            topk: the k of the CMC values.
-            normalize: L2-normalise embeddings before ranking.
-            chunk: queries per chunk (None: sized to the memory budget).
-            device: where the ranking runs (None: CUDA when available, else CPU).
-        """
-        self.topk = tuple(topk)
-        self.normalize = normalize
-        self.chunk = chunk
-        self.device = device
-        self.reset()
-
-    def reset(self) -> None:
-        """Forgets every processed view."""
-        self._emb: list[torch.Tensor] = []
-        self._ids: list[torch.Tensor] = []
-        self._groups: list[torch.Tensor] = []
-        self._is_query: list[torch.Tensor] = []
-        self._conditions: list[str | None] = []
-
-    def process(
-        self,
-        embeddings: torch.Tensor,
-        ids: torch.Tensor,
-        groups: torch.Tensor,
-        is_query: torch.Tensor | bool,
-        conditions: Sequence[str] | None = None,
-    ) -> None:
-        """Adds a batch of B views.
-
-        Args:
-            embeddings: [B, D] embeddings (any device; stored on CPU).
-            ids: [B] integer identities.
-            groups: [B] integer groups (keyframes).
-            is_query: [B] bool, or one bool for the whole batch.
-            conditions: B condition names (e.g. "day"), or None when unknown.
-        """
-        b = embeddings.shape[0]
-        if isinstance(is_query, bool):
-            is_query = torch.full((b,), is_query, dtype=torch.bool)
-        is_query = torch.as_tensor(is_query).reshape(-1).bool().cpu()
-        if is_query.numel() == 1 and b != 1:
-            is_query = is_query.expand(b)
-        if ids.shape != (b,) or groups.shape != (b,) or is_query.shape != (b,):
-            raise ValueError(
-                f"process: ids, groups and is_query must be [{b}], got {tuple(ids.shape)}, "
-                f"{tuple(groups.shape)} and {tuple(is_query.shape)}"
-            )
-        if conditions is not None and len(conditions) != b:
-            raise ValueError(f"process: {len(conditions)} conditions for {b} views")
-        self._emb.append(embeddings.detach().float().cpu())
-        self._ids.append(ids.detach().cpu().long())
-        self._groups.append(groups.detach().cpu().long())
-        self._is_query.append(is_query)
-        self._conditions.extend(conditions if conditions is not None else [None] * b)
-
-    def __len__(self) -> int:
-        return sum(e.shape[0] for e in self._emb)
-
-    def evaluate(self, protocol: str = "query_gallery") -> dict[str, float]:
-        """Metrics of the processed views (keys as ``rank_metrics``, plus per-condition ones)."""
-        if protocol not in self.PROTOCOLS:
-            raise KeyError(f"unknown protocol {protocol!r}; valid: {', '.join(self.PROTOCOLS)}")
-        if not self._emb:
-            empty = torch.zeros(0, dtype=torch.long)
-            return summarize(
-                QueryResults(empty, empty.double(), empty.double(), empty, 0), self.topk
-            )
-        emb = torch.cat(self._emb)
-        ids, groups = torch.cat(self._ids), torch.cat(self._groups)
-        is_query = torch.cat(self._is_query)
-        if self.normalize:
-            emb = F.normalize(emb, dim=1)
-        device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        emb = emb.to(device)
-        if protocol == "all":
-            q_sel = g_sel = torch.ones_like(is_query)
-        else:
-            q_sel, g_sel = is_query, ~is_query
-        res = query_results(
-            emb[q_sel.to(device)], ids[q_sel], groups[q_sel],
-            emb[g_sel.to(device)], ids[g_sel], groups[g_sel], chunk=self.chunk,
-        )  # fmt: skip
-        out = summarize(res, self.topk)
-        q_cond = [c for c, q in zip(self._conditions, q_sel.tolist(), strict=True) if q]
-        for cond in sorted({c for c in q_cond if c is not None}):
-            mask = torch.tensor([c == cond for c in q_cond], dtype=torch.bool)
-            for key, value in summarize(res.subset(mask), self.topk).items():
-                if key != "num_gallery":
-                    out[f"{cond}/{key}"] = value
-        return out

@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -26,45 +25,28 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from bev_reid.config import Config, to_dict
-from bev_reid.engine.checkpoint import (
-    CheckpointError,
-    latest_checkpoint,
-    load_checkpoint,
-    prune_checkpoints,
-    restore_training_state,
-    save_checkpoint,
-)
+from bev_reid.engine.checkpoint import CheckpointError, restore_training_state
 from bev_reid.engine.distributed import (
     DistInfo,
     all_reduce_mean,
     cleanup_distributed,
     init_distributed,
 )
+from bev_reid.engine.loop import Every, resume_or_start, save_and_prune
 from bev_reid.engine.run import last_checkpoint, open_run, wrap_ddp
+from bev_reid.models.heads import HEADS
 from bev_reid.models.reid import BEVReIDModel
 from bev_reid.reid.dataset import ReIDDataset
 from bev_reid.reid.sampler import PKBatchSampler
 
-LOSS_MODES = ("cosine-softmax", "triplet")
 PROJECTOR_MAX_VIEWS = 4096  # views in the end-of-run embedding projector (a seeded subset)
-
-
-def check_loss_mode(mode: str) -> None:
-    if mode not in LOSS_MODES:
-        raise ValueError(
-            f"train_reid.loss_mode must be one of {', '.join(LOSS_MODES)}, got {mode!r}"
-        )
 
 
 def build_reid_model(cfg: Config, in_channels: int, num_classes: int) -> BEVReIDModel:
     """The model of ``cfg.reid`` with the head of ``cfg.train_reid.loss_mode``."""
-    mode = cfg.train_reid.loss_mode
-    check_loss_mode(mode)
+    mode = cfg.train_reid.loss_mode  # a registered head (checked by the config)
     rc = cfg.reid
-    if mode == "cosine-softmax":
-        head_kwargs: dict[str, Any] = {"init_scale": rc.init_scale}
-    else:  # a negative margin selects the soft margin
-        head_kwargs = {"margin": None if rc.triplet_margin < 0 else rc.triplet_margin}
+    head_kwargs = HEADS[mode].config_kwargs(rc)
     return BEVReIDModel(
         in_channels,
         embedding_dim=rc.embedding_dim,
@@ -204,7 +186,6 @@ def train_reid(cfg: Config) -> Path:
     Under torchrun every process trains on its own P x K batches (DDP averages the gradients);
     rank 0 alone writes logs and checkpoints.
     """
-    check_loss_mode(cfg.train_reid.loss_mode)
     dist = init_distributed(cfg.train_reid.device)
     try:
         return _train(cfg, dist)
@@ -233,24 +214,24 @@ def _train(cfg: Config, dist: DistInfo) -> Path:
     model = model.to(dist.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     step = 0
-    latest = latest_checkpoint(ckpt_dir) if tc.resume else None
-    if latest is not None:
-        ckpt = load_checkpoint(latest)
+    ckpt = resume_or_start(ckpt_dir, tc.resume, "train-reid", announce=dist.is_main)
+    if ckpt is not None:
         if ckpt.meta.get("kind") != "reid" or ckpt.meta.get("model") != model.config:
             raise CheckpointError(
-                f"cannot resume from {str(latest)!r}: it holds model {ckpt.meta.get('model')!r}, "
-                f"this run builds {model.config!r}; use another reid_run.run_id or drop --resume"
+                f"cannot resume from {str(ckpt.path)!r}: it holds model "
+                f"{ckpt.meta.get('model')!r}, this run builds {model.config!r}; use another "
+                "reid_run.run_id or drop --resume"
             )
         model.load_state_dict(ckpt.model_state())
         restore_training_state(ckpt, optimizer, restore_rng=False)  # reseeded per step
         step = ckpt.step
-    else:
-        if tc.resume and dist.is_main:
-            print(f"train-reid: no checkpoint in {ckpt_dir} to resume from; starting at step 0")
-        if tc.init_from:
-            init_net_from(model, tc.init_from)
+    elif tc.init_from:
+        init_net_from(model, tc.init_from)
     net = wrap_ddp(model, dist)
-    writer = open_run(run_dir, cfg, dist)
+    writer = open_run(run_dir, to_dict(cfg), dist)
+    log_due = Every(tc.log_every)
+    image_due = Every(tc.image_every, first=True)
+    save_due = Every(tc.checkpoint_every, tc.checkpoint_every_s)
     sampler = PKBatchSampler(
         dataset.ids, tc.p_identities, tc.k_views, seed=tc.seed, rank=dist.rank,
         world_size=dist.world_size, start_step=step, num_steps=max(0, tc.max_steps - step),
@@ -269,12 +250,18 @@ def _train(cfg: Config, dist: DistInfo) -> Path:
         "config": to_dict(cfg),
         "dataset": str(cfg.reid_run.dataset_dir),
         "channels": list(dataset.channel_names),
+        # How the crops were cut (object_data.json's settings), so that the checkpoint alone
+        # tells a user such as the tracker how to cut new ones: see bev_reid.reid.extract.
+        "crop_recipe": {
+            k: dataset.meta.get(k)
+            for k in ("grid", "crop", "modalities", "channels", "lss_checkpoint", "filters")
+        },
     }
     bar = tqdm(
         total=tc.max_steps, initial=step, desc="train-reid", unit="step", disable=not dist.is_main
     )
     net.train()
-    tick = last_save_t = time.perf_counter()
+    tick = time.perf_counter()
     seen, metrics = 0, {}
     for crops, ids, _ in loader:
         crops = crops.to(dist.device, non_blocking=True)  # B x C x S x S
@@ -294,9 +281,8 @@ def _train(cfg: Config, dist: DistInfo) -> Path:
         metrics = dict(zip(logged, values.tolist(), strict=True))
         bar.update(1)
         bar.set_postfix(loss=f"{metrics['loss']:.4f}", acc=f"{metrics['accuracy']:.3f}")
-        if writer is not None and (
-            (tc.log_every > 0 and step % tc.log_every == 0) or step == tc.max_steps
-        ):
+        last = step >= tc.max_steps
+        if log_due.due(step, last) and writer is not None:
             now = time.perf_counter()
             for key, value in metrics.items():
                 writer.add_scalar(key if key in ("loss", "accuracy", "scale") else f"head/{key}",
@@ -304,18 +290,12 @@ def _train(cfg: Config, dist: DistInfo) -> Path:
             writer.add_scalar("lr", optimizer.param_groups[0]["lr"], step)
             writer.add_scalar("throughput", seen / max(now - tick, 1e-9), step)  # crops / s
             tick, seen = now, 0
-        if writer is not None and tc.image_every > 0 and (step % tc.image_every == 0 or step == 1):
+        if image_due.due(step) and writer is not None:
             writer.add_image("crops", crops_picture(crops, dataset.channel_names, sampler.k), step)
-        due_s = (
-            tc.checkpoint_every_s > 0 and time.perf_counter() - last_save_t >= tc.checkpoint_every_s
-        )
-        due = (tc.checkpoint_every > 0 and step % tc.checkpoint_every == 0) or due_s
-        if dist.is_main and (due or step == tc.max_steps):
-            save_checkpoint(
-                ckpt_dir, step, model, optimizer, meta={**meta_base, "metrics": metrics}
-            )
-            prune_checkpoints(ckpt_dir, tc.keep_checkpoints)
-            last_save_t = time.perf_counter()
+        # The last step is always saved: the run's result (and the evaluator's last checkpoint).
+        if (save_due.due(step) or last) and dist.is_main:
+            meta = {**meta_base, "metrics": metrics}
+            save_and_prune(ckpt_dir, step, model, optimizer, meta, tc.keep_checkpoints)
     bar.close()
     if writer is not None:
         if step > 0:

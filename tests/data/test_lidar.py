@@ -11,7 +11,8 @@ import torch
 
 from bev_reid.config import GridConfig
 from bev_reid.data.lidar import lidar_bev_rasters, paint_points
-from bev_reid.data.nuscenes import CameraFrame, NuScenesDB
+from bev_reid.data.nuscenes import NuScenesDB
+from bev_reid.data.records import CameraFrame
 
 GRID = GridConfig()
 
@@ -111,7 +112,7 @@ def test_real_sweep(dataroot, db):
     """A real sweep equals the reference, and the rasters line up with the boxes: every vehicle
     box on the grid with 20+ LiDAR points has an occupied cell under its GT mask cells, and a
     raised one (max height > 0.5 m above the ego's ground plane, z = 0)."""
-    from bev_reid.data.nuscenes import box_in_grid, category_boxes, rasterize_boxes
+    from bev_reid.data.raster import box_in_grid, category_boxes, rasterize_boxes
 
     token = db.keyframes(db.scene_names[0])[0]
     points = db.lidar_points(token)  # P x 5, ego frame

@@ -22,18 +22,10 @@ from PIL import Image
 from pyquaternion import Quaternion
 
 from bev_reid.config import DataConfig, GridConfig
-from bev_reid.data.nuscenes import (
-    TABLES,
-    ImageAug,
-    NuScenesDB,
-    NuScenesFileError,
-    NuScenesFormatError,
-    NuScenesKeyframes,
-    collate,
-    resolve_scenes,
-    sample_augmentation,
-    scene_conditions,
-)
+from bev_reid.data.augment import ImageAug, sample_augmentation
+from bev_reid.data.keyframes import NuScenesKeyframes, collate
+from bev_reid.data.nuscenes import TABLES, NuScenesDB, resolve_scenes
+from bev_reid.data.records import NuScenesFileError, NuScenesFormatError, scene_conditions
 from bev_reid.models.geometry import (
     create_frustum,
     frustum_to_ego,

@@ -21,11 +21,11 @@ from PIL import Image
 from pyquaternion import Quaternion
 
 from bev_reid.config import SynthConfig
-from bev_reid.data.synth_populate import build_scene
-from bev_reid.data.synth_render import Camera, box_corners
-from bev_reid.data.synth_rig import CAMERAS
-from bev_reid.data.synth_world import MARGIN
-from bev_reid.data.synthetic import META_FILE, TABLE_NAMES, generate_world
+from bev_reid.synth.generate import META_FILE, TABLE_NAMES, generate_world
+from bev_reid.synth.populate import build_scene
+from bev_reid.synth.render import Camera, box_corners
+from bev_reid.synth.rig import CAMERAS
+from bev_reid.synth.world import MARGIN
 
 CAMS = CAMERAS
 CFG = SynthConfig(

@@ -11,10 +11,12 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from bev_reid.config import SynthConfig, load_config
-from bev_reid.data.nuscenes import NuScenesKeyframes, collate
-from bev_reid.data.synthetic import generate_world
+from bev_reid.data.keyframes import NuScenesKeyframes, collate
 from bev_reid.engine.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
-from bev_reid.engine.train_lss import CAMERA_KEYS, build_model, load_lss, train_lss, validate_lss
+from bev_reid.lss.model import CAMERA_KEYS, build_model, load_lss
+from bev_reid.lss.train import train_lss
+from bev_reid.lss.validate import validate_lss
+from bev_reid.synth.generate import generate_world
 
 REPO = Path(__file__).resolve().parents[2]
 

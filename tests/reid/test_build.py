@@ -12,13 +12,13 @@ import torch
 from nuscenes.nuscenes import NuScenes
 
 from bev_reid.config import GridConfig, SynthConfig, load_config, to_dict
-from bev_reid.data.synthetic import generate_world
 from bev_reid.engine.checkpoint import CheckpointError, save_checkpoint
-from bev_reid.engine.train_lss import build_model
+from bev_reid.lss.model import build_model
 from bev_reid.reid import build as build_module
 from bev_reid.reid.build import build_dataset
 from bev_reid.reid.crops import lidar_box_channel_names
 from bev_reid.reid.dataset import ReIDDataset
+from bev_reid.synth.generate import generate_world
 
 FILES = ("crops.npy", "views.jsonl", "object_data.json")
 
@@ -143,8 +143,10 @@ def test_box_raster_crops_come_from_the_points_in_each_box(
     build.lidar_colour, painted from the keyframe's six images read at 1 / PAINT_SCALE."""
     from nuscenes.utils.data_classes import LidarPointCloud
 
+    from bev_reid.data.files import read_image
+    from bev_reid.data.keyframes import PAINT_SCALE
     from bev_reid.data.lidar import paint_points
-    from bev_reid.data.nuscenes import PAINT_SCALE, NuScenesDB, read_image
+    from bev_reid.data.nuscenes import NuScenesDB
     from bev_reid.reid.crops import lidar_box_crops
 
     cfg = cfg_for(synth_world, tmp_path / "box", **{

@@ -26,8 +26,8 @@ from bev_reid.reid.evaluate import (
     evaluate_model,
     protocol_records,
     raw_crop_baseline,
-    watch,
 )
+from bev_reid.reid.watch import watch
 
 REQUIRED = {"checkpoint", "step", "protocol", "condition", "rank1", "rank5", "rank10", "rank20",
             "mAP", "mINP", "num_queries"}  # fmt: skip

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from bev_reid.reid.metrics import (
-    ReIDEvaluator,
     cmc_single_shot,
     query_results,
     rank_metrics,
@@ -249,64 +248,6 @@ def test_cuda_matches_cpu(random_split):
     assert torch.equal(cpu.first_rank, cuda.first_rank)
     torch.testing.assert_close(cpu.ap, cuda.ap, rtol=1e-12, atol=0)
     torch.testing.assert_close(cpu.inp, cuda.inp, rtol=1e-12, atol=0)
-
-
-# ---------------------------------------------------------------------------------------------
-# Evaluator: explicit query / gallery marks, protocols, conditions.
-# ---------------------------------------------------------------------------------------------
-
-
-def test_evaluator_uses_the_marks_not_the_positions(random_split):
-    (qe, qi, qg), (ge, gi, gg) = _torch(random_split[0]), _torch(random_split[1])
-    expected = rank_metrics(qe, qi, qg, ge, gi, gg, topk=(1, 5))
-
-    # Interleave query and gallery views in batches of mixed membership.
-    emb, ids, groups = torch.cat([qe, ge]), torch.cat([qi, gi]), torch.cat([qg, gg])
-    is_query = torch.arange(1200) < 200
-    perm = torch.randperm(1200, generator=torch.Generator().manual_seed(0))
-    ev = ReIDEvaluator(topk=(1, 5), normalize=False, chunk=50, device="cpu")
-    for b in perm.split(128):
-        ev.process(emb[b], ids[b], groups[b], is_query[b])
-    assert len(ev) == 1200
-    out = ev.evaluate()
-    assert out == pytest.approx(expected)
-
-    ev.reset()
-    ev.process(qe, qi, qg, True)  # one bool for the whole batch
-    ev.process(ge, gi, gg, False)
-    assert ev.evaluate() == pytest.approx(expected)
-
-
-def test_evaluator_protocol_all_and_conditions():
-    emb, ids, groups = _torch(clustered_int_views(30, 200, 80, 8, seed=5))
-    conditions = ["night" if k % 3 == 0 else "day" for k in range(200)]
-    ev = ReIDEvaluator(topk=(1, 5), normalize=False, device="cpu")
-    ev.process(emb[:120], ids[:120], groups[:120], torch.rand(120) < 0.5, conditions[:120])
-    ev.process(emb[120:], ids[120:], groups[120:], False, conditions[120:])
-    out = ev.evaluate(protocol="all")
-    overall = {k: v for k, v in out.items() if "/" not in k}
-    assert overall == pytest.approx(rank_metrics(emb, ids, groups, emb, ids, groups, (1, 5)))
-
-    night = torch.tensor([c == "night" for c in conditions])
-    expected_night = rank_metrics(emb[night], ids[night], groups[night], emb, ids, groups, (1, 5))
-    for key in ("Rank-1", "Rank-5", "mAP", "mINP", "num_queries", "num_valid"):
-        assert out[f"night/{key}"] == pytest.approx(expected_night[key])
-    assert out["day/num_queries"] + out["night/num_queries"] == 200
-    assert "night/num_gallery" not in out
-
-    with pytest.raises(KeyError, match="query_gallery"):
-        ev.evaluate(protocol="bogus")
-
-
-def test_evaluator_normalises_and_handles_no_data():
-    ev = ReIDEvaluator(topk=(1,), device="cpu")
-    out = ev.evaluate()
-    assert out["num_queries"] == 0 and math.isnan(out["mAP"])
-    e = torch.tensor([[1.0, 0.0], [0.0, 1.0], [3.0, 0.1], [0.1, 5.0]])  # scale must not matter
-    ev.process(e[:2], torch.tensor([0, 1]), torch.arange(2), torch.tensor(True))  # 0-d mark
-    ev.process(e[2:], torch.tensor([0, 1]), torch.arange(2, 4), np.bool_(False))
-    out = ev.evaluate()
-    assert out["Rank-1"] == 1.0 and out["num_queries"] == 2 and out["num_gallery"] == 2
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bev_reid.data.synth_rig import LOCATIONS
-from bev_reid.data.synth_world import (
+from bev_reid.synth.rig import LOCATIONS
+from bev_reid.synth.world import (
     BLOCK,
     BLOCK_TYPES,
     COLOURS,

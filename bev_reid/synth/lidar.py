@@ -12,10 +12,10 @@ import math
 
 import numpy as np
 
-from bev_reid.data.synth_render import shade_agent, slab
-from bev_reid.data.synth_rig import LIDAR, sensor_pose
-from bev_reid.data.synth_texture import ground_albedo
-from bev_reid.data.synth_world import Scene
+from bev_reid.synth.render import shade_agent, slab
+from bev_reid.synth.rig import LIDAR, sensor_pose
+from bev_reid.synth.texture import ground_albedo
+from bev_reid.synth.world import Scene
 
 ELEVATION = (-30.67, 10.67)  # degrees, lowest and highest beam
 MIN_RANGE = 1.0

@@ -13,7 +13,7 @@ import torch
 
 from bev_reid.engine.io import save_figure
 from bev_reid.reid.dataset import ReIDDataset
-from bev_reid.reid.evaluate import view_groups
+from bev_reid.reid.evaluator import view_groups
 from bev_reid.reid.metrics import rank_metrics
 from bev_reid.reid.visualize import crops_to_rgb
 
@@ -137,7 +137,7 @@ def draw_bev_prediction(
         imgs: [N, 3, H, W] ImageNet-normalised images (index 1 is CAM_FRONT).
         logits: [1, X, Y]; mask: [1, X, Y].
     """
-    from bev_reid.data.nuscenes import IMAGENET_MEAN, IMAGENET_STD
+    from bev_reid.data.keyframes import IMAGENET_MEAN, IMAGENET_STD
 
     plt = _pyplot()
     mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)

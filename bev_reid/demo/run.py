@@ -27,7 +27,7 @@ STAGES = ("synth", "train-lss", "build-dataset", "train-reid", "eval-reid")
 # The demo's sizes: configs/demo.yaml of the source tree (editable installs), or of the working
 # folder (e.g. the docker image's /workspace).
 DEMO_CONFIGS = (
-    Path(__file__).resolve().parents[1] / "configs" / "demo.yaml",
+    Path(__file__).resolve().parents[2] / "configs" / "demo.yaml",
     Path("configs") / "demo.yaml",
 )
 
@@ -81,11 +81,11 @@ def _finished(cfg: Config, stage: str) -> bool:
 
 
 def _run_stages(cfg: Config) -> dict[str, Any]:
-    from bev_reid.data.synthetic import generate_world
-    from bev_reid.engine.train_lss import train_lss
+    from bev_reid.lss.train import train_lss
     from bev_reid.reid.build import build_dataset
-    from bev_reid.reid.evaluate import watch
     from bev_reid.reid.train import train_reid
+    from bev_reid.reid.watch import watch
+    from bev_reid.synth.generate import generate_world
 
     work: dict[str, Callable[[], Any]] = {
         "synth": lambda: generate_world(cfg.synth, progress=True),
@@ -110,9 +110,10 @@ def _run_stages(cfg: Config) -> dict[str, Any]:
 @torch.no_grad()
 def _bev_picture(cfg: Config, report: Path) -> float:
     """The BEV prediction picture of a validation keyframe; returns the mean IoU over a few."""
-    from bev_reid.data.nuscenes import NuScenesKeyframes, collate
-    from bev_reid.engine.train_lss import CAMERA_KEYS, iou_counts, load_lss
-    from bev_reid.report import draw_bev_prediction
+    from bev_reid.data.keyframes import NuScenesKeyframes, collate
+    from bev_reid.demo.report import draw_bev_prediction
+    from bev_reid.lss.losses import iou_counts
+    from bev_reid.lss.model import forward, load_lss
 
     model, trained = load_lss(Path(cfg.train_lss.logdir) / "checkpoints")
     dataset = NuScenesKeyframes(trained.data, trained.grid, is_train=False)
@@ -120,7 +121,7 @@ def _bev_picture(cfg: Config, report: Path) -> float:
     ious, shown = [], None
     for i in picks:
         batch = collate([dataset[i]])
-        out = model(*(batch[k] for k in CAMERA_KEYS))
+        out = forward(model, batch)
         inter, union = iou_counts(out.logits, batch["bev_mask"])[0].tolist()
         ious.append(inter / max(union, 1))
         if shown is None:
@@ -137,10 +138,10 @@ def _bev_picture(cfg: Config, report: Path) -> float:
 
 
 def _reid_pictures(cfg: Config, report: Path) -> dict[str, Any]:
+    from bev_reid.demo.report import cmc_curve, draw_cmc, draw_retrieval
     from bev_reid.models.reid import BEVReIDModel
     from bev_reid.reid.dataset import ReIDDataset
     from bev_reid.reid.evaluate import embed_dataset
-    from bev_reid.report import cmc_curve, draw_cmc, draw_retrieval
 
     dataset = ReIDDataset(cfg.reid_run.dataset_dir, cfg.eval_reid.split)
     model = BEVReIDModel.from_checkpoint(

@@ -24,7 +24,6 @@ import calendar
 import dataclasses
 import datetime as dt
 import functools
-import hashlib
 import json
 import math
 import multiprocessing
@@ -37,10 +36,21 @@ import numpy as np
 from tqdm import tqdm
 
 from bev_reid.config import SynthConfig, to_dict
-from bev_reid.data.synth_lidar import Lidar
-from bev_reid.data.synth_populate import build_scene
-from bev_reid.data.synth_render import box_corners, finish, make_cameras
-from bev_reid.data.synth_rig import (
+from bev_reid.data.nuscenes_format import (  # noqa: F401 (TABLE_NAMES: re-exported)
+    TABLE_NAMES,
+    Tokens,
+    attribute_table,
+    chain,
+    sensor_table,
+    visibility_table,
+    write_tables,
+    yaw_quaternion,
+)
+from bev_reid.engine.io import atomic_write_bytes, atomic_write_text
+from bev_reid.synth.lidar import Lidar
+from bev_reid.synth.populate import build_scene
+from bev_reid.synth.render import box_corners, finish, make_cameras
+from bev_reid.synth.rig import (
     ATTRIBUTES,
     CAMERAS,
     CATEGORIES,
@@ -50,25 +60,13 @@ from bev_reid.data.synth_rig import (
     LIDAR,
     LOCATIONS,
     SENSORS,
-    VISIBILITY,
     calibrated_sensor_record,
     visibility_token,
 )
-from bev_reid.data.synth_world import DT
-from bev_reid.engine.io import atomic_write_bytes, atomic_write_text
+from bev_reid.synth.world import DT
 
 META_FILE = "synth_meta.json"
 META_FORMAT = "bev-reid-synth/1"
-TABLE_NAMES = (
-    "category", "attribute", "visibility", "instance", "sensor", "calibrated_sensor",
-    "ego_pose", "log", "scene", "sample", "sample_data", "sample_annotation", "map",
-)  # fmt: skip
-VISIBILITY_TEXT = {
-    "1": "visibility of whole object is between 0 and 40%",
-    "2": "visibility of whole object is between 40 and 60%",
-    "3": "visibility of whole object is between 60 and 80%",
-    "4": "visibility of whole object is between 80 and 100%",
-}
 ATTRIBUTE_OF = {  # (kind class, motion) -> nuScenes attribute
     ("vehicle", "parked"): "vehicle.parked",
     ("vehicle", "moving"): "vehicle.moving",
@@ -113,18 +111,9 @@ def check_out_folder(root: Path, cfg: SynthConfig) -> None:
     )
 
 
-class _Tokens:
+def _tokens(seed: int) -> Tokens:
     """32-hex tokens derived from the seed and a name: no uuid, no clock."""
-
-    def __init__(self, seed: int) -> None:
-        self.prefix = f"bev-reid-synth/{seed}/"
-
-    def __call__(self, *name: object) -> str:
-        return hashlib.md5((self.prefix + "/".join(map(str, name))).encode()).hexdigest()
-
-
-def _yaw_quaternion(yaw: float) -> list[float]:
-    return [math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2)]
+    return Tokens(f"bev-reid-synth/{seed}")
 
 
 def _start_time(index: int, condition: str, location: str) -> tuple[int, str, str]:
@@ -136,15 +125,6 @@ def _start_time(index: int, condition: str, location: str) -> tuple[int, str, st
     micros = calendar.timegm(utc.timetuple()) * 1_000_000 + 31_337 * (index + 1)
     tz = f"{'+' if utc_offset >= 0 else '-'}{abs(utc_offset):02d}00"
     return micros, f"{vehicle}-{local:%Y-%m-%d-%H-%M-%S}{tz}", f"{local:%Y-%m-%d}"
-
-
-def _chain(records: list[dict]) -> None:
-    for a, b in zip(records, records[1:], strict=False):
-        a["next"], b["prev"] = b["token"], a["token"]
-
-
-def _json(records: object) -> str:
-    return json.dumps(records, indent=0, ensure_ascii=True)
 
 
 def generate_world(cfg: SynthConfig, out: str | Path | None = None, progress: bool = True) -> Path:
@@ -178,18 +158,15 @@ def generate_world(cfg: SynthConfig, out: str | Path | None = None, progress: bo
             parts = [f.result() for f in futures]
     bar.close()
 
-    tok = _Tokens(cfg.seed)
+    tok = _tokens(cfg.seed)
     tables: dict[str, list[dict]] = {
         "category": [
             {"token": t, "name": name, "description": desc, "index": idx}
             for name, (t, desc, idx) in CATEGORIES.items()
         ],
-        "attribute": [{"token": t, "name": n, "description": n} for n, t in ATTRIBUTES.items()],
-        "visibility": [
-            {"token": t, "level": level, "description": VISIBILITY_TEXT[t]}
-            for t, level in VISIBILITY
-        ],
-        "sensor": [{"token": t, "channel": ch, "modality": m} for ch, (t, m) in SENSORS.items()],
+        "attribute": attribute_table(),
+        "visibility": visibility_table(),
+        "sensor": sensor_table(tuple(SENSORS)),
         "calibrated_sensor": [calibrated_sensor_record(ch) for ch in (LIDAR, *CAMERAS)],
     }
     meta: dict = {"format": META_FORMAT, "config": _meta_config(cfg), "scenes": [], "instances": {}}
@@ -205,8 +182,7 @@ def generate_world(cfg: SynthConfig, out: str | Path | None = None, progress: bo
         for loc, logs in maps.items()
     ]
     table_root = root / cfg.version
-    for name in TABLE_NAMES:
-        atomic_write_text(table_root / f"{name}.json", _json(tables[name]))
+    write_tables(table_root, tables)
     atomic_write_text(table_root / META_FILE, json.dumps(meta, indent=1))
     return root
 
@@ -227,7 +203,7 @@ def write_scene(
     """
     cams, lidar = _sensors(cfg.render_scale, cfg.lidar_azimuth_steps, cfg.lidar_range_m)
     scene = build_scene(cfg, si)
-    tok = _Tokens(cfg.seed)
+    tok = _tokens(cfg.seed)
     t0, logfile, date = _start_time(si, scene.condition, scene.location)
     log_token, scene_token = tok("log", si), tok("scene", si)
     cs_token = {ch: calibrated_sensor_record(ch)["token"] for ch in (LIDAR, *CAMERAS)}
@@ -298,7 +274,7 @@ def write_scene(
                 {
                     "token": sd_token,
                     "timestamp": ts,
-                    "rotation": _yaw_quaternion(float(ego[2])),
+                    "rotation": yaw_quaternion(float(ego[2])),
                     "translation": [float(ego[0]), float(ego[1]), 0.0],
                 }
             )
@@ -332,23 +308,23 @@ def write_scene(
                     "attribute_tokens": [ATTRIBUTES[ATTRIBUTE_OF[(group, a.motion)]]],
                     "translation": centre,
                     "size": size,
-                    "rotation": _yaw_quaternion(yaw),
+                    "rotation": yaw_quaternion(yaw),
                     "prev": "",
                     "next": "",
                     "num_lidar_pts": points,
                     "num_radar_pts": 0,
                 }
             )
-    _chain(samples)
+    chain(samples)
     sample_data: list[dict] = []
     for ch in (*CAMERAS, LIDAR):
-        _chain(per_channel[ch])
+        chain(per_channel[ch])
         sample_data += per_channel[ch]
     annotations: list[dict] = []
     instances: list[dict] = []
     appearance: dict[str, dict] = {}
     for i, anns in sorted(per_agent.items()):
-        _chain(anns)
+        chain(anns)
         annotations += anns
         a = scene.agents[i]
         token = anns[0]["instance_token"]

@@ -3,7 +3,7 @@
 Plain geometry in a flat global frame (x east, y north, z up, metres, yaw about z); nothing here
 draws a pixel. Streets run along x = i * BLOCK and y = j * BLOCK with two lanes each way; blocks
 between them hold buildings, a parking lot or grass. Every agent is a union of boxes in its body
-frame (x forward, y left, z up from the ground). `bev_reid.data.synth_populate` fills a scene.
+frame (x forward, y left, z up from the ground). `bev_reid.synth.populate` fills a scene.
 """
 
 from __future__ import annotations

@@ -15,9 +15,9 @@ import math
 import cv2
 import numpy as np
 
-from bev_reid.data.synth_rig import CAMERAS, IMAGE_H, IMAGE_W, intrinsic, sensor_pose
-from bev_reid.data.synth_texture import ground_albedo, haze, illumination, sky, surface
-from bev_reid.data.synth_world import Agent, Scene
+from bev_reid.synth.rig import CAMERAS, IMAGE_H, IMAGE_W, intrinsic, sensor_pose
+from bev_reid.synth.texture import ground_albedo, haze, illumination, sky, surface
+from bev_reid.synth.world import Agent, Scene
 
 GROUND_FAR = 800.0  # ground beyond this distance is drawn as haze
 

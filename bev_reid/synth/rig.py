@@ -11,6 +11,14 @@ from __future__ import annotations
 import numpy as np
 from pyquaternion import Quaternion
 
+# nuScenes' sensor and attribute tokens and visibility bins, shared with the dataset converters
+from bev_reid.data.nuscenes_format import (  # noqa: F401 (re-exported to the synth modules)
+    ATTRIBUTES,
+    SENSORS,
+    VISIBILITY,
+    visibility_token,
+)
+
 IMAGE_W, IMAGE_H = 1600, 900
 
 CAMERAS = (
@@ -22,17 +30,6 @@ CAMERAS = (
     "CAM_FRONT_LEFT",
 )
 LIDAR = "LIDAR_TOP"
-
-# channel -> (sensor token, modality)
-SENSORS: dict[str, tuple[str, str]] = {
-    "CAM_FRONT": ("725903f5b62f56118f4094b46a4470d8", "camera"),
-    "CAM_BACK": ("ce89d4f3050b5892b33b3d328c5e82a3", "camera"),
-    "CAM_BACK_LEFT": ("a89643a5de885c6486df2232dc954da2", "camera"),
-    "CAM_FRONT_LEFT": ("ec4b5d41840a509984f7ec36419d4c09", "camera"),
-    "CAM_FRONT_RIGHT": ("2f7ad058f1ac5557bf321c7543758f43", "camera"),
-    "CAM_BACK_RIGHT": ("ca7dba2ec9f95951bbe67246f7f2c3f7", "camera"),
-    "LIDAR_TOP": ("dc8b396651c05aedbb9cdaae573bb567", "lidar"),
-}
 
 # channel -> (calibrated_sensor token, translation, rotation (w, x, y, z), fx, cx, cy)
 _CALIB: dict[str, tuple[str, list[float], list[float], float, float, float]] = {
@@ -145,31 +142,6 @@ CATEGORY_OF = {
     "bus": "vehicle.bus.rigid",
     "pedestrian": "human.pedestrian.adult",
 }
-
-ATTRIBUTES: dict[str, str] = {
-    "vehicle.moving": "cb5118da1ab342aa947717dc53544259",
-    "vehicle.stopped": "c3246a1e22a14fcb878aa61e69ae3329",
-    "vehicle.parked": "58aa28b1c2a54dc88e169808c07331e3",
-    "cycle.with_rider": "a14936d865eb4216b396adae8cb3939c",
-    "cycle.without_rider": "5a655f9751944309a277276b8f473452",
-    "pedestrian.sitting_lying_down": "03aa62109bf043afafdea7d875dd4f43",
-    "pedestrian.standing": "4d8821270b4a47e3a8a300cbec48188e",
-    "pedestrian.moving": "ab83627ff28b465b85c427162dec722f",
-}
-
-VISIBILITY = (("1", "v0-40"), ("2", "v40-60"), ("3", "v60-80"), ("4", "v80-100"))
-
-
-def visibility_token(fraction: float) -> str:
-    """nuScenes visibility bin of the visible share of an object over the six images."""
-    if fraction <= 0.4:
-        return "1"
-    if fraction <= 0.6:
-        return "2"
-    if fraction <= 0.8:
-        return "3"
-    return "4"
-
 
 # location -> (vehicle name as in nuScenes log files, UTC offset in hours, drives on the left)
 LOCATIONS: dict[str, tuple[str, int, bool]] = {

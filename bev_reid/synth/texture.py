@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bev_reid.data.synth_world import (
+from bev_reid.synth.world import (
     BLOCK,
     INTERIOR,
     LOT_BAND,

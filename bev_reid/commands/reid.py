@@ -1,128 +1,17 @@
-"""The sub-commands of ``bev-reid``: argument wiring only; the work is done by library code."""
+"""Commands of the ReID stage: ``build-dataset``, ``show-dataset``, ``train-reid``,
+``eval-reid``."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from bev_reid.cli import config_option, register_command
+from bev_reid.commands import config_option, data_args, register_command
 from bev_reid.config import Config
 
 
-def _data_args(p: argparse.ArgumentParser) -> None:
-    config_option(
-        p,
-        "--dataroot",
-        "data.dataroot",
-        "nuScenes folder (holding samples/ and the version folder)",
-    )
-    config_option(
-        p, "--version", "data.version", "nuScenes version folder, e.g. v1.0-trainval, v1.0-mini"
-    )
-    config_option(
-        p,
-        "--scenes",
-        "data.scenes",
-        "comma-separated scene names; empty: the command's official split, or all scenes",
-    )
-
-
-def _synth_args(p: argparse.ArgumentParser) -> None:
-    config_option(p, "--out", "synth.out", "folder to write the dataset to")
-    config_option(p, "--scenes", "synth.scenes", "number of scenes")
-    config_option(p, "--keyframes", "synth.keyframes", "keyframes per scene")
-    config_option(p, "--seed", "synth.seed", "random seed (same seed, same bytes)")
-
-
-@register_command("synth", "write an offline synthetic nuScenes-format world", _synth_args)
-def synth(args: argparse.Namespace, cfg: Config) -> int:
-    from bev_reid.data.synthetic import generate_world
-
-    out = generate_world(cfg.synth, progress=True)
-    print(
-        f"wrote {out} (load it with NuScenes(version={cfg.synth.version!r}, dataroot={str(out)!r}))"
-    )
-    return 0
-
-
-def _show_args(p: argparse.ArgumentParser) -> None:
-    _data_args(p)
-    config_option(p, "--sample", "show.sample", "sample token of the keyframe")
-    config_option(p, "--out", "show.out", "picture to write: .png, .pdf, .svg or .jpg")
-
-
-@register_command(
-    "show-sample",
-    "draw one keyframe: six images with boxes, and the BEV mask with LiDAR",
-    _show_args,
-)
-def show_sample(args: argparse.Namespace, cfg: Config) -> int:
-    from bev_reid.data.nuscenes import NuScenesDB, resolve_scenes
-    from bev_reid.data.visualize import show_sample as draw
-
-    token = cfg.show.sample
-    if not token:
-        db = NuScenesDB(cfg.data.dataroot, cfg.data.version)
-        token = db.keyframes(resolve_scenes(db, None, cfg.data.scenes)[0])[0]
-    out = draw(cfg.data.dataroot, cfg.data.version, token, cfg.show.out, cfg)
-    print(f"wrote {out} (sample {token})")
-    return 0
-
-
-def _train_lss_args(p: argparse.ArgumentParser) -> None:
-    _data_args(p)
-    config_option(
-        p,
-        "--logdir",
-        "train_lss.logdir",
-        "run folder: checkpoints, tensorboard logs, resolved config",
-    )
-    config_option(p, "--max-steps", "train_lss.max_steps", "stop after this many optimizer steps")
-    config_option(p, "--device", "train_lss.device", "auto, cpu or cuda")
-    config_option(p, "--batch-size", "train_lss.batch_size", "keyframes per step and process")
-    config_option(p, "--amp", "train_lss.amp", "mixed precision on GPU: none, bf16 or fp16")
-    config_option(
-        p, "--resume", "train_lss.resume", "continue from the latest checkpoint in the run folder"
-    )
-
-
-@register_command(
-    "train-lss", "train the lift-splat-shoot network with the dual loss", _train_lss_args
-)
-def train_lss(args: argparse.Namespace, cfg: Config) -> int:
-    from bev_reid.engine.train_lss import train_lss as train
-
-    path = train(cfg)
-    print(f"last checkpoint: {path}")
-    return 0
-
-
-def _val_lss_args(p: argparse.ArgumentParser) -> None:
-    _data_args(p)
-    config_option(p, "--checkpoint", "val_lss.checkpoint", "LSS checkpoint (file or run folder)")
-    config_option(p, "--nvals", "val_lss.nvals", "number of validation keyframes; 0 = all")
-    config_option(p, "--device", "val_lss.device", "auto, cpu or cuda")
-
-
-@register_command(
-    "val-lss", "IoU of an LSS checkpoint's vehicle mask on validation keyframes", _val_lss_args
-)
-def val_lss(args: argparse.Namespace, cfg: Config) -> int:
-    from bev_reid.engine.train_lss import validate_lss
-
-    if not cfg.val_lss.checkpoint:
-        raise ValueError("val-lss needs --checkpoint (or val_lss.checkpoint in the config)")
-    r = validate_lss(cfg.val_lss.checkpoint, cfg, cfg.val_lss.nvals or None, cfg.val_lss.device)
-    print(
-        f"IoU over {int(r['keyframes'])} keyframes: "
-        f"min {r['iou_min']:.4f}  max {r['iou_max']:.4f}  "
-        f"mean {r['iou_mean']:.4f}  pooled {r['iou_pooled']:.4f}"
-    )
-    return 0
-
-
 def _build_args(p: argparse.ArgumentParser) -> None:
-    _data_args(p)
+    data_args(p)
     config_option(
         p, "--checkpoint", "build.checkpoint", "LSS checkpoint (not needed with --modalities lidar)"
     )
@@ -257,7 +146,7 @@ def _eval_reid_args(p: argparse.ArgumentParser) -> None:
     _eval_reid_args,
 )
 def eval_reid(args: argparse.Namespace, cfg: Config) -> int:
-    from bev_reid.reid.evaluate import watch
+    from bev_reid.reid.watch import watch
 
     result = watch(cfg)
     if not result.skipped:
@@ -266,29 +155,3 @@ def eval_reid(args: argparse.Namespace, cfg: Config) -> int:
     errors = Path(cfg.eval_reid.eval_log_dir) / cfg.reid_run.run_id / "errors.jsonl"
     print(f"evaluated {result.evaluated} checkpoint(s), skipped {result.skipped} (see {errors})")
     return 1
-
-
-def _demo_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--out",
-        default="runs/demo",
-        help="folder of the demo's stages and report (default: runs/demo)",
-    )
-    p.add_argument(
-        "--force", action="store_true", help="redo every stage instead of reusing finished ones"
-    )
-
-
-@register_command(
-    "demo",
-    "the whole pipeline on a synthetic world, in minutes on a CPU, with a report",
-    _demo_args,
-)
-def demo(args: argparse.Namespace, cfg: Config) -> int:
-    from bev_reid.config import load_config
-    from bev_reid.demo import default_config, run_demo
-
-    if args.config is None:  # the demo's own sizes, unless the user gives a config
-        cfg = load_config(default_config(), args.set or ())
-    run_demo(cfg, args.out, force=args.force)
-    return 0

@@ -1,0 +1,83 @@
+"""The pieces of a training loop both trainers share: the "every N steps or seconds" schedule,
+resume-or-start, and the periodic save-and-prune of checkpoints.
+
+A period of 0 means off, for steps and for seconds alike; the config refuses negative periods.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bev_reid.engine.checkpoint import (
+    Checkpoint,
+    latest_checkpoint,
+    load_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
+)
+
+
+class Every:
+    """A schedule that is due every ``steps`` steps or every ``seconds`` seconds, whichever
+    comes first (0 turns either off); ``first`` also makes step 1 due (a first picture).
+
+    Seconds count from construction and from the last time the schedule was due.
+    """
+
+    def __init__(self, steps: int = 0, seconds: float = 0.0, first: bool = False):
+        if steps < 0 or seconds < 0:
+            raise ValueError(f"periods must be >= 0 (0 = off), got steps={steps}, s={seconds}")
+        self.steps, self.seconds, self.first = int(steps), float(seconds), first
+        self._last = time.monotonic()
+
+    def due(self, step: int, final: bool = False) -> bool:
+        """Whether the work is due after optimizer step ``step``; ``final`` (the last step of
+        the run) is always due when either period is on."""
+        now = time.monotonic()
+        on = self.steps > 0 or self.seconds > 0
+        hit = on and (
+            final
+            or (self.steps > 0 and step % self.steps == 0)
+            or (self.seconds > 0 and now - self._last >= self.seconds)
+            or (self.first and step == 1)
+        )
+        if hit:
+            self._last = now
+        return hit
+
+
+def resume_or_start(
+    ckpt_dir: Path, resume: bool, job: str, announce: bool = True
+) -> Checkpoint | None:
+    """The latest checkpoint of ``ckpt_dir`` when ``resume`` is set, else None.
+
+    Asking to resume a run that has no checkpoint yet starts it (a job restarted before its first
+    save), with a note on stdout when ``announce``.
+    """
+    if not resume:
+        return None
+    latest = latest_checkpoint(ckpt_dir)
+    if latest is None:
+        if announce:
+            print(f"{job}: no checkpoint in {ckpt_dir} to resume from; starting at step 0")
+        return None
+    return load_checkpoint(latest)
+
+
+def save_and_prune(
+    ckpt_dir: Path,
+    step: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    meta: dict[str, Any],
+    keep: int,
+) -> Path:
+    """Writes the checkpoint of ``step`` (atomically, sidecar last), then keeps the ``keep``
+    newest (0 keeps all). Returns the sidecar's path."""
+    path = save_checkpoint(ckpt_dir, step, model, optimizer, meta=meta)
+    prune_checkpoints(ckpt_dir, keep)
+    return path

@@ -1,0 +1,169 @@
+"""Training of the LSS network (`bev-reid train-lss`) with the loss of :mod:`.losses`.
+
+Exact resume: batches are a function of (seed, epoch, step within the epoch), augmentation of
+(seed, epoch, sample index), and the checkpoint holds the optimizer and RNG states, so a resumed
+run takes the same next step as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Sampler
+from tqdm import tqdm
+
+from bev_reid.config import Config, to_dict
+from bev_reid.data.keyframes import NuScenesKeyframes, collate
+from bev_reid.engine.checkpoint import restore_training_state
+from bev_reid.engine.distributed import (
+    DistInfo,
+    all_reduce_mean,
+    cleanup_distributed,
+    init_distributed,
+)
+from bev_reid.engine.loop import Every, resume_or_start, save_and_prune
+from bev_reid.engine.run import last_checkpoint, open_run, wrap_ddp
+from bev_reid.lss.losses import dual_loss, iou_counts
+from bev_reid.lss.model import build_model, forward, to_device
+
+
+class EpochBatches(Sampler[list[int]]):
+    """Batches of one epoch: a permutation seeded by (seed, epoch), this rank's share of it,
+    cut into full batches, starting at batch ``start``."""
+
+    def __init__(
+        self, size: int, batch_size: int, seed: int, epoch: int, dist: DistInfo, start: int = 0
+    ):
+        self.size, self.batch_size, self.seed, self.epoch, self.dist, self.start = (
+            size,
+            batch_size,
+            seed,
+            epoch,
+            dist,
+            start,
+        )
+
+    @staticmethod
+    def per_epoch(size: int, batch_size: int, world_size: int) -> int:
+        return (size // world_size) // batch_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
+        order = torch.randperm(self.size, generator=g)[
+            self.dist.rank :: self.dist.world_size
+        ].tolist()
+        n = self.per_epoch(self.size, self.batch_size, self.dist.world_size)
+        for b in range(self.start, n):
+            yield order[b * self.batch_size : (b + 1) * self.batch_size]
+
+    def __len__(self) -> int:
+        return self.per_epoch(self.size, self.batch_size, self.dist.world_size) - self.start
+
+
+def bev_image(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """[3, X, 2Y + 2] picture: predicted probability (left) and GT mask (right), x up."""
+    pred = torch.sigmoid(logits[0, 0].float()).flip(0)  # X x Y, ego forward at the top
+    gt = mask[0, 0].float().flip(0)
+    sep = torch.ones(pred.shape[0], 2)
+    img = torch.cat([pred.cpu(), sep, gt.cpu()], 1)
+    return img.unsqueeze(0).expand(3, -1, -1)
+
+
+def train_lss(cfg: Config) -> Path:
+    """Trains until ``train_lss.max_steps``; returns the last checkpoint's path."""
+    dist = init_distributed(cfg.train_lss.device)
+    try:
+        return _train(cfg, dist)
+    finally:
+        cleanup_distributed()
+
+
+def _train(cfg: Config, dist: DistInfo) -> Path:
+    tc = cfg.train_lss
+    logdir = Path(tc.logdir)
+    ckpt_dir = logdir / "checkpoints"
+    torch.manual_seed(tc.seed + dist.rank)
+    dataset = NuScenesKeyframes(cfg.data, cfg.grid, is_train=True, split=tc.split, seed=tc.seed)
+    per_epoch = EpochBatches.per_epoch(len(dataset), tc.batch_size, dist.world_size)
+    if per_epoch == 0:
+        raise ValueError(
+            f"{len(dataset)} training keyframes are fewer than "
+            f"batch_size {tc.batch_size} x {dist.world_size} process(es)"
+        )
+    model = build_model(cfg).to(dist.device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    scaler = torch.amp.GradScaler(dist.device.type, enabled=tc.amp == "fp16")
+    step = 0
+    ckpt = resume_or_start(ckpt_dir, tc.resume, "train-lss", announce=dist.is_main)
+    if ckpt is not None:
+        model.load_state_dict(ckpt.model_state())
+        # Rank 0's RNG state is the one saved; the other ranks reseed from the step.
+        restore_training_state(ckpt, optimizer, restore_rng=dist.is_main)
+        step = ckpt.step
+        if not dist.is_main:
+            torch.manual_seed(tc.seed + dist.rank + 7919 * step)
+    net = wrap_ddp(model, dist)
+    writer = open_run(logdir, to_dict(cfg), dist)
+    log_due = Every(tc.log_every)
+    image_due = Every(tc.image_every, first=True)
+    save_due = Every(tc.checkpoint_every, tc.checkpoint_every_s)
+    bar = tqdm(
+        total=tc.max_steps, initial=step, desc="train-lss", unit="step", disable=not dist.is_main
+    )
+    net.train()
+    tick, seen = time.perf_counter(), 0
+    while step < tc.max_steps:
+        epoch, start = divmod(step, per_epoch)
+        dataset.set_epoch(epoch)
+        loader = DataLoader(
+            dataset,
+            batch_sampler=EpochBatches(len(dataset), tc.batch_size, tc.seed, epoch, dist, start),
+            num_workers=cfg.data.num_workers,
+            collate_fn=collate,
+            generator=torch.Generator().manual_seed(tc.seed),  # leaves the global RNG alone
+        )
+        for batch in loader:
+            batch = to_device(batch, dist.device)
+            out = forward(net, batch, tc.amp, dist.device)
+            terms = dual_loss(out, batch["bev_mask"], tc)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(terms.total).backward()
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            step += 1
+            seen += batch["imgs"].shape[0] * dist.world_size
+            counts = all_reduce_mean(iou_counts(out.logits, batch["bev_mask"]).sum(0))
+            iou = float(counts[0] / counts[1].clamp(min=1))
+            bar.update(1)
+            bar.set_postfix(loss=f"{terms.total.item():.4f}", iou=f"{iou:.3f}")
+            last = step >= tc.max_steps
+            if log_due.due(step, last) and writer is not None:
+                now = time.perf_counter()
+                writer.add_scalar("loss/total", terms.total.item(), step)
+                writer.add_scalar("loss/bce", terms.bce.item(), step)
+                writer.add_scalar("loss/mse", terms.mse.item(), step)
+                writer.add_scalar("iou/train", iou, step)
+                writer.add_scalar("lr", optimizer.param_groups[0]["lr"], step)
+                writer.add_scalar("throughput/samples_per_s", seen / max(now - tick, 1e-9), step)
+                tick, seen = now, 0
+            if image_due.due(step) and writer is not None:
+                writer.add_image("bev/pred_vs_gt", bev_image(out.logits, batch["bev_mask"]), step)
+            # The last step is always saved: the run's result (and the demo's resume point).
+            if (save_due.due(step) or last) and dist.is_main:
+                meta = {
+                    "kind": "lss",
+                    "config": to_dict(cfg),
+                    "metrics": {"loss": terms.total.item(), "iou": iou},
+                }
+                save_and_prune(ckpt_dir, step, model, optimizer, meta, tc.keep_checkpoints)
+            if last:
+                break
+    bar.close()
+    if writer is not None:
+        writer.close()
+    return last_checkpoint(ckpt_dir, "train-lss")
