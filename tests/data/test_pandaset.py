@@ -328,6 +328,37 @@ def test_missing_file_is_named_or_skipped(tmp_path: Path) -> None:
         convert_pandaset(cfg, progress=False)  # a file of the whole drive: no frame without it
 
 
+def relabelled(path: Path) -> None:
+    """Rewrites a cuboid file with new uuids (as another drive would have), links kept."""
+    table = ps_table(path)
+    shift = str.maketrans("0123456789abcdef", "123456789abcdef0")  # keeps prefixes as prefixes
+    for column in ("uuid", "cuboids.sibling_id"):
+        table[column] = [u.translate(shift) for u in table[column]]
+    path.unlink()
+    table.to_pickle(path, compression="gzip")
+
+
+@on_excerpt
+def test_one_scene_per_sequence(tmp_path: Path) -> None:
+    other = partial_copy(tmp_path / "b", (0,), "")
+    other = other.rename(other.parent / "102")
+    same_uuids = partial_copy(tmp_path / "c", (0,), "")
+    same_uuids = same_uuids.rename(same_uuids.parent / "202")
+    cfg = PandaSetConfig(src=(str(SEQ), str(same_uuids)), out=str(tmp_path / "x"), frames=(0,))
+    with pytest.raises(ValueError, match="uuid"):  # two drives cannot share track ids
+        convert_pandaset(cfg, progress=False)
+    relabelled(other / "annotations/cuboids/00.pkl.gz")
+    cfg = PandaSetConfig(src=(str(SEQ), str(other)), out=str(tmp_path / "out"), frames=(0,))
+    convert_pandaset(cfg, progress=False)
+    nusc = NuScenes(version=VERSION, dataroot=str(tmp_path / "out"), verbose=False)
+    assert sorted(s["name"] for s in nusc.scene) == ["pandaset-002", "pandaset-102"]
+    assert len(nusc.log) == 2 and len(nusc.calibrated_sensor) == 14
+    assert sorted(nusc.map[0]["log_tokens"]) == sorted(log["token"] for log in nusc.log)
+    for scene in nusc.scene:
+        sample = nusc.get("sample", scene["first_sample_token"])
+        assert sample["next"] == "" and len(sample["anns"]) == len(nusc.sample_annotation) // 2
+
+
 @on_excerpt
 def test_interrupted_conversion_leaves_no_version_folder(tmp_path, monkeypatch) -> None:
     cfg = PandaSetConfig(src=(str(SEQ),), out=str(tmp_path), frames=(0,), lidars="both")

@@ -19,6 +19,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +42,7 @@ from bev_reid.data.pandaset import tables as T
 from bev_reid.data.pandaset.conventions import CAMERAS, LIDAR_CHANNEL, LIDARS, SENSOR_TO_EGO, micros
 from bev_reid.data.pandaset.cuboids import select_cuboids
 from bev_reid.data.pandaset.geometry import View, count_points_in_boxes, fov_share, static_extrinsic
-from bev_reid.data.pandaset.read import PandaSetFileError, Pose, Sequence
+from bev_reid.data.pandaset.read import PandaSetFileError, PandaSetFormatError, Pose, Sequence
 from bev_reid.engine.io import atomic_open, atomic_write_bytes, atomic_write_text
 
 META_FILE = "pandaset_meta.json"
@@ -145,6 +147,63 @@ def _complete_frames(
     return frames
 
 
+def calibrate(
+    seq: Sequence, report: SequenceReport, cfg: PandaSetConfig, warn: Callable[[str], None]
+) -> dict[str, Pose]:
+    """channel -> sensor -> ego calibration: LiDAR fixed, cameras from the drive's poses."""
+    calibration = {LIDAR_CHANNEL: EGO_FROM_SENSOR}
+    for folder, cam in seq.cameras.items():
+        ext = static_extrinsic(seq.lidar_poses, seq.lidar_times, cam.poses, cam.times)
+        channel = CAMERAS[folder]
+        calibration[channel] = EGO_FROM_SENSOR * ext.pose
+        report.drift[channel] = {"m": ext.drift_m, "deg": ext.drift_deg}
+        if ext.drift_m > cfg.drift_warn_m or ext.drift_deg > cfg.drift_warn_deg:
+            warn(
+                f"{T.scene_name(seq.name)}: {folder} moves {ext.drift_m * 100:.1f} cm / "
+                f"{ext.drift_deg:.2f} deg against the LiDAR over the drive (more than "
+                "pandaset.drift_warn_m / drift_warn_deg); its calibration is the mean"
+            )
+    return calibration
+
+
+def write_lidar(
+    seq: Sequence, frame: int, root: Path, lidars: str
+) -> tuple[dict, dict, np.ndarray]:
+    """Writes a frame's sweep in the LiDAR frame; returns (sample_data, ego_pose, world xyz)."""
+    ts = micros(seq.lidar_times[frame])
+    pose = seq.lidar_poses[frame]
+    sweep = seq.lidar(frame)
+    keep = np.isin(sweep.sensor, LIDARS[lidars])
+    xyz = sweep.xyz[keep]  # P x 3, world
+    points = np.column_stack([pose.inverse.apply(xyz), sweep.intensity[keep], sweep.sensor[keep]])
+    name = f"samples/{LIDAR_CHANNEL}/{T.scene_name(seq.name)}__{LIDAR_CHANNEL}__{ts}.pcd.bin"
+    atomic_write_bytes(root / name, points.astype(np.float32).tobytes())
+    sd = T.sample_data_record(seq.name, frame, LIDAR_CHANNEL, ts, name, None)
+    return sd, T.ego_pose_record(sd["token"], ts, pose * EGO_FROM_SENSOR.inverse), xyz
+
+
+def write_images(
+    seq: Sequence, frame: int, root: Path, calibration: dict[str, Pose]
+) -> tuple[list[dict], list[dict], list[View]]:
+    """Copies a frame's six JPEGs; returns their sample_data, ego poses and views."""
+    sds, poses, views = [], [], []
+    for folder, cam in seq.cameras.items():
+        channel = CAMERAS[folder]
+        ts = micros(cam.times[frame])
+        src = seq.image_path(folder, frame)
+        with Image.open(src) as img:
+            size = img.size
+        name = f"samples/{channel}/{T.scene_name(seq.name)}__{channel}__{ts}.jpg"
+        copy_file(src, root / name)
+        sds.append(T.sample_data_record(seq.name, frame, channel, ts, name, size))
+        # The ego pose at the camera's time that, with the static calibration, gives back
+        # PandaSet's own camera pose exactly.
+        ego = cam.poses[frame] * calibration[channel].inverse
+        poses.append(T.ego_pose_record(sds[-1]["token"], ts, ego))
+        views.append(View(cam.poses[frame], cam.intrinsics, *size))
+    return sds, poses, views
+
+
 def convert_sequence(
     seq: Sequence,
     root: Path,
@@ -154,108 +213,69 @@ def convert_sequence(
     warn: Callable[[str], None],
 ) -> dict[str, list[dict]]:
     """Writes the sample files of ``report.frames``; returns the sequence's table records."""
-    frames = report.frames
     name = seq.name
-    records: dict[str, list[dict]] = {t: [] for t in ("calibrated_sensor", "sample", "ego_pose")}
-    records["log"] = [T.log_record(name, float(seq.lidar_times[frames[0]]))]
-
-    # Calibrations: LiDAR -> ego fixed; camera -> ego from the drive's poses (static_extrinsic).
-    cam_to_ego: dict[str, Pose] = {}
-    for folder, cam in seq.cameras.items():
-        ext = static_extrinsic(seq.lidar_poses, seq.lidar_times, cam.poses, cam.times)
-        channel = CAMERAS[folder]
-        cam_to_ego[channel] = EGO_FROM_SENSOR * ext.pose
-        report.drift[channel] = {"m": ext.drift_m, "deg": ext.drift_deg}
-        if ext.drift_m > cfg.drift_warn_m or ext.drift_deg > cfg.drift_warn_deg:
-            warn(
-                f"{T.scene_name(name)}: {folder} moves {ext.drift_m * 100:.1f} cm / "
-                f"{ext.drift_deg:.2f} deg against the LiDAR over the drive (more than "
-                "pandaset.drift_warn_m / drift_warn_deg); its calibration is the mean"
-            )
-    records["calibrated_sensor"].append(
-        T.calibrated_sensor_record(
-            name, LIDAR_CHANNEL, SENSORS[LIDAR_CHANNEL][0], EGO_FROM_SENSOR, None
-        )
-    )
-    for folder, cam in seq.cameras.items():
-        channel = CAMERAS[folder]
-        records["calibrated_sensor"].append(
-            T.calibrated_sensor_record(
-                name, channel, SENSORS[channel][0], cam_to_ego[channel], cam.intrinsics
-            )
-        )
-
-    selection = select_cuboids({k: seq.cuboids(k) for k in frames}, cfg.lidars)
+    calibration = calibrate(seq, report, cfg, warn)
+    intrinsics = {CAMERAS[folder]: cam.intrinsics for folder, cam in seq.cameras.items()}
+    records: dict[str, list[dict]] = {
+        "log": [T.log_record(name, float(seq.lidar_times[report.frames[0]]))],
+        "calibrated_sensor": [
+            T.calibrated_sensor_record(name, ch, SENSORS[ch][0], pose, intrinsics.get(ch))
+            for ch, pose in calibration.items()
+        ],
+        "sample": [],
+        "ego_pose": [],
+    }
+    selection = select_cuboids({k: seq.cuboids(k) for k in report.frames}, cfg.lidars)
     report.duplicates_dropped = selection.duplicates_dropped
     report.left_out = dict(sorted(selection.left_out.items()))
     report.unknown_labels = sorted(selection.unknown_labels)
     for label in report.unknown_labels:
         warn(f"{T.scene_name(name)}: label {label!r} is not in the category table; left out")
 
-    per_channel: dict[str, list[dict]] = {ch: [] for ch in (LIDAR_CHANNEL, *cam_to_ego)}
-    annotations: dict[str, list[dict]] = {}
+    per_channel: dict[str, list[dict]] = {ch: [] for ch in calibration}
+    annotations: dict[str, list[dict]] = {}  # instance token -> its annotations in time order
     categories: dict[str, list[str]] = {}
-    for k in frames:
-        ts = micros(seq.lidar_times[k])
-        records["sample"].append(T.sample_record(name, k, ts))
-        lidar_pose = seq.lidar_poses[k]
-        sweep = seq.lidar(k)
-        keep = np.isin(sweep.sensor, LIDARS[cfg.lidars])
-        xyz = sweep.xyz[keep]
-        local = lidar_pose.inverse.apply(xyz)  # world -> LiDAR pose frame
-        points = np.column_stack([local, sweep.intensity[keep], sweep.sensor[keep]])
-        filename = f"samples/{LIDAR_CHANNEL}/{T.scene_name(name)}__{LIDAR_CHANNEL}__{ts}.pcd.bin"
-        atomic_write_bytes(root / filename, points.astype(np.float32).tobytes())
-        sd = T.sample_data_record(name, k, LIDAR_CHANNEL, ts, filename, None)
+    for k in report.frames:
+        sd, ego, xyz = write_lidar(seq, k, root, cfg.lidars)
+        records["sample"].append(T.sample_record(name, k, sd["timestamp"]))
+        sds, egos, views = write_images(seq, k, root, calibration)
         per_channel[LIDAR_CHANNEL].append(sd)
-        records["ego_pose"].append(
-            T.ego_pose_record(sd["token"], ts, lidar_pose * EGO_FROM_SENSOR.inverse)
-        )
-
-        views = []
-        for folder, cam in seq.cameras.items():
-            channel = CAMERAS[folder]
-            cts = micros(cam.times[k])
-            src = seq.image_path(folder, k)
-            with Image.open(src) as img:
-                size = img.size
-            filename = f"samples/{channel}/{T.scene_name(name)}__{channel}__{cts}.jpg"
-            copy_file(src, root / filename)
-            sd = T.sample_data_record(name, k, channel, cts, filename, size)
-            per_channel[channel].append(sd)
-            # The ego pose at the camera's time that, with the static calibration, gives back
-            # PandaSet's own camera pose exactly.
-            ego = cam.poses[k] * cam_to_ego[channel].inverse
-            records["ego_pose"].append(T.ego_pose_record(sd["token"], cts, ego))
-            views.append(View(cam.poses[k], cam.intrinsics, *size))
-
+        for folder, record in zip(seq.cameras, sds, strict=True):
+            per_channel[CAMERAS[folder]].append(record)
+        records["ego_pose"] += [ego, *egos]
         cuboids = selection.frames[k]
         center = cuboids[["position.x", "position.y", "position.z"]].to_numpy(np.float64)
         dims = cuboids[["dimensions.x", "dimensions.y", "dimensions.z"]].to_numpy(np.float64)
         yaw = cuboids["yaw"].to_numpy(np.float64)
         counts = count_points_in_boxes(xyz, center, dims, yaw)
         share = fov_share(center, dims, yaw, views)
-        for ann, category in zip(
-            T.annotation_records(name, k, cuboids, counts, share), cuboids["category"], strict=True
-        ):
+        anns = T.annotation_records(name, k, cuboids, counts, share)
+        for ann, category in zip(anns, cuboids["category"], strict=True):
             annotations.setdefault(ann["instance_token"], []).append(ann)
             categories.setdefault(ann["instance_token"], []).append(category)
         tick()
 
     chain(records["sample"])
-    records["sample_data"] = []
-    for sds in per_channel.values():
+    for sds in [*per_channel.values(), *annotations.values()]:
         chain(sds)
-        records["sample_data"] += sds
-    records["sample_annotation"] = []
-    for anns in annotations.values():
-        chain(anns)
-        records["sample_annotation"] += anns
+    records["sample_data"] = [sd for sds in per_channel.values() for sd in sds]
+    records["sample_annotation"] = [a for anns in annotations.values() for a in anns]
     records["instance"] = T.instance_records(records["sample_annotation"], categories)
     records["scene"] = [T.scene_record(name, records["sample"])]
     report.annotations = len(records["sample_annotation"])
     report.instances = len(records["instance"])
     return records
+
+
+def check_instances(tables: dict[str, list[dict]], records: dict[str, list[dict]], name: str):
+    """Refuses a sequence whose instance tokens (uuids) another sequence already used."""
+    seen = {i["token"] for i in tables.get("instance", [])}
+    clash = [i["token"] for i in records["instance"] if i["token"] in seen]
+    if clash:
+        raise PandaSetFormatError(
+            f"sequence {name} reuses {len(clash)} cuboid uuid(s) of an earlier sequence (e.g. "
+            f"{clash[0]}): uuids must be unique across the sequences of one output folder"
+        )
 
 
 def convert_pandaset(
@@ -272,12 +292,10 @@ def convert_pandaset(
     Raises:
         ConfigError: no sources, two sources with the same folder name, frames out of range.
         PandaSetFileError: a missing file (a frame's, unless ``skip_incomplete``), named.
-        PandaSetFormatError: a file that does not parse or lacks a column, named.
+        PandaSetFormatError: a file that does not parse or lacks a column, named; a cuboid
+            uuid found in two sequences.
         PandaSetOutputError: ``<out>/<version>`` exists already.
     """
-    import sys
-    import time
-
     start = time.perf_counter()
     if warn is None:
 
@@ -307,6 +325,7 @@ def convert_pandaset(
     }
     for seq, report in zip(sequences, reports, strict=True):
         records = convert_sequence(seq, root, cfg, report, lambda: bar.update(1), warn)
+        check_instances(tables, records, seq.name)
         for table, rows in records.items():
             tables.setdefault(table, []).extend(rows)
     bar.close()

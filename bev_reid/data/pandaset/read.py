@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,11 +105,14 @@ def read_poses(path: Path) -> list[Pose]:
 
 
 def read_times(path: Path) -> np.ndarray:
-    """[N] float64 seconds."""
+    """[N] float64 seconds, checked to increase."""
     try:
-        return np.asarray(read_json(path), dtype=np.float64).reshape(-1)
+        times = np.asarray(read_json(path), dtype=np.float64).reshape(-1)
     except (TypeError, ValueError) as e:
         raise PandaSetFormatError(f"{str(path)!r}: expected a list of seconds ({e})") from e
+    if len(times) < 2 or not np.all(np.diff(times) > 0):
+        raise PandaSetFormatError(f"{str(path)!r}: expected two or more increasing times")
+    return times
 
 
 def read_frame_table(path: Path, columns: tuple[str, ...]):
@@ -164,7 +168,7 @@ class Sequence:
         self.path = Path(path)
         if not self.path.is_dir():
             raise PandaSetFileError(f"PandaSet sequence folder {str(self.path)!r} does not exist")
-        self.name = self.path.resolve().name
+        self.name = Path(os.path.abspath(self.path)).name  # a symlink keeps its own name
         lidar = self.path / "lidar"
         self.lidar_poses = read_poses(lidar / "poses.json")
         self.lidar_times = read_times(lidar / "timestamps.json")
