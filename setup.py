@@ -80,6 +80,7 @@ setup(
         "matplotlib>=3.7",
         "pillow>=9",
         "shapely>=2",
+        "pandas>=2.0,<3",  # convert-pandaset reads PandaSet's pickles; pandas 2 runs on numpy 1
     ],
     extras_require={
         "test": ["pytest>=7", "ruff>=0.5"],
