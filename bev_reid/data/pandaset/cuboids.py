@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from bev_reid.data.nuscenes_format import Tokens
 from bev_reid.data.pandaset.conventions import CATEGORY_OF, SENSOR_ID, category_of
 
 MIN_PREFIX = 8  # shortest cut-short sibling id matched by prefix
@@ -44,8 +45,6 @@ def instance_token(uuid: str) -> str:
     try:
         return uuidlib.UUID(uuid).hex
     except ValueError:
-        from bev_reid.data.nuscenes_format import Tokens
-
         return Tokens("pandaset-uuid")(uuid)
 
 
@@ -139,10 +138,9 @@ def select_cuboids(tables: dict[int, object], lidars: str) -> CuboidSelection:
             for label, age in zip(labels, table["attributes.pedestrian_age"], strict=True)
         ]
         mapped = np.array([c is not None for c in categories], bool)
-        out.left_out.update(labels[~mapped & ~table["uuid"].isin(dropped).to_numpy()])
-        keep = mapped & ~table["uuid"].isin(dropped).to_numpy()
-        frame_table = table.assign(category=categories)[keep].reset_index(drop=True)
-        kept[frame] = frame_table
+        duplicate = table["uuid"].isin(dropped).to_numpy()
+        out.left_out.update(labels[~mapped & ~duplicate])
+        kept[frame] = table.assign(category=categories)[mapped & ~duplicate].reset_index(drop=True)
     instance = group_instances({f: list(t["uuid"]) for f, t in kept.items()}, pairs)
     for frame, table in kept.items():
         out.frames[frame] = table.assign(instance=[instance[u] for u in table["uuid"]])
