@@ -19,4 +19,13 @@ TORCH_LIBRARY(bev_reid, m) {
   m.def(
       "hard_voxelize(Tensor points, float[3] voxel_size, float[6] point_cloud_range, "
       "int max_points, int max_voxels) -> (Tensor, Tensor, Tensor)");
+  m.def(
+      "fused_splat_plan(Tensor cells, int[3] grid) -> (Tensor ranks, Tensor order, "
+      "Tensor sorted_ranks, Tensor offsets)");
+  m.def(
+      "fused_splat(Tensor depth, Tensor context, Tensor ranks, Tensor order, Tensor sorted_ranks, "
+      "Tensor offsets, int[3] grid) -> Tensor");
+  m.def(
+      "fused_splat_backward(Tensor grad_out, Tensor depth, Tensor context, Tensor ranks, "
+      "Tensor order, Tensor sorted_ranks, Tensor offsets, int[3] grid) -> (Tensor, Tensor)");
 }

@@ -1,6 +1,8 @@
 // CPU kernels of bev_pool: a counting sort of the points by voxel, then each thread owns a range
-// of voxels, sums their points in input order and writes whole output rows. No two threads
-// touch one voxel, so the result is deterministic and needs no atomics.
+// of voxels, sums their points in sorted (input) order and writes whole output rows. No two threads
+// touch one voxel, so the result is deterministic and needs no atomics. A voxel's points are
+// summed in pieces cut at the sorted positions that are multiples of kSplatChunk, then the pieces
+// are added in order: the order of the CUDA kernels, so both give the same bits.
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -9,6 +11,7 @@
 #include <vector>
 
 #include "bev_pool/bev_pool.h"
+#include "splat_chunk.h"
 
 namespace bev_reid {
 
@@ -62,16 +65,28 @@ void forward_kernel(const scalar_t* feats, const VoxelIndex& index, int64_t C, i
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t tiles = (total + kTile - 1) / kTile;
   at::parallel_for(0, tiles, 16, [&](int64_t tile_begin, int64_t tile_end) {
-    std::vector<acc_t> acc(kTile * C);
+    std::vector<acc_t> acc(kTile * C), piece(C);
     for (int64_t tile = tile_begin; tile < tile_end; ++tile) {
       const int64_t r0 = tile * kTile;
       const int64_t count = std::min(kTile, total - r0);
       std::fill(acc.begin(), acc.end(), acc_t(0));
       for (int64_t t = 0; t < count; ++t) {
         acc_t* row = acc.data() + t * C;
-        for (int64_t k = index.offsets[r0 + t]; k < index.offsets[r0 + t + 1]; ++k) {
+        const int64_t begin = index.offsets[r0 + t], end = index.offsets[r0 + t + 1];
+        // The first piece (up to the next multiple of kSplatChunk) sums straight into the row.
+        int64_t k = begin;
+        for (const int64_t stop = std::min(end, (k / kSplatChunk + 1) * kSplatChunk); k < stop;
+             ++k) {
           const scalar_t* f = feats + index.order[k] * C;
           for (int64_t ch = 0; ch < C; ++ch) row[ch] += static_cast<acc_t>(f[ch]);
+        }
+        while (k < end) {  // later pieces are summed apart, then added
+          std::fill(piece.begin(), piece.end(), acc_t(0));
+          for (const int64_t stop = std::min(end, k + kSplatChunk); k < stop; ++k) {
+            const scalar_t* f = feats + index.order[k] * C;
+            for (int64_t ch = 0; ch < C; ++ch) piece[ch] += static_cast<acc_t>(f[ch]);
+          }
+          for (int64_t ch = 0; ch < C; ++ch) row[ch] += piece[ch];
         }
       }
       // out[b, ch, v] with r = b * plane + v.

@@ -1,19 +1,19 @@
-// CUDA host wrappers of bev_pool (forward and backward); the kernels are in bev_pool_kernels.cuh,
-// the layout contract in bev_pool.h.
+// CUDA host wrappers of bev_pool (forward and backward); the kernels are in bev_pool_kernels.cuh
+// and splat_kernels.cuh, the layout contract in bev_pool.h.
 //
-// Forward, deterministic (no float atomics):
-//   ranks [N] = voxel rank per point (-1 outside) -> stable sort -> interval starts [K] (runs of
-//   equal valid ranks) -> one thread per (interval, channel) sums the run in input order.
-// Backward: a gather, one thread per (point, channel).
+// Forward, deterministic (no float atomics) and free of host syncs (capturable in a CUDA graph):
+//   ranks [N] = voxel rank per point (num_cells outside) -> stable sort -> chunked cell sums
+//   (no warp walks more than kChunk points; long runs are added up from per-chunk partials).
+// Backward: grad_out -> channels-last copy -> one coalesced row gather per point.
 #include "bev_pool/bev_pool.h"
 #include "bev_pool/bev_pool_kernels.cuh"
 #include "launch.cuh"
+#include "splat_launch.cuh"
 
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/nonzero.h>
 #include <ATen/ops/sort.h>
 #include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAException.h>
@@ -21,30 +21,9 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
-#include <algorithm>
 #include <tuple>
 
 namespace bev_reid {
-namespace {
-
-// ATen's 16-bit types and CUDA's share their bit layout; the kernels use CUDA's.
-template <typename T>
-struct CudaType {
-  using type = T;
-};
-template <>
-struct CudaType<at::Half> {
-  using type = __half;
-};
-template <>
-struct CudaType<at::BFloat16> {
-  using type = __nv_bfloat16;
-};
-static_assert(sizeof(at::Half) == sizeof(__half) && alignof(at::Half) == alignof(__half));
-static_assert(sizeof(at::BFloat16) == sizeof(__nv_bfloat16) &&
-              alignof(at::BFloat16) == alignof(__nv_bfloat16));
-
-}  // namespace
 
 at::Tensor bev_pool_forward_cuda(const at::Tensor& feats, const at::Tensor& coords,
                                  int64_t batch_size, at::IntArrayRef grid) {
@@ -70,30 +49,19 @@ at::Tensor bev_pool_forward_cuda(const at::Tensor& feats, const at::Tensor& coor
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 
-  // Stable: points of one voxel stay in input order, so the sums are reproducible.
+  // Stable: points of one voxel stay in input order, so the sums are reproducible; dropped
+  // points (rank num_cells) sort last.
   // (std::tie, not a structured binding: C++17 lambdas cannot capture those.)
   at::Tensor sorted_ranks, order;  // N, N
   std::tie(sorted_ranks, order) = at::sort(ranks, /*stable=*/true, /*dim=*/0);
-
-  at::Tensor starts = at::empty({N}, feats.options().dtype(at::kByte));  // N
-  bev_pool_kernels::interval_start_kernel<int64_t><<<num_blocks(N), kThreads, 0, stream>>>(
-      sorted_ranks.const_data_ptr<int64_t>(), starts.mutable_data_ptr<uint8_t>(), N);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-  const at::Tensor interval_starts = at::nonzero(starts).view({-1});  // K (host sync)
-  const int64_t K = interval_starts.numel();
-  if (K == 0) return out;
 
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, feats.scalar_type(), "bev_pool_forward_cuda", [&] {
         using cuda_t = typename CudaType<scalar_t>::type;
         using acc_t = at::opmath_type<scalar_t>;
-        bev_pool_kernels::pool_intervals_kernel<cuda_t, acc_t>
-            <<<num_blocks(K * C), kThreads, 0, stream>>>(
-                reinterpret_cast<const cuda_t*>(feats.const_data_ptr<scalar_t>()),
-                sorted_ranks.const_data_ptr<int64_t>(), order.const_data_ptr<int64_t>(),
-                interval_starts.const_data_ptr<int64_t>(),
-                reinterpret_cast<cuda_t*>(out.mutable_data_ptr<scalar_t>()), N, C, K, X, Y, Z);
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
+        const splat_kernels::FeatureRows<cuda_t, acc_t> rows{
+            reinterpret_cast<const cuda_t*>(feats.const_data_ptr<scalar_t>())};
+        launch_cell_sums<scalar_t>(rows, sorted_ranks, order, out, N, C, B * Z * X * Y, Z * X * Y);
       });
   return out;
 }
@@ -114,13 +82,15 @@ at::Tensor bev_pool_backward_cuda(const at::Tensor& grad_out, const at::Tensor& 
   if (grad_feats.numel() == 0) return grad_feats;
 
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  // [B, Z * X * Y, C]: a point's gradient is one contiguous row of it.
+  const at::Tensor grad_cl = to_channels_last(grad_out);
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, grad_out.scalar_type(), "bev_pool_backward_cuda", [&] {
         using cuda_t = typename CudaType<scalar_t>::type;
         AT_DISPATCH_INDEX_TYPES(coords.scalar_type(), "bev_pool_backward_cuda_index", [&] {
-          bev_pool_kernels::backward_kernel<cuda_t, index_t>
+          bev_pool_kernels::gather_rows_kernel<cuda_t, index_t>
               <<<num_blocks(N * C), kThreads, 0, stream>>>(
-                  reinterpret_cast<const cuda_t*>(grad_out.const_data_ptr<scalar_t>()),
+                  reinterpret_cast<const cuda_t*>(grad_cl.const_data_ptr<scalar_t>()),
                   coords.const_data_ptr<index_t>(),
                   reinterpret_cast<cuda_t*>(grad_feats.mutable_data_ptr<scalar_t>()), N, C, B, X,
                   Y, Z);

@@ -37,28 +37,54 @@ TORCH_NVCC_DEFINES = [
 # Every kernel, instantiated for every type it is launched with by the host wrappers.
 KERNELS_TU = r"""
 #include "bev_pool/bev_pool_kernels.cuh"
+#include "fused_splat/fused_splat_kernels.cuh"
+#include "splat_kernels.cuh"
 #include "voxelize/voxelize_kernels.cuh"
 
 namespace bp = bev_reid::bev_pool_kernels;
+namespace fs = bev_reid::fused_splat_kernels;
+namespace sk = bev_reid::splat_kernels;
 namespace vx = bev_reid::voxelize_kernels;
 
-#define RANK(I) \
-  template __global__ void bp::rank_kernel<I>(const I*, int64_t*, int64_t, int64_t, int64_t, \
-                                              int64_t, int64_t);
-#define POOL(T, A)                                                                           \
-  template __global__ void bp::pool_intervals_kernel<T, A>(                                  \
-      const T*, const int64_t*, const int64_t*, const int64_t*, T*, int64_t, int64_t, int64_t, \
-      int64_t, int64_t, int64_t);
-#define BACKWARD(T, I)                                                                       \
-  template __global__ void bp::backward_kernel<T, I>(const T*, const I*, T*, int64_t, int64_t, \
-                                                     int64_t, int64_t, int64_t, int64_t);
-#define BACKWARD_ALL_INDEX(T) BACKWARD(T, int32_t) BACKWARD(T, int64_t)
+#define CHUNK_SUM(T, A, ROWS)                                                                     \
+  template __global__ void sk::chunk_sum_kernel<T, A, ROWS>(ROWS, const int64_t*, const int64_t*, \
+                                                            A*, A*, T*, int64_t, int64_t,        \
+                                                            int64_t, int64_t);
+#define FEATURE_ROWS(T, A) sk::FeatureRows<T, A>
+#define FRUSTUM_ROWS(T, A) sk::FrustumRows<T, A>
+#define SPLAT_DTYPE(T, A)                                                                         \
+  CHUNK_SUM(T, A, FEATURE_ROWS(T, A))                                                             \
+  CHUNK_SUM(T, A, FRUSTUM_ROWS(T, A))                                                             \
+  template __global__ void sk::combine_kernel<T, A>(const int64_t*, const A*, const A*, T*,        \
+                                                    int64_t, int64_t, int64_t, int64_t);          \
+  template __global__ void bp::gather_rows_kernel<T, int32_t>(const T*, const int32_t*, T*,       \
+                                                              int64_t, int64_t, int64_t, int64_t, \
+                                                              int64_t, int64_t);                  \
+  template __global__ void bp::gather_rows_kernel<T, int64_t>(const T*, const int64_t*, T*,       \
+                                                              int64_t, int64_t, int64_t, int64_t, \
+                                                              int64_t, int64_t);                  \
+  template __global__ void fs::grad_depth_kernel<T, A>(const T*, const T*, const int64_t*, T*,    \
+                                                       int64_t, int64_t, int64_t, int64_t,        \
+                                                       int64_t);                                  \
+  template __global__ void fs::grad_context_kernel<T, A>(const T*, const T*, const int64_t*, T*,  \
+                                                         int64_t, int64_t, int64_t, int64_t,      \
+                                                         int64_t);
+#define INDEX_KERNELS(I)                                                                          \
+  template __global__ void bp::rank_kernel<I>(const I*, int64_t*, int64_t, int64_t, int64_t,      \
+                                              int64_t, int64_t);                                  \
+  template __global__ void fs::rank_kernel<I>(const I*, int64_t*, int64_t, int64_t, int64_t,      \
+                                              int64_t, int64_t, int64_t);
 
-RANK(int32_t) RANK(int64_t)
-template __global__ void bp::interval_start_kernel<int64_t>(const int64_t*, uint8_t*, int64_t);
-POOL(float, float) POOL(double, double) POOL(__half, float) POOL(__nv_bfloat16, float)
-BACKWARD_ALL_INDEX(float) BACKWARD_ALL_INDEX(double)
-BACKWARD_ALL_INDEX(__half) BACKWARD_ALL_INDEX(__nv_bfloat16)
+SPLAT_DTYPE(float, float) SPLAT_DTYPE(double, double)
+SPLAT_DTYPE(__half, float) SPLAT_DTYPE(__nv_bfloat16, float)
+INDEX_KERNELS(int32_t) INDEX_KERNELS(int64_t)
+template __global__ void fs::offsets_kernel<int64_t>(const int64_t*, int64_t*, int64_t, int64_t);
+template __global__ void sk::transpose_kernel<uint16_t>(const uint16_t*, uint16_t*, int64_t,
+                                                        int64_t, int64_t);
+template __global__ void sk::transpose_kernel<uint32_t>(const uint32_t*, uint32_t*, int64_t,
+                                                        int64_t, int64_t);
+template __global__ void sk::transpose_kernel<uint64_t>(const uint64_t*, uint64_t*, int64_t,
+                                                        int64_t, int64_t);
 
 #define POINT_KERNELS(T)                                                                       \
   template __global__ void vx::dynamic_voxelize_kernel<T>(const T*, int32_t*, int64_t, int64_t, \
@@ -133,7 +159,11 @@ def test_host_wrappers_compile_against_torch(tmp_path: Path) -> None:
     flags += ["--compiler-options", "-fPIC"]
 
     sources = sorted(CSRC.glob("*/*_cuda.cu"))
-    assert {s.name for s in sources} >= {"bev_pool_cuda.cu", "voxelize_cuda.cu"}
+    assert {s.name for s in sources} >= {
+        "bev_pool_cuda.cu",
+        "fused_splat_cuda.cu",
+        "voxelize_cuda.cu",
+    }
 
     def compile_one(source: Path) -> subprocess.CompletedProcess:
         out = tmp_path / f"{source.stem}.o"
