@@ -177,6 +177,30 @@ class BEVReIDModel(nn.Module):
         finally:
             self.train(was_training)
 
+    def extract_features(
+        self,
+        keyframe: dict[str, Any],
+        boxes: Sequence[dict[str, Any]],
+        lss_checkpoint: str | os.PathLike = "",
+    ) -> torch.Tensor:
+        """Embeddings [K, E] of ``boxes`` in one keyframe, cut exactly as this checkpoint's
+        training crops were (the recipe its sidecar records; see :mod:`bev_reid.reid.extract`).
+
+        Args:
+            keyframe: an item of ``bev_reid.reid.extract.CropCutter.keyframes()`` (the keyframe
+                Dataset reading what the recipe needs), or a collated batch of one.
+            boxes: K ego-frame box dicts with ``center`` (3), ``wlh`` (3) and ``yaw`` (as
+                ``AnnotatedBox.as_dict`` gives them).
+            lss_checkpoint: the LSS checkpoint, when the crops hold camera channels.
+        """
+        from bev_reid.reid.extract import cutter_for  # lazily: models/ does not import reid/
+
+        key = str(lss_checkpoint)
+        if getattr(self, "_cutter", None) is None or self._cutter[0] != key:
+            self._cutter = (key, cutter_for(self, lss_checkpoint))
+        crops = self._cutter[1].crops(keyframe, boxes)  # K x C x S x S
+        return self.embed(crops.to(self.input_mean.device))
+
     @classmethod
     def from_checkpoint(
         cls, path: str | os.PathLike, map_location: str | torch.device = "cpu"

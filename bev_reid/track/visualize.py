@@ -37,8 +37,9 @@ def scene_switches(
     from nuscenes.eval.tracking.utils import category_to_tracking_name
 
     gt: dict[str, list[np.ndarray]] = defaultdict(list)
-    accs = {c: motmetrics.MOTAccumulator(auto_id=True) for c in classes}
-    where: dict[tuple[str, int], np.ndarray] = {}
+    accs = {c: motmetrics.MOTAccumulator() for c in classes}
+    where: dict[tuple[int, int], np.ndarray] = {}  # (object number, frame) -> centre
+    numbers: dict[tuple[str, str], int] = {}
     for frame, token in enumerate(db.keyframes(scene)):
         objs: dict[str, list[tuple[str, np.ndarray]]] = defaultdict(list)
         for ann_token in db.sample(token)["anns"]:
@@ -48,7 +49,7 @@ def scene_switches(
                 xy = np.asarray(ann["translation"][:2], dtype=np.float64)
                 objs[name].append((ann["instance_token"], xy))
                 gt[ann["instance_token"]].append(xy)
-                where[(ann["instance_token"], frame)] = xy
+                where[(numbers.setdefault(("gt", ann["instance_token"]), len(numbers)), frame)] = xy
         hyps: dict[str, list[tuple[str, np.ndarray]]] = defaultdict(list)
         for r in results.get(token, []):
             hyps[r["tracking_name"]].append((r["tracking_id"], np.asarray(r["translation"][:2])))
@@ -59,12 +60,15 @@ def scene_switches(
                 np.array([x for _, x in h]).reshape(-1, 2),
                 max_d2=MATCH_DISTANCE_M**2,
             )
-            acc.update([i for i, _ in o], [i for i, _ in h], d2, frameid=frame)
+            # motmetrics 1.4 stores ids as floats: number them.
+            oids = [numbers.setdefault(("gt", i), len(numbers)) for i, _ in o]
+            hids = [numbers.setdefault(("track", i), len(numbers)) for i, _ in h]
+            acc.update(oids, hids, d2, frameid=frame)
     switches = []
     for acc in accs.values():
         events = acc.mot_events
         for (frame, _), row in events[events["Type"] == "SWITCH"].iterrows():
-            switches.append(where[(row["OId"], int(frame))])
+            switches.append(where[(int(row["OId"]), int(frame))])
     return gt, switches
 
 

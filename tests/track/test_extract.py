@@ -1,0 +1,65 @@
+"""Crops at tracking time are cut exactly as the ReID dataset's were: the checkpoint's recipe,
+the builder's per-keyframe code, and the global -> ego transform of detections."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from bev_reid.config import DataConfig
+from bev_reid.engine.checkpoint import CheckpointError
+from bev_reid.models.reid import BEVReIDModel
+from bev_reid.reid.extract import SensorMissingError, cutter_for, recipe_from_meta
+from bev_reid.track.detections import Detection
+from bev_reid.track.embed import ego_boxes
+
+
+def data_of(world) -> DataConfig:
+    return DataConfig(dataroot=str(world.path), version=world.version, num_workers=0)
+
+
+def test_crops_of_detections_equal_the_dataset_crops(synth_world, track_dataset, track_checkpoint):
+    model = BEVReIDModel.from_checkpoint(track_checkpoint)
+    recipe = model.checkpoint_meta["crop_recipe"]
+    assert recipe["crop"]["lidar_raster"] == "box" and recipe["crop"]["lidar_margin"] == 0.25
+    cutter = cutter_for(model, data=data_of(synth_world))
+    assert cutter.recipe.build.crop_cell == 0.25 and cutter.recipe.build.lidar_colour
+    views = [json.loads(line) for line in (track_dataset / "views.jsonl").read_text().splitlines()]
+    stored = np.load(track_dataset / "crops.npy")
+    dataset = cutter.keyframes()
+    db = dataset.db
+    checked = 0
+    for token in [v["sample_token"] for v in views][:: max(1, len(views) // 3)][:3]:
+        mine = [v for v in views if v["sample_token"] == token]
+        anns = [db.get("sample_annotation", v["annotation_token"]) for v in mine]
+        dets = [Detection(token, tuple(a["translation"]), tuple(a["size"]), tuple(a["rotation"]),
+                          (0.0, 0.0), "car", 1.0) for a in anns]  # fmt: skip
+        boxes = ego_boxes(db, token, dets)  # global annotations -> the keyframe's ego frame
+        keyframe = dataset[dataset.index_of(token)]
+        crops = cutter.crops(keyframe, boxes).numpy().astype(np.float16)
+        expected = stored[[v["index"] for v in mine]]
+        assert crops.shape == expected.shape
+        assert np.array_equal(crops, expected)
+        emb = model.extract_features(keyframe, boxes)  # the Python API
+        assert emb.shape == (len(mine), 128)
+        reference = model.embed(torch.from_numpy(expected.astype(np.float32)))
+        assert torch.allclose(emb, reference, atol=2e-3)
+        checked += len(mine)
+    assert checked >= 3
+
+
+def test_missing_recipe_or_sensors_are_named(synth_world, track_checkpoint, tmp_path):
+    with pytest.raises(CheckpointError, match="does not record how its crops were cut"):
+        recipe_from_meta({"dataset": str(tmp_path / "gone")}, "old.json")
+    # The world without its LiDAR sweeps: tables and camera images only.
+    (tmp_path / "samples").mkdir()
+    for item in (synth_world.path / "samples").iterdir():
+        if item.name != "LIDAR_TOP":
+            os.symlink(item, tmp_path / "samples" / item.name)
+    os.symlink(synth_world.path / synth_world.version, tmp_path / synth_world.version)
+    model = BEVReIDModel.from_checkpoint(track_checkpoint)
+    data = DataConfig(dataroot=str(tmp_path), version=synth_world.version, num_workers=0)
+    with pytest.raises(SensorMissingError, match="needs LIDAR_TOP data.*LIDAR_TOP.*is missing"):
+        cutter_for(model, data=data).keyframes()
