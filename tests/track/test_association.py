@@ -42,7 +42,7 @@ def test_match_has_the_most_pairs_then_the_least_cost(seed):
 
 
 def test_match_prefers_two_pairs_to_one_cheap_pair():
-    cost = np.array([[0.1, 1.0], [0.2, np.inf]])  # (0,0) alone is cheapest, but (0,1)+(1,0) pair all
+    cost = np.array([[0.1, 1.0], [0.2, np.inf]])  # (0, 0) is cheapest, (0, 1) + (1, 0) pair all
     pairs, _, _ = match(cost)
     assert pairs == [(0, 1), (1, 0)]
     assert match(np.zeros((0, 3))) == ([], [], [0, 1, 2])

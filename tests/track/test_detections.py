@@ -72,7 +72,7 @@ def test_missing_fields_unknown_tokens_and_wrong_files(tmp_path):
 
 
 def test_tracking_records_and_same_bytes(tmp_path):
-    d = Detection("t", (1.123456, 2.0, 3.0), (1.0, 2.0, 3.0), (1.0, 0, 0, 0), (0.0, 0.0), "car", 0.5)
+    d = Detection("t", (1.123456, 2.0, 3.0), (1.0, 2.0, 3.0), (1, 0, 0, 0), (0, 0), "car", 0.5)
     rec = tracking_record("t", d.translation, d.size, d.rotation, (0.1, 0.2), 7, "car", 0.5)
     assert rec["tracking_id"] == "7" and rec["tracking_name"] == "car"
     with pytest.raises(ValueError, match="tracking_name"):
