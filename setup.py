@@ -7,12 +7,12 @@ covers sm_70 to sm_90 plus PTX. Nothing is compiled at import or run time.
 
 import glob
 import os
+import re
 
 import torch
 from setuptools import find_packages, setup
 from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 
-VERSION = "0.1.0"
 ROOT = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CUDA_ARCHS = "7.0;7.5;8.0;8.6;8.9;9.0+PTX"
 
@@ -55,13 +55,18 @@ def read(name: str) -> str:
         return f.read()
 
 
+# The version is written once, in bev_reid/__init__.py (read as text: importing the package here
+# would need its dependencies).
+VERSION = re.search(r'^__version__ = "([^"]+)"', read("bev_reid/__init__.py"), re.M).group(1)
+
+
 setup(
     name="bev-reid",
     version=VERSION,
     description="Vehicle re-identification in bird's-eye-view space from surround cameras",
     long_description=read("README.md"),
     long_description_content_type="text/markdown",
-    python_requires=">=3.10",
+    python_requires=">=3.11",
     packages=find_packages(include=["bev_reid", "bev_reid.*"]),
     ext_modules=[make_extension()],
     cmdclass={"build_ext": BuildExtension.with_options(no_python_abi_suffix=True)},

@@ -289,7 +289,7 @@ class TrainLSSConfig(_Section):
     device: Device = "auto"  # auto, cpu, cuda or cuda:K
     batch_size: int = num(4, 1)
     max_steps: int = num(20000, 1)
-    lr: float = num(1e-3, 0, above=True)
+    lr: float = num(1e-3, 0)  # 0 freezes the weights
     weight_decay: float = num(1e-7, 0)
     grad_clip: float = num(5.0, 0, above=True)  # max gradient norm
     bce_weight: float = num(0.5, 0)
@@ -445,7 +445,7 @@ class TrainReIDConfig(_Section):
     shift: float = num(0.0, 0)  # random shift of each crop, up to this many cells along each axis
     rotate: float = num(0.0, 0, 180)  # random rotation of each crop, up to this many degrees
     cell_dropout: float = num(0.5, 0, 1, below=True)  # share of cells zeroed at random
-    lr: float = num(1e-3, 0, above=True)
+    lr: float = num(1e-3, 0)  # 0 freezes the weights
     weight_decay: float = num(0.0, 0)
     max_steps: int = num(20000, 1)
     checkpoint_every: int = num(500, 0)  # steps; 0 = off (the last step is always saved)
@@ -662,6 +662,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where} must be true or false, got {value!r}")
         return value
     if tp is int:
+        if isinstance(value, str):  # an item of "0,1" on the command line
+            try:
+                value = int(value.strip())
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{where} must be an integer, got {value!r}")
         return value

@@ -31,7 +31,7 @@ class Command:
 COMMANDS: dict[str, Command] = {}
 # Modules listed first, in pipeline order (`bev-reid --help` follows it); any other module of
 # this package is loaded after them, by name.
-_ORDER = ("data", "lss", "reid", "track", "demo")
+_ORDER = ("data", "pandaset", "lss", "reid", "track", "demo")
 
 
 def _no_arguments(_parser: argparse.ArgumentParser) -> None:

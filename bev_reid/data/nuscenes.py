@@ -28,6 +28,7 @@ from nuscenes.utils.splits import create_splits_scenes
 from pyquaternion import Quaternion
 
 from bev_reid.data.files import read_lidar_file
+from bev_reid.data.nuscenes_format import TABLE_NAMES
 from bev_reid.data.records import (
     AnnotatedBox,
     CameraFrame,
@@ -38,10 +39,7 @@ from bev_reid.data.records import (
 )
 
 REF_CHANNEL = "LIDAR_TOP"  # the sensor whose ego pose defines a keyframe's ego frame
-TABLES = (
-    "category", "attribute", "visibility", "instance", "sensor", "calibrated_sensor",
-    "ego_pose", "log", "scene", "sample", "sample_data", "sample_annotation", "map",
-)  # fmt: skip
+TABLES = TABLE_NAMES  # the 13 tables a version folder must hold
 # Official splits per version, for the generic names the commands use.
 _VERSION_SPLITS = {
     "v1.0-trainval": {"train": "train", "val": "val"},

@@ -18,7 +18,6 @@ import numpy as np  # noqa: E402
 from matplotlib.collections import LineCollection  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Polygon  # noqa: E402
-from nuscenes.nuscenes import NuScenes  # noqa: E402
 
 from bev_reid.config import Config, DataConfig, GridConfig  # noqa: E402
 from bev_reid.data.files import read_image
@@ -148,7 +147,7 @@ def _draw_bev(
 
 
 def draw_sample(
-    source: NuScenesKeyframes | NuScenesDB | NuScenes,
+    source: NuScenesKeyframes | NuScenesDB,
     sample_token: str,
     out_png: str | Path,
     grid: GridConfig | None = None,
@@ -157,8 +156,7 @@ def draw_sample(
     """Writes the picture of one keyframe to ``out_png`` (atomically) and returns its path.
 
     Args:
-        source: a dataset (its grid and categories are used), or an open NuScenesDB or
-            devkit NuScenes.
+        source: a dataset (its grid and categories are used), or an open NuScenesDB.
         sample_token: the keyframe.
         out_png: file to write.
         grid, data: override the dataset's (or the defaults') grid and categories.
@@ -166,12 +164,7 @@ def draw_sample(
     if isinstance(source, NuScenesKeyframes):
         db, grid, data = source.db, grid or source.grid, data or source.cfg
     else:
-        db = (
-            source
-            if isinstance(source, NuScenesDB)
-            else NuScenesDB(source.dataroot, source.version)
-        )
-        grid, data = grid or GridConfig(), data or DataConfig()
+        db, grid, data = source, grid or GridConfig(), data or DataConfig()
     boxes = db.boxes(sample_token)
     mask = rasterize_boxes(category_boxes(boxes, data.categories), grid)
     points = db.lidar_points(sample_token)

@@ -76,8 +76,7 @@ def _finished(cfg: Config, stage: str) -> bool:
         last = latest_checkpoint(run / "checkpoints")
         return last is not None and load_checkpoint(last).step >= cfg.train_reid.max_steps
     last = latest_checkpoint(run / "checkpoints")
-    metrics = Path(cfg.eval_reid.eval_log_dir) / cfg.reid_run.run_id / "metrics.jsonl"
-    return last is not None and metrics.exists() and last.stem in metrics.read_text()
+    return last is not None and last.stem in _eval_log(cfg).done
 
 
 def _run_stages(cfg: Config) -> dict[str, Any]:
@@ -155,11 +154,17 @@ def _reid_pictures(cfg: Config, report: Path) -> dict[str, Any]:
     return {"cmc": curves}
 
 
+def _eval_log(cfg: Config):
+    from bev_reid.reid.watch import EvalLog
+
+    return EvalLog(Path(cfg.eval_reid.eval_log_dir) / cfg.reid_run.run_id, cfg.eval_reid.topk)
+
+
 def _records(cfg: Config) -> list[dict[str, Any]]:
-    path = Path(cfg.eval_reid.eval_log_dir) / cfg.reid_run.run_id / "metrics.jsonl"
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    last = max(r["step"] for r in records if "error" not in r)
-    return [r for r in records if r.get("step") == last and "error" not in r]
+    """The evaluation records of the last step evaluated."""
+    records = _eval_log(cfg).records()
+    last = max(r["step"] for r in records)
+    return [r for r in records if r["step"] == last]
 
 
 def _table(summary: dict[str, Any]) -> str:
@@ -224,12 +229,12 @@ def run_demo(cfg: Config, out: str | Path, force: bool = False) -> dict[str, Any
     pictures = _reid_pictures(cfg, report)
     meta = read_object_data(cfg.reid_run.dataset_dir)
     val = ReIDDataset(cfg.reid_run.dataset_dir, cfg.eval_reid.split)
-    from nuscenes.nuscenes import NuScenes
+    from bev_reid.data.nuscenes import NuScenesDB
 
-    nusc = NuScenes(cfg.synth.version, cfg.synth.out, verbose=False)
+    db = NuScenesDB(cfg.synth.out, cfg.synth.version)
     summary = {
-        "keyframes": len(nusc.sample),
-        "scenes": len(nusc.scene),
+        "keyframes": sum(len(db.keyframes(s)) for s in db.scene_names),
+        "scenes": len(db.scene_names),
         "lss_iou": lss_iou,
         "dataset": {
             k: meta[k]

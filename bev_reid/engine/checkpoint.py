@@ -45,6 +45,7 @@ class Checkpoint:
     tensors: dict[str, torch.Tensor]
     meta: dict[str, Any] = field(default_factory=dict)
     optim_meta: dict[str, Any] | None = None
+    sha256: str = ""  # of the weights file
 
     def group(self, prefix: str) -> dict[str, torch.Tensor]:
         """The tensors under ``prefix.``, with the prefix removed."""
@@ -142,13 +143,25 @@ def save_checkpoint(
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """A sidecar path from a sidecar, a weights file, or a folder (its latest checkpoint)."""
+    """A sidecar path from a sidecar, a weights file, a checkpoints folder or a run folder
+    (holding ``checkpoints/``): the latest finished checkpoint of a folder."""
     p = Path(path)
     if p.is_dir():
         latest = latest_checkpoint(p)
+        if latest is None and (p / "checkpoints").is_dir():
+            latest = latest_checkpoint(p / "checkpoints")
         if latest is None:
-            raise CheckpointError(f"no finished checkpoint in folder {str(p)!r}")
+            raise CheckpointError(
+                f"no finished checkpoint in folder {str(p)!r}"
+                + ("" if (p / "checkpoints").is_dir() else " (nor in a checkpoints/ folder in it)")
+            )
         return latest
+    if p.suffix not in (".json", ".safetensors", ""):
+        raise CheckpointError(
+            f"{str(p)!r} is not a bev-reid checkpoint: give a step_*.json sidecar, its "
+            ".safetensors weights, or a run or checkpoints folder (pickled .pt/.pth files are "
+            "never loaded)"
+        )
     if p.suffix == ".safetensors":
         p = p.with_suffix(".json")
     if not p.exists():
@@ -176,6 +189,7 @@ def load_checkpoint(
             f"{record.get('format_version') if isinstance(record, dict) else None!r}, "
             f"this bev-reid reads format {FORMAT_VERSION}"
         )
+    check_record(record, sidecar)
     weights = sidecar.parent / record["weights"]
     if not weights.is_file():
         raise CheckpointError(f"checkpoint weights {str(weights)!r} are missing")
@@ -197,8 +211,30 @@ def load_checkpoint(
     if str(map_location) != "cpu":
         tensors = {k: v.to(map_location) for k, v in tensors.items()}
     return Checkpoint(
-        sidecar, int(record["step"]), tensors, record.get("meta", {}), record.get("optimizer")
+        sidecar, record["step"], tensors, record["meta"], record["optimizer"], record["sha256"]
     )
+
+
+def check_record(record: dict[str, Any], sidecar: Path) -> None:
+    """Refuses a sidecar whose fields have the wrong type (valid JSON, damaged content)."""
+    kinds = {"step": int, "weights": str, "size": int, "sha256": str, "meta": dict,
+             "optimizer": (dict, type(None))}  # fmt: skip
+    for key, kind in kinds.items():
+        value = record.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise CheckpointError(
+                f"checkpoint sidecar {str(sidecar)!r} is damaged: {key!r} is {value!r}"
+            )
+    if record["step"] < 0 or Path(record["weights"]).name != record["weights"]:
+        raise CheckpointError(
+            f"checkpoint sidecar {str(sidecar)!r} is damaged: step {record['step']!r}, "
+            f"weights {record['weights']!r} (a file name next to the sidecar)"
+        )
+    optim = record["optimizer"]
+    if optim is not None and not (
+        isinstance(optim.get("param_groups"), list) and isinstance(optim.get("scalars"), dict)
+    ):
+        raise CheckpointError(f"checkpoint sidecar {str(sidecar)!r} is damaged: 'optimizer'")
 
 
 def restore_training_state(

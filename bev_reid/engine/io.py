@@ -1,13 +1,17 @@
 """Atomic file writes: write to a temporary name in the same folder, then rename into place.
 
 A crash at any moment leaves either the old file or the new one, never half of one, so readers
-never take a partial file for a whole one.
+never take a partial file for a whole one. Finished files get the permissions the umask gives a
+plain ``open`` (0644 under the usual 022), not the 0600 of a temporary file, so others can read a
+shared run. A temporary file names the process that writes it (``.NAME.PID.RANDOM.tmp``), so
+:func:`sweep_stale_tmp` can delete those a killed process left behind.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,17 +28,56 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         raise ValueError(f"atomic_open is for writing, got mode {mode!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent
+    )
     try:
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
+            os.fchmod(f.fileno(), 0o666 & ~_umask())
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it; set straight back
+    os.umask(mask)
+    return mask
+
+
+_TMP = re.compile(r"^\..+\.(\d+)\.[^.]+\.tmp$")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def sweep_stale_tmp(folder: str | os.PathLike) -> list[Path]:
+    """Deletes the temporary files of :func:`atomic_open` in ``folder`` (not below it) whose
+    writing process is gone (killed mid-write); returns what it deleted. Files of live
+    processes, and temporary files of other programs, are left alone."""
+    removed = []
+    root = Path(folder)
+    if not root.is_dir():
+        return removed
+    for p in root.iterdir():
+        m = _TMP.match(p.name)
+        if m and p.is_file() and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+                removed.append(p)
+    return removed
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

@@ -19,6 +19,7 @@ from bev_reid.engine.checkpoint import (
     prune_checkpoints,
     save_checkpoint,
 )
+from bev_reid.engine.io import sweep_stale_tmp
 
 
 class Every:
@@ -58,6 +59,7 @@ def resume_or_start(
     Asking to resume a run that has no checkpoint yet starts it (a job restarted before its first
     save), with a note on stdout when ``announce``.
     """
+    sweep_stale_tmp(ckpt_dir)  # what a killed save left behind
     if not resume:
         return None
     latest = latest_checkpoint(ckpt_dir)

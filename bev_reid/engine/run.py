@@ -11,7 +11,7 @@ import yaml
 
 from bev_reid.engine.checkpoint import CheckpointError, latest_checkpoint
 from bev_reid.engine.distributed import DistInfo, barrier
-from bev_reid.engine.io import atomic_write_text
+from bev_reid.engine.io import atomic_write_text, sweep_stale_tmp
 
 
 def wrap_ddp(model: torch.nn.Module, dist: DistInfo) -> torch.nn.Module:
@@ -32,6 +32,7 @@ def open_run(folder: Path, config: dict[str, Any], dist: DistInfo):
     from torch.utils.tensorboard import SummaryWriter
 
     folder.mkdir(parents=True, exist_ok=True)
+    sweep_stale_tmp(folder)
     atomic_write_text(folder / "config.yaml", yaml.safe_dump(config, sort_keys=False))
     return SummaryWriter(str(folder))
 

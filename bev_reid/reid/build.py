@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from bev_reid.config import BuildConfig, Config, DataConfig, GridConfig, parse_s
 from bev_reid.data.keyframes import NuScenesKeyframes, collate
 from bev_reid.data.lidar import COLOUR_CHANNELS, lidar_bev_rasters
 from bev_reid.engine.distributed import pick_device
-from bev_reid.engine.io import atomic_open, atomic_write_text
+from bev_reid.engine.io import atomic_open, atomic_write_text, sweep_stale_tmp
 from bev_reid.reid.crops import box_ious, crop_boxes, lidar_box_channel_names, lidar_box_crops
 from bev_reid.reid.dataset import (
     FORMAT_VERSION,
@@ -62,13 +63,15 @@ def open_source(cfg: Config) -> Source:
     grid, model, ckpt_info, channels = cfg.grid, None, None, []
     if "camera" in bc.modalities:
         from bev_reid.engine.checkpoint import load_checkpoint
-        from bev_reid.lss.model import load_lss
+        from bev_reid.lss.model import lss_from_checkpoint
 
         if not bc.checkpoint:
             raise ValueError(
                 "build-dataset with the camera modality needs --checkpoint (an LSS checkpoint)"
             )
-        model, trained = load_lss(bc.checkpoint, device)
+        ckpt = load_checkpoint(bc.checkpoint)  # read and verified once
+        model, trained = lss_from_checkpoint(ckpt, device)
+        ckpt_info = {"path": str(ckpt.path), "step": ckpt.step, "sha256": ckpt.sha256}
         grid = trained.grid
         # The model's image size and cameras; the data location of this command.
         data = dataclasses.replace(
@@ -78,9 +81,6 @@ def open_source(cfg: Config) -> Source:
             scenes=data.scenes,
             num_workers=data.num_workers,
         )
-        sidecar = load_checkpoint(bc.checkpoint).path
-        record = json.loads(sidecar.read_text())
-        ckpt_info = {"path": str(sidecar), "step": record["step"], "sha256": record["sha256"]}
         channels += camera_channel_names(trained.lss.bev_channels)
     if "lidar" in bc.modalities:
         channels += (
@@ -129,6 +129,17 @@ def settings_fingerprint(cfg: Config, source: Source) -> str:
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+DROP_REASONS = ("visibility", "lidar_points", "iou", "empty")
+DROPPED = "dropped.jsonl"  # the views dropped for an empty crop, one line each
+
+
+def drop_summary(dropped: dict[str, int]) -> str:
+    """'the visibility filter dropped 3, ...' for the counts of :func:`process_part`."""
+    names = {"visibility": "the visibility filter", "lidar_points": "the LiDAR-points filter",
+             "iou": "the IoU filter", "empty": "empty crops", "min_views": "min_views"}  # fmt: skip
+    return ", ".join(f"{names[k]} dropped {dropped[k]}" for k in names if k in dropped)
 
 
 def condition_of(conditions: list[str]) -> str:
@@ -232,8 +243,9 @@ def cut_crops(
 @torch.no_grad()
 def process_part(
     source: Source, cfg: Config, indices: list[int]
-) -> tuple[np.ndarray, list[dict], dict[str, int]]:
-    """Crops [V, C, S, S] float16, view records, and filter counts of the keyframes ``indices``."""
+) -> tuple[np.ndarray, list[dict], dict[str, Any]]:
+    """Crops [V, C, S, S] float16, view records, and filter counts of the keyframes ``indices``
+    (``dropped``; its ``empty_views`` lists the annotation tokens of the empty crops)."""
     bc = cfg.build
     loader = DataLoader(
         Subset(source.dataset, indices),
@@ -242,18 +254,18 @@ def process_part(
         num_workers=source.dataset.cfg.num_workers,
     )
     crops, views = [], []
-    dropped = {"iou": 0, "boxes": 0}  # boxes seen in the grid, and those the IoU filter dropped
+    # "boxes": boxes of the categories on the grid; then how many each filter dropped, in order.
+    dropped: dict[str, Any] = dict.fromkeys(("boxes", *DROP_REASONS), 0)
+    dropped["empty_views"] = []
     for batch in loader:
         maps, pred_mask = bev_maps(source.model, batch, bc, source.grid, source.device)
         token = batch["sample_token"][0]
-        boxes = [
-            b
-            for b in batch["boxes"][0]
-            if b["category"].startswith(tuple(bc.categories))
-            and b["visibility"] >= bc.min_visibility
-            and b["num_lidar_pts"] >= bc.min_lidar_points
-        ]
+        boxes = [b for b in batch["boxes"][0] if b["category"].startswith(tuple(bc.categories))]
         dropped["boxes"] += len(boxes)
+        visible = [b for b in boxes if b["visibility"] >= bc.min_visibility]
+        dropped["visibility"] += len(boxes) - len(visible)
+        boxes = [b for b in visible if b["num_lidar_pts"] >= bc.min_lidar_points]
+        dropped["lidar_points"] += len(visible) - len(boxes)
         if not boxes:
             continue
         geometry = box_geometry(boxes, source.device)
@@ -269,7 +281,18 @@ def process_part(
         if not keep:
             continue
         geometry = {k: v[keep] for k, v in geometry.items()}
-        crop = cut_crops(maps, batch, geometry, bc, source.grid, source.device)
+        crop = cut_crops(maps, batch, geometry, bc, source.grid, source.device)  # K x C x S x S
+        # A crop with nothing in it (a box past the raster, a box whose points all fell outside
+        # it) teaches and tests nothing.
+        full = crop.flatten(1).ne(0).any(1).tolist()
+        dropped["empty"] += len(keep) - sum(full)
+        dropped["empty_views"] += [
+            boxes[i]["token"] for i, f in zip(keep, full, strict=True) if not f
+        ]
+        keep = [i for i, f in zip(keep, full, strict=True) if f]
+        crop = crop[torch.tensor(full, dtype=torch.bool, device=crop.device)]
+        if not keep:
+            continue
         crops.append(crop.cpu().numpy().astype(np.float16))  # K x C x S x S
         cams = [source.dataset.db.camera(token, ch) for ch in source.dataset.cfg.cameras]
         conditions = list(batch["conditions"][0])
@@ -388,23 +411,25 @@ def merge_parts(cfg: Config, source: Source, parts: list[int]) -> Path:
             f"{len(missing)} of {len(parts)} parts are not built yet ({missing[:8]}...): "
             "run the missing shards first"
         )
-    views, offsets, boxes, dropped_iou = [], [], 0, 0
+    views, offsets, empty_views = [], [], []
+    dropped = dict.fromkeys(("boxes", *DROP_REASONS), 0)
     for k in parts:
         record = json.loads(part_paths(out, k)[1].read_text())
         offsets.append(len(views))
         views.extend(record["views"])
-        boxes += record["dropped"]["boxes"]
-        dropped_iou += record["dropped"]["iou"]
+        for key in dropped:
+            dropped[key] += record["dropped"].get(key, 0)
+        empty_views += record["dropped"].get("empty_views", [])
     # Identities: order of first appearance (keyframe order), kept when seen often enough.
     counts: dict[str, int] = {}
     for v in views:
         counts[v["instance_token"]] = counts.get(v["instance_token"], 0) + 1
     tokens = [t for t in counts if counts[t] >= bc.min_views]
+    dropped["min_views"] = sum(n for t, n in counts.items() if n < bc.min_views)
     if not tokens:
         raise ValueError(
-            f"no identity has {bc.min_views} views or more: of {boxes} boxes of "
-            f"{list(bc.categories)} in the grid that passed the visibility and LiDAR filters, "
-            f"the IoU filter (min_iou {bc.min_iou}) dropped {dropped_iou}, leaving "
+            f"no identity has {bc.min_views} views or more: of {dropped['boxes']} boxes of "
+            f"{list(bc.categories)} in the grid, {drop_summary(dropped)}, leaving "
             f"{len(views)} views of {len(counts)} instances. A weak LSS checkpoint predicts few "
             "vehicles: train it longer or lower --min-iou (0 turns the filter off)"
         )
@@ -417,7 +442,7 @@ def merge_parts(cfg: Config, source: Source, parts: list[int]) -> Path:
 
     crops_path = out / "crops.npy"
     shape = (len(kept), len(source.channels), bc.crop_size, bc.crop_size)
-    tmp = out / ".crops.npy.tmp"
+    tmp = out / f".crops.npy.{os.getpid()}.merge.tmp"  # swept if this process is killed
     target = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=shape)
     row = 0
     for k, offset in zip(parts, offsets, strict=True):
@@ -441,6 +466,8 @@ def merge_parts(cfg: Config, source: Source, parts: list[int]) -> Path:
         }
         lines.append(json.dumps(v, sort_keys=False))
     atomic_write_text(out / "views.jsonl", "\n".join(lines) + ("\n" if lines else ""))
+    atomic_write_text(out / DROPPED, "".join(json.dumps({"annotation_token": t, "reason": "empty"})
+                                             + "\n" for t in empty_views))  # fmt: skip
     identities = [
         {
             "id": ids[t],
@@ -487,6 +514,8 @@ def merge_parts(cfg: Config, source: Source, parts: list[int]) -> Path:
         "num_train_identities": len(ordered) - len(val),
         "num_val_identities": len(val),
         "num_views": len(kept),
+        # Boxes of the categories on the grid, and the views each filter dropped.
+        "dropped": dropped,
         "identities": identities,
     }
     return atomic_write_text(out / OBJECT_DATA, json.dumps(object_data, indent=1))
@@ -503,6 +532,10 @@ def build_dataset(cfg: Config, merge_only: bool = False) -> Path | None:
     size = max(1, cfg.build.part_size)
     parts = list(range((len(source.dataset) + size - 1) // size))
     if not merge_only:
+        # Refuse other settings before unpublishing the finished dataset (if any).
+        check_settings(out, settings_fingerprint(cfg, source))
+        for folder in (out, out / PARTS):
+            sweep_stale_tmp(folder)
         (out / OBJECT_DATA).unlink(missing_ok=True)  # the dataset is being rebuilt
         parts = build_parts(cfg, source)
         if cfg.build.shard and parse_shard(cfg.build.shard)[1] > 1:

@@ -78,11 +78,13 @@ def inside_box(
     lengths: torch.Tensor,
     widths: torch.Tensor,
     margin: float = 0.0,
+    min_half: float = 0.0,
 ) -> torch.Tensor:
-    """[K, S, S] bool: whether each point lies in its box's footprint grown by ``margin`` metres."""
+    """[K, S, S] bool: whether each point lies in its box's footprint grown by ``margin`` metres,
+    each half side at least ``min_half`` metres."""
     local = box_frame(points, centers, yaws)  # K x S x S x 2
-    half_l = (lengths / 2 + margin).view(-1, 1, 1)
-    half_w = (widths / 2 + margin).view(-1, 1, 1)
+    half_l = (lengths / 2 + margin).clamp(min=min_half).view(-1, 1, 1)
+    half_w = (widths / 2 + margin).clamp(min=min_half).view(-1, 1, 1)
     return (local[..., 0].abs() <= half_l) & (local[..., 1].abs() <= half_w)
 
 
@@ -122,7 +124,9 @@ def crop_boxes(
         boxes: ``center`` [K, 2] (ego x, y), ``yaw`` [K], ``length`` [K], ``width`` [K], metres.
         size: S, crop cells per side.
         align: rotate each crop to its box heading.
-        zero_outside: zero the crop cells whose centres lie outside the box footprint.
+        zero_outside: zero the crop cells whose centres lie outside the box footprint; the
+            footprint is at least one crop cell wide and long, so a box narrower than a cell
+            (a bicycle) keeps the cells around its centre.
         cell: crop cell side in metres (the map is sampled bilinearly); 0 takes the grid's cells.
     Returns:
         [K, C, S, S].
@@ -133,8 +137,9 @@ def crop_boxes(
     points = crop_points(boxes["center"], boxes["yaw"], size, grid, align, cell)  # K x S x S x 2
     crops = sample_map(feature_map, points, grid)  # K x C x S x S
     if zero_outside:
+        step = cell if cell > 0 else min(grid.xbound[2], grid.ybound[2])
         keep = inside_box(
-            points, boxes["center"], boxes["yaw"], boxes["length"], boxes["width"]
+            points, boxes["center"], boxes["yaw"], boxes["length"], boxes["width"], 0.0, step / 2
         )  # K x S x S
         crops = crops * keep.unsqueeze(1).to(crops.dtype)
     return crops

@@ -4,6 +4,7 @@ alignment, resume after a kill, shards, the camera path, and clear errors."""
 import hashlib
 import itertools
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,11 @@ def cfg_for(root, out, **extra):
     return load_config(overrides=overrides)
 
 
+def empty_views(folder: Path) -> set[str]:
+    lines = (folder / "dropped.jsonl").read_text().splitlines()
+    return {json.loads(line)["annotation_token"] for line in lines}
+
+
 def digest(folder: Path) -> dict[str, str]:
     return {f: hashlib.sha256((folder / f).read_bytes()).hexdigest() for f in FILES}
 
@@ -54,6 +60,7 @@ def test_identities_match_the_devkit(synth_world, clean_run):
     nusc = NuScenes(synth_world.version, str(synth_world.path), verbose=False)
     grid = GridConfig()
     views: dict[str, int] = {}
+    empty = empty_views(clean_run)  # views whose crop held nothing, dropped (tested below)
     for sample in nusc.sample:
         lidar = nusc.get("sample_data", sample["data"]["LIDAR_TOP"])
         pose = nusc.get("ego_pose", lidar["ego_pose_token"])
@@ -65,10 +72,12 @@ def test_identities_match_the_devkit(synth_world, clean_run):
             box.translate(-np.array(pose["translation"]))
             box.rotate(__import__("pyquaternion").Quaternion(pose["rotation"]).inverse)
             x, y = box.center[:2]
-            if grid.xbound[0] <= x < grid.xbound[1] and grid.ybound[0] <= y < grid.ybound[1]:
+            on_grid = grid.xbound[0] <= x < grid.xbound[1] and grid.ybound[0] <= y < grid.ybound[1]
+            if on_grid and token not in empty:
                 views[ann["instance_token"]] = views.get(ann["instance_token"], 0) + 1
     expected = {t: n for t, n in views.items() if n >= 3}
     meta = json.loads((clean_run / "object_data.json").read_text())
+    assert meta["dropped"]["empty"] == len(empty)
     got = {r["instance_token"]: r["num_views"] for r in meta["identities"]}
     assert got == expected and len(got) >= 10
     ids = [r["id"] for r in meta["identities"]]
@@ -158,9 +167,15 @@ def test_box_raster_crops_come_from_the_points_in_each_box(
     assert len(meta["channels"]) == 6 + 3 * colour and meta["crop"]["lidar_colour"] == colour
     assert meta["crop"]["cell_m"] == [0.25, 0.25] and meta["crop"]["lidar_raster"] == "box"
     ds, grid_ds = ReIDDataset(tmp_path / "box", "all"), ReIDDataset(clean_run, "all")
-    assert [v["annotation_token"] for v in ds.views] == [
-        v["annotation_token"] for v in grid_ds.views
-    ]
+    # The same boxes pass the filters; the two rasters differ only in which crops are empty.
+    empty = empty_views(tmp_path / "box")
+    tokens = {v["annotation_token"] for v in ds.views}
+    assert not tokens & empty
+    missing = [v for v in grid_ds.views if v["annotation_token"] not in tokens | empty]
+    kept = Counter(v["instance_token"] for v in ds.views)
+    # A grid view missing from the box dataset lost its identity to min_views (3).
+    assert all(kept[v["instance_token"]] == 0 for v in missing), missing[:3]
+    assert len(ds) >= 0.9 * len(grid_ds)
     nusc = NuScenes(synth_world.version, str(synth_world.path), verbose=False)
     db = NuScenesDB(synth_world.path, synth_world.version)
     for view in ds.views[:: max(1, len(ds) // 12)]:
@@ -184,11 +199,12 @@ def test_box_raster_crops_come_from_the_points_in_each_box(
             colours = torch.from_numpy(paint_points(points, cams, images))
         want = lidar_box_crops(torch.from_numpy(points), box, 24, 0.25, (0.4, 1.2), colours=colours)
         got = ds[ds.views.index(view)][0]
-        # float16 storage, and view records rounded to the millimetre (yaw to 1e-4 rad)
+        # float16 storage, and view records rounded to the millimetre (yaw to 1e-4 rad): a point
+        # within a millimetre of a cell edge may land in the next cell (two cells differ)
         assert want[0, 0].sum() > 0 and (not colour or want[0, 6:].sum() > 0)
         far = (got - want[0]).abs() > 1e-3 + 2e-3 * want[0].abs()  # C x S x S
         moved = far.any(0).float().mean()
-        assert moved < 0.01, f"{view['annotation_token']}: {moved:.3f} of the cells differ"
+        assert moved < 0.02, f"{view['annotation_token']}: {moved:.3f} of the cells differ"
 
 
 def test_kill_and_rerun_equals_one_clean_run(synth_world, clean_run, tmp_path, monkeypatch):
@@ -291,7 +307,7 @@ def test_camera_modality_with_an_lss_checkpoint(synth_world, tmp_path):
         },
     )
     with pytest.raises(
-        ValueError, match=r"the IoU filter \(min_iou 0.5\) dropped [1-9]\d*, leaving 0 views"
+        ValueError, match=r"the IoU filter dropped [1-9]\d*, .* leaving 0 views"
     ):
         build_dataset(strict)
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from bev_reid.config import Config, load_config, to_dict
+from bev_reid.config import Config, ConfigError, load_config, to_dict
 from bev_reid.engine.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
 from bev_reid.models.reid import BEVReIDModel
 from bev_reid.reid.sampler import PKBatchSampler
@@ -238,9 +238,9 @@ def test_triplet_mode_trains_and_an_unknown_mode_is_a_clear_error(reid_dataset, 
         BEVReIDModel.from_checkpoint(tmp_path / "test" / "checkpoints").config["head"] == "triplet"
     )
 
-    bad = run_config(reid_dataset, tmp_path / "bad", **{"train_reid.loss_mode": "arcface"})
-    with pytest.raises(ValueError, match="cosine-softmax, triplet.*'arcface'"):
-        train_reid(bad)
+    # Refused when the config is read, before any work: the valid names are the registered heads.
+    with pytest.raises(ConfigError, match="registered head: cosine-softmax, triplet.*'arcface'"):
+        run_config(reid_dataset, tmp_path / "bad", **{"train_reid.loss_mode": "arcface"})
     assert not (tmp_path / "bad").exists()
 
 
