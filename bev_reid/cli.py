@@ -11,6 +11,7 @@ Precedence: flags, then ``--set`` overrides, then the YAML file, then the datacl
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -39,6 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Vehicle re-identification in bird's-eye-view space from surround cameras.",
     )
     parser.add_argument("--version", action="version", version=f"bev-reid {__version__}")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the full traceback of an error (also BEV_REID_DEBUG=1)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for cmd in COMMANDS.values():
         p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
@@ -53,17 +59,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Failures the user can act on: printed as one line naming the file, key or value at fault.
+USER_ERRORS = (ConfigError, CheckpointError, FileNotFoundError, PermissionError, ValueError)
+
+
+def error_line(error: BaseException) -> str:
+    """One line for a user-facing failure. An error re-raised by a DataLoader worker carries the
+    worker's traceback in its message: its last line is the error itself."""
+    text = str(error).strip() or type(error).__name__
+    if "Original Traceback" in text:
+        last = text.splitlines()[-1]
+        text = f"in a data loader worker: {last.split(': ', 1)[-1]}"
+    return " ".join(text.split())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
+    debug = args.debug or os.environ.get("BEV_REID_DEBUG", "") not in ("", "0")
     try:
         cfg = resolve_config(args)
         return int(COMMANDS[args.command].run(args, cfg) or 0)
-    except (ConfigError, FileNotFoundError, ValueError, CheckpointError) as e:
-        print(f"bev-reid {args.command}: error: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(
+            f"bev-reid {args.command}: interrupted; finished work is kept and a rerun resumes",
+            file=sys.stderr,
+        )
+        return 130
+    except USER_ERRORS as e:
+        if debug:
+            raise
+        print(f"bev-reid {args.command}: error: {error_line(e)}", file=sys.stderr)
         return 2
 
 
