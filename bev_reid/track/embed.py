@@ -4,7 +4,8 @@ dataset was (:mod:`bev_reid.reid.extract`), the ReID net on the crops.
 Detections are global; the crops are cut in the keyframe's ego frame (that of its LIDAR_TOP
 sweep, as :meth:`bev_reid.data.nuscenes.NuScenesDB.boxes` puts the annotations). Only
 detections of the classes the embedding learnt (the dataset's category prefixes, e.g. vehicles)
-get an embedding; the others get a NaN row and are tracked on motion alone.
+get an embedding, when their crop holds anything; the others get a NaN row and are tracked on
+motion alone.
 
 Shapes: K detections, E embedding dims.
 """
@@ -63,7 +64,7 @@ class DetectionEmbedder:
 
     def embed(self, keyframe: dict, detections: Sequence[Detection]) -> np.ndarray:
         """[K, E] float32 embeddings of one keyframe's detections; NaN rows for classes the
-        embedding did not learn."""
+        embedding did not learn and for empty crops."""
         start = time.perf_counter()
         dim = self.model.config["embedding_dim"]
         out = np.full((len(detections), dim), np.nan, dtype=np.float32)
@@ -72,9 +73,14 @@ class DetectionEmbedder:
             token = keyframe["sample_token"][0]
             boxes = ego_boxes(self.db, token, [detections[i] for i in rows])
             crops = self.cutter.crops(keyframe, boxes)  # K' x C x S x S
-            device = next(self.model.parameters()).device
-            emb = self.model.embed(crops.to(device)).float().cpu().numpy()  # K' x E
-            out[rows] = emb
+            # An empty crop (no LiDAR return in the box) says nothing of the vehicle: all empty
+            # crops share one embedding, which would make strangers look alike.
+            full = crops.flatten(1).ne(0).any(1)  # K'
+            rows = [r for r, f in zip(rows, full.tolist(), strict=True) if f]
+            if rows:
+                device = next(self.model.parameters()).device
+                emb = self.model.embed(crops[full].to(device)).float().cpu().numpy()  # K'' x E
+                out[rows] = emb
         self.seconds += time.perf_counter() - start
         return out
 
