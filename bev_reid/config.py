@@ -272,12 +272,27 @@ class LSSConfig(_Section):
     """The lift-splat-shoot network."""
 
     SECTION = "lss"
-    trunk: str = "efficientnet-b0"  # built with EfficientNet.from_name: no download
+    # A registered image trunk (bev_reid.models.trunks): efficientnet-b0 (the original's),
+    # resnet-tiny (learns in minutes on a CPU). Built from scratch: nothing is downloaded.
+    trunk: str = "efficientnet-b0"
     trunk_weights: str = ""  # optional local file of ImageNet weights for the trunk
     channels: int = num(64, 1)  # C of the lifted camera features
-    downsample: int = num(16, 1)  # stride of the camera features
+    downsample: int = num(16, 1)  # stride of the camera features (the trunk says which it has)
     bev_channels: int = num(64, 1)  # channels of the BEV output (the ReID crops' features)
-    splat: str = "bev_pool"  # "bev_pool" (our op) or "reference" (plain torch)
+    bev_width: int = num(64, 1)  # BEV encoder stage widths w, 2w, 4w (64: ResNet-18's)
+    # How the lifted features reach the grid: fused (our op, no frustum tensor), bev_pool (the
+    # outer product, then our op) or reference (the outer product, then plain torch).
+    splat: Literal["fused", "bev_pool", "reference"] = "fused"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        from bev_reid.models.trunks import list_trunks  # the trunks register themselves there
+
+        if self.trunk not in list_trunks():
+            raise ConfigError(
+                f"lss.trunk must be a registered trunk: {', '.join(list_trunks())}; "
+                f"got {self.trunk!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -295,6 +310,12 @@ class TrainLSSConfig(_Section):
     bce_weight: float = num(0.5, 0)
     mse_weight: float = num(0.5, 0)
     pos_weight: float = num(2.13, 0, above=True)
+    # Depth supervision from LiDAR (after BEVDepth): weight of the cross-entropy of each camera
+    # feature cell's depth distribution against its nearest LiDAR point's bin; 0 turns it off
+    # (the original recipe).
+    depth_weight: float = num(0.0, 0)
+    lr_schedule: Literal["constant", "onecycle"] = "constant"  # onecycle: warm-up, then cosine
+    warmup: float = num(0.1, 0, 1, below=True)  # share of the steps warming up (onecycle)
     amp: Literal["none", "bf16", "fp16"] = "none"  # autocast (GPU)
     seed: int = num(0, 0)
     checkpoint_every: int = num(500, 0)  # steps; 0 = off (the last step is always saved)
@@ -405,6 +426,8 @@ class ReIDRunConfig(_Section):
     dataset_dir: str = "runs/reid-dataset"
     log_dir: str = "runs/reid"  # checkpoints and tensorboard logs go to log_dir/run_id
     run_id: str = "default"
+    # The crop channels the run uses: camera, lidar or both; empty = every channel of the dataset.
+    modalities: tuple[Literal["camera", "lidar"], ...] = ()
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -528,6 +551,10 @@ class TrackConfig:
     appearance_weight: float = 0.5  # share of the cosine distance in the cost (0: motion alone)
     max_appearance_distance: float = 0.6  # a lost track is re-identified only below this
     max_age: int = 6  # keyframes a track coasts unmatched before it dies
+    # With embeddings, a lost track that has views sleeps until this many keyframes lost,
+    # re-identified by appearance alone (bev_reid.track.lifecycle); 0 = no dormancy.
+    reid_max_age: int = 20
+    max_gate_m: float = 8.0  # the widest the gate of a lost track grows, metres
     min_hits: int = 1  # matched detections before a track is reported
     memory: int = 8  # views in a track's appearance memory
     memory_mode: typing.Literal["mean", "nearest"] = "mean"  # distance to their mean or nearest
@@ -545,13 +572,14 @@ class TrackConfig:
         for key in ("det_noise_m", "det_size_noise", "det_yaw_noise_deg", "det_velocity_noise",
                     "det_fp_rate", "min_score", "lost_gate_growth_m"):  # fmt: skip
             need(0.0 <= getattr(self, key) < float("inf"), key, ">= 0 (finite)")
-        for key in ("gate_m", "accel_noise", "measurement_noise_m", "velocity_std"):
+        for key in ("gate_m", "max_gate_m", "accel_noise", "measurement_noise_m", "velocity_std"):
             need(0.0 < getattr(self, key) < float("inf"), key, "> 0 (finite)")
         need(0.0 <= self.max_appearance_distance <= 2.0, "max_appearance_distance", "in [0, 2]")
         need(self.memory_mode in ("mean", "nearest"), "memory_mode", "mean or nearest")
         need(self.det_seed >= 0, "det_seed", ">= 0")
         need(self.det_max_gap >= 1, "det_max_gap", ">= 1 keyframe")
         need(self.max_age >= 0, "max_age", ">= 0 keyframes")
+        need(self.reid_max_age >= 0, "reid_max_age", ">= 0 keyframes")
         for key in ("min_hits", "memory"):
             need(getattr(self, key) >= 1, key, ">= 1")
         need(

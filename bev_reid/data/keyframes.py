@@ -12,6 +12,7 @@ from torch.utils.data import Dataset
 
 from bev_reid.config import DataConfig, GridConfig
 from bev_reid.data.augment import ImageAug, sample_augmentation
+from bev_reid.data.depth import depth_bins, depth_maps
 from bev_reid.data.files import read_image
 from bev_reid.data.lidar import paint_points
 from bev_reid.data.nuscenes import NuScenesDB, resolve_scenes
@@ -43,6 +44,8 @@ class NuScenesKeyframes(Dataset):
             intrins, post_rots, post_trans), for LiDAR-only users.
         paint: add ``lidar_rgb``, the camera colour under each LiDAR point (see
             :func:`bev_reid.data.lidar.paint_points`), from the images read at 1 / PAINT_SCALE.
+        depth: ``(downsample, dbound)``: add ``depth_target``, the LiDAR depth bin of each camera
+            feature cell (see :mod:`bev_reid.data.depth`); None leaves it out.
     """
 
     def __init__(
@@ -55,9 +58,12 @@ class NuScenesKeyframes(Dataset):
         seed: int | None = None,
         images: bool = True,
         paint: bool = False,
+        depth: tuple[int, Sequence[float]] | None = None,
     ):
         self.cfg, self.grid, self.is_train, self.seed, self.epoch = data, grid, is_train, seed, 0
-        self.images, self.paint = images, paint
+        self.images, self.paint, self.depth = images, paint, depth
+        if depth is not None and not images:
+            raise ValueError("depth targets belong to the camera images: images=False has none")
         self.db = db if db is not None else NuScenesDB(data.dataroot, data.version)
         self.scenes = resolve_scenes(self.db, split, data.scenes)
         self.samples = [
@@ -95,7 +101,8 @@ class NuScenesKeyframes(Dataset):
         lidar [P, 5] float32 (ego x, y, z, intensity, ring), with ``paint`` lidar_rgb [P, 3]
         float32 (RGB in [0, 1], NaN where no camera sees the point), boxes (list of dicts, see
         AnnotatedBox.as_dict; those with centres on the grid), sample_token, scene,
-        timestamp (us), conditions (list of 'day'/'night' and 'rain').
+        timestamp (us), conditions (list of 'day'/'night' and 'rain'); with ``depth``
+        depth_target [N, H / downsample, W / downsample] int64 (-1 where no LiDAR point falls).
         """
         scene, token = self.samples[index]
         cameras = [self.db.camera(token, ch) for ch in self.cfg.cameras]
@@ -128,6 +135,11 @@ class NuScenesKeyframes(Dataset):
                 "post_trans": f32(post_trans),  # N x 3
             }
         lidar = self.db.lidar_points(token)  # P x 5
+        if self.depth is not None:
+            downsample, dbound = self.depth
+            metres = depth_maps(lidar, cameras, post_rots, post_trans, self.cfg.final_dim,
+                                downsample)  # fmt: skip
+            camera_items["depth_target"] = torch.from_numpy(depth_bins(metres, dbound))
         if self.paint:
             small = [
                 np.asarray(read_image(c.path, (c.width // PAINT_SCALE, c.height // PAINT_SCALE)))

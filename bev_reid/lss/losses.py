@@ -1,5 +1,10 @@
 """The losses and the score of LSS training.
 
+With ``depth_weight`` > 0 a depth term joins (after BEVDepth, Li et al. 2023): the cross-entropy
+of the predicted depth distribution of each camera feature cell against the depth bin of its
+nearest LiDAR point (:mod:`bev_reid.data.depth`), over the cells that have one. It tells the
+lift where surfaces are from the first step, which the BEV losses alone learn only slowly.
+
 The dual loss: ``bce_weight`` x BCE-with-logits (``pos_weight``) of the vehicle logits against the
 GT BEV mask, plus ``mse_weight`` x MSE between the BEV encoder's feature output and the splatted
 camera features. The MSE keeps appearance in the BEV features the ReID crops are cut from. Its
@@ -22,15 +27,43 @@ class LossTerms:
     total: torch.Tensor
     bce: torch.Tensor
     mse: torch.Tensor
+    depth: torch.Tensor  # 0 when the depth term is off
 
 
-def dual_loss(out: LSSOutput, mask: torch.Tensor, cfg) -> LossTerms:
-    """The dual loss (see the module doc). mask [B, 1, X, Y] in {0, 1}; ``cfg`` a
-    :class:`~bev_reid.config.TrainLSSConfig`."""
+def depth_loss(depth_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the depth distributions against the LiDAR bins.
+
+    Args:
+        depth_logits: [B, N, D, fH, fW].
+        target: [B, N, fH, fW] int64 bin, -1 where no LiDAR point falls (left out).
+    Returns:
+        the mean over the cells with a target (0 when none has one).
+    """
+    logits = depth_logits.float().movedim(2, -1).reshape(-1, depth_logits.shape[2])  # P x D
+    target = target.reshape(-1)
+    if not bool((target >= 0).any()):
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits, target, ignore_index=-1)
+
+
+def dual_loss(out: LSSOutput, batch: dict, cfg) -> LossTerms:
+    """The dual loss and, with ``cfg.depth_weight`` > 0, the depth term (see the module doc).
+
+    Args:
+        out: the network's output.
+        batch: ``bev_mask`` [B, 1, X, Y] in {0, 1}, and ``depth_target`` when the depth term is on.
+        cfg: a :class:`~bev_reid.config.TrainLSSConfig`.
+    """
+    mask = batch["bev_mask"]
     pos_weight = torch.tensor(cfg.pos_weight, device=mask.device)
     bce = F.binary_cross_entropy_with_logits(out.logits.float(), mask, pos_weight=pos_weight)
     mse = F.mse_loss(out.bev.float(), out.splat.float())
-    return LossTerms(cfg.bce_weight * bce + cfg.mse_weight * mse, bce, mse)
+    total = cfg.bce_weight * bce + cfg.mse_weight * mse
+    depth = torch.zeros((), device=mask.device)
+    if cfg.depth_weight > 0:
+        depth = depth_loss(out.depth_logits, batch["depth_target"])
+        total = total + cfg.depth_weight * depth
+    return LossTerms(total, bce, mse, depth)
 
 
 def iou_counts(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

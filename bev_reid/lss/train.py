@@ -7,6 +7,7 @@ run takes the same next step as an uninterrupted one.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -72,6 +73,36 @@ def bev_image(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return img.unsqueeze(0).expand(3, -1, -1)
 
 
+def depth_image(depth_logits: torch.Tensor, target: torch.Tensor, dbound) -> torch.Tensor:
+    """[3, 2 fH + 1, fW] picture of the first camera of the first keyframe: the predicted
+    expected depth (top) over the LiDAR depth (bottom, black where no point), near = bright."""
+    lo, hi, step = dbound
+    probs = depth_logits[0, 0].float().softmax(0)  # D x fH x fW
+    centres = lo + step * torch.arange(probs.shape[0], device=probs.device, dtype=probs.dtype)
+    pred = (probs * centres.view(-1, 1, 1)).sum(0)  # fH x fW, metres
+    lidar = lo + step * target[0, 0].float()  # fH x fW
+
+    def shade(d: torch.Tensor) -> torch.Tensor:
+        return (1 - (d - lo) / (hi - lo)).clamp(0, 1)
+
+    bottom = torch.where(target[0, 0] >= 0, shade(lidar), torch.zeros_like(lidar))
+    img = torch.cat([shade(pred), torch.ones_like(pred[:1]), bottom], 0).cpu()
+    return img.unsqueeze(0).expand(3, -1, -1)
+
+
+def lr_factor(step: int, max_steps: int, schedule: str, warmup: float) -> float:
+    """The learning rate of optimizer step ``step + 1`` over ``train_lss.lr``: 1 (constant), or
+    one cycle: a linear warm-up from 0.1 over the first ``warmup`` share of the steps, then a
+    cosine down to 0.01. A function of the step alone, so a resumed run takes the same steps."""
+    if schedule == "constant":
+        return 1.0
+    t = step / max(1, max_steps)
+    if t < warmup:
+        return 0.1 + 0.9 * t / warmup
+    rest = (t - warmup) / max(1e-9, 1 - warmup)
+    return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, rest)))
+
+
 def train_lss(cfg: Config) -> Path:
     """Trains until ``train_lss.max_steps``; returns the last checkpoint's path."""
     dist = init_distributed(cfg.train_lss.device)
@@ -86,7 +117,10 @@ def _train(cfg: Config, dist: DistInfo) -> Path:
     logdir = Path(tc.logdir)
     ckpt_dir = logdir / "checkpoints"
     torch.manual_seed(tc.seed + dist.rank)
-    dataset = NuScenesKeyframes(cfg.data, cfg.grid, is_train=True, split=tc.split, seed=tc.seed)
+    depth = (cfg.lss.downsample, cfg.grid.dbound) if tc.depth_weight > 0 else None
+    dataset = NuScenesKeyframes(
+        cfg.data, cfg.grid, is_train=True, split=tc.split, seed=tc.seed, depth=depth
+    )
     per_epoch = EpochBatches.per_epoch(len(dataset), tc.batch_size, dist.world_size)
     if per_epoch == 0:
         raise ValueError(
@@ -127,8 +161,10 @@ def _train(cfg: Config, dist: DistInfo) -> Path:
         )
         for batch in loader:
             batch = to_device(batch, dist.device)
+            for group in optimizer.param_groups:
+                group["lr"] = tc.lr * lr_factor(step, tc.max_steps, tc.lr_schedule, tc.warmup)
             out = forward(net, batch, tc.amp, dist.device)
-            terms = dual_loss(out, batch["bev_mask"], tc)
+            terms = dual_loss(out, batch, tc)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(terms.total).backward()
             scaler.unscale_(optimizer)
@@ -147,12 +183,17 @@ def _train(cfg: Config, dist: DistInfo) -> Path:
                 writer.add_scalar("loss/total", terms.total.item(), step)
                 writer.add_scalar("loss/bce", terms.bce.item(), step)
                 writer.add_scalar("loss/mse", terms.mse.item(), step)
+                if tc.depth_weight > 0:
+                    writer.add_scalar("loss/depth", terms.depth.item(), step)
                 writer.add_scalar("iou/train", iou, step)
                 writer.add_scalar("lr", optimizer.param_groups[0]["lr"], step)
                 writer.add_scalar("throughput/samples_per_s", seen / max(now - tick, 1e-9), step)
                 tick, seen = now, 0
             if image_due.due(step) and writer is not None:
                 writer.add_image("bev/pred_vs_gt", bev_image(out.logits, batch["bev_mask"]), step)
+                if tc.depth_weight > 0:
+                    picture = depth_image(out.depth_logits, batch["depth_target"], cfg.grid.dbound)
+                    writer.add_image("depth/pred_vs_lidar", picture, step)
             # The last step is always saved: the run's result (and the demo's resume point).
             if (save_due.due(step) or last) and dist.is_main:
                 meta = {

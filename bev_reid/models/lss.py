@@ -1,9 +1,12 @@
 """Lift-splat-shoot: six camera images -> a BEV feature map and a vehicle mask.
 
-Lift: an EfficientNet-B0 trunk gives each camera a feature map; a 1x1 head predicts per cell a
-depth distribution over D bins and a C-dim context vector; their outer product places the context
-along the camera ray. Splat: the frustum points (geometry from intrinsics, extrinsics and the
-image augmentation) are summed into the BEV grid with our ``bev_pool`` op. Shoot: a
+Lift: an image trunk (:mod:`bev_reid.models.trunks`, ``lss.trunk``) gives each camera a feature
+map; a 1x1 head predicts per cell a depth distribution over D bins and a C-dim context vector.
+Splat: each context vector is placed along its camera ray, weighted by the depth distribution,
+and the frustum points (geometry from intrinsics, extrinsics and the image augmentation) are
+summed into the BEV grid. ``lss.splat`` chooses how: ``fused`` (our op that reads depth and
+context where they lie, no frustum tensor), ``bev_pool`` (the outer product, then our op) or
+``reference`` (the outer product, then plain torch); all three give the same sums. Shoot: a
 ResNet-18-style BEV encoder gives a ``bev_channels`` BEV map (the features the ReID crops are cut
 from) and a 1-channel vehicle logit map.
 
@@ -13,123 +16,66 @@ Shapes: B batch, N cameras, D depth bins, fH x fW camera feature cells, C channe
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
-from efficientnet_pytorch import EfficientNet
 from torch import nn
 
 from bev_reid.config import DataConfig, GridConfig, LSSConfig
 from bev_reid.models.blocks import BasicBlock, UpConcat
 from bev_reid.models.geometry import create_frustum, frustum_to_ego, points_to_voxel_coords
-from bev_reid.ops import bev_pool, bev_pool_reference
+from bev_reid.models.trunks import build_trunk
+from bev_reid.ops import bev_pool, bev_pool_reference, fused_splat, splat_plan
 
-SPLATS = {"bev_pool": bev_pool, "reference": bev_pool_reference}
-
-
-def load_trunk_weights(trunk: nn.Module, path: str) -> None:
-    """Loads ImageNet weights for the trunk from a local file (safetensors or a weights-only
-    torch file); nothing is downloaded."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"trunk weights {str(p)!r} do not exist (lss.trunk_weights)")
-    if p.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(p))
-    else:
-        state = torch.load(p, map_location="cpu", weights_only=True)
-    state = {k: v for k, v in state.items() if not k.startswith("_fc.")}  # classifier not used
-    missing, unexpected = trunk.load_state_dict(state, strict=False)
-    if unexpected or [m for m in missing if not m.startswith("_fc.")]:
-        raise ValueError(
-            f"trunk weights {str(p)!r} do not fit {type(trunk).__name__}: "
-            f"missing {missing[:5]}, unexpected {unexpected[:5]}"
-        )
+SPLATS = ("fused", "bev_pool", "reference")
 
 
 class CamEncoder(nn.Module):
-    """Image -> depth distribution x context, at stride 16."""
+    """Images -> depth logits over D bins and C context channels per feature cell."""
 
-    def __init__(
-        self,
-        depth_bins: int,
-        channels: int,
-        trunk: str = "efficientnet-b0",
-        trunk_weights: str = "",
-    ):
+    def __init__(self, depth_bins: int, channels: int, trunk: str, stride: int, weights: str = ""):
         super().__init__()
         self.depth_bins, self.channels = depth_bins, channels
-        self.trunk = EfficientNet.from_name(trunk)
-        if trunk_weights:
-            load_trunk_weights(self.trunk, trunk_weights)
-        del self.trunk._conv_head, self.trunk._bn1, self.trunk._fc  # the head is not used
-        c4, c5 = self._endpoint_channels()
-        self.up = UpConcat(c4 + c5, 512)
-        self.depthnet = nn.Conv2d(512, depth_bins + channels, kernel_size=1)
+        self.trunk = build_trunk(trunk, stride, weights)
+        self.depthnet = nn.Conv2d(self.trunk.out_channels, depth_bins + channels, kernel_size=1)
 
-    def _endpoint_channels(self) -> tuple[int, int]:
-        """Channels of the stride-16 map (the output before the last strided block) and of the
-        stride-32 map (the last block's output)."""
-        blocks = self.trunk._blocks
-        last_strided = max(i for i, b in enumerate(blocks) if max(b._depthwise_conv.stride) > 1)
-        return blocks[last_strided - 1]._project_conv.out_channels, blocks[
-            -1
-        ]._project_conv.out_channels
-
-    def trunk_features(self, x: torch.Tensor) -> torch.Tensor:
-        """[M, 3, H, W] -> [M, 512, H/16, W/16] (stride 16 and 32 endpoints fused)."""
-        t = self.trunk
-        x = t._swish(t._bn0(t._conv_stem(x)))
-        endpoints = []
-        prev = x
-        for i, block in enumerate(t._blocks):
-            rate = t._global_params.drop_connect_rate * i / len(t._blocks)
-            x = block(x, drop_connect_rate=rate)
-            if x.shape[-2] < prev.shape[-2]:
-                endpoints.append(prev)  # the last map before each downsampling
-            prev = x
-        return self.up(x, endpoints[-1])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """[M, 3, H, W] images -> [M, C, D, fH, fW] lifted features."""
-        x = self.depthnet(self.trunk_features(x))  # M x (D + C) x fH x fW
-        depth = x[:, : self.depth_bins].softmax(dim=1)  # M x D x fH x fW
-        context = x[:, self.depth_bins : self.depth_bins + self.channels]  # M x C x fH x fW
-        return depth.unsqueeze(1) * context.unsqueeze(2)  # M x C x D x fH x fW
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[M, 3, H, W] images -> depth logits [M, D, fH, fW], context [M, C, fH, fW]."""
+        x = self.depthnet(self.trunk(x))  # M x (D + C) x fH x fW
+        return x[:, : self.depth_bins], x[:, self.depth_bins :]
 
 
 class BEVEncoder(nn.Module):
-    """ResNet-18-style encoder-decoder on the BEV grid.
+    """ResNet-18-style encoder-decoder on the BEV grid (stage widths w, 2w, 4w).
 
     [B, cin, X, Y] -> (features [B, cout, X, Y], vehicle logits [B, 1, X, Y]). Both come out of
     the last convolution (cout + 1 channels), so the vehicle map gets the decoder's full spatial
     context while the MSE of the dual loss pins only the feature channels to the splat.
     """
 
-    def __init__(self, cin: int, cout: int):
+    def __init__(self, cin: int, cout: int, width: int = 64):
         super().__init__()
+        w = width
         self.cout = cout
         self.stem = nn.Sequential(
-            nn.Conv2d(cin, 64, 7, stride=2, padding=3, bias=False),
-            nn.BatchNorm2d(64),
+            nn.Conv2d(cin, w, 7, stride=2, padding=3, bias=False),
+            nn.BatchNorm2d(w),
             nn.ReLU(inplace=True),
         )
-        self.layer1 = nn.Sequential(BasicBlock(64, 64), BasicBlock(64, 64))
-        self.layer2 = nn.Sequential(BasicBlock(64, 128, stride=2), BasicBlock(128, 128))
-        self.layer3 = nn.Sequential(BasicBlock(128, 256, stride=2), BasicBlock(256, 256))
-        self.up1 = UpConcat(64 + 256, 256)
+        self.layer1 = nn.Sequential(BasicBlock(w, w), BasicBlock(w, w))
+        self.layer2 = nn.Sequential(BasicBlock(w, 2 * w, stride=2), BasicBlock(2 * w, 2 * w))
+        self.layer3 = nn.Sequential(BasicBlock(2 * w, 4 * w, stride=2), BasicBlock(4 * w, 4 * w))
+        self.up1 = UpConcat(w + 4 * w, 4 * w)
         self.up2 = nn.Sequential(
             nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True),
-            nn.Conv2d(256, 128, 3, padding=1, bias=False),
-            nn.BatchNorm2d(128),
+            nn.Conv2d(4 * w, 2 * w, 3, padding=1, bias=False),
+            nn.BatchNorm2d(2 * w),
             nn.ReLU(inplace=True),
-            nn.Conv2d(128, cout + 1, 1),
+            nn.Conv2d(2 * w, cout + 1, 1),
         )
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x1 = self.layer1(self.stem(x))  # B x 64 x X/2 x Y/2
-        x = self.layer3(self.layer2(x1))  # B x 256 x X/8 x Y/8
+        x1 = self.layer1(self.stem(x))  # B x w x X/2 x Y/2
+        x = self.layer3(self.layer2(x1))  # B x 4w x X/8 x Y/8
         out = self.up2(self.up1(x, x1))  # B x (cout + 1) x X x Y
         return out[:, : self.cout], out[:, self.cout :]
 
@@ -139,15 +85,21 @@ class LSSOutput:
     bev: torch.Tensor  # B x bev_channels x X x Y: the BEV features
     logits: torch.Tensor  # B x 1 x X x Y: vehicle logits
     splat: torch.Tensor  # B x C*Z x X x Y: the splatted camera features (the MSE target)
+    depth_logits: torch.Tensor  # B x N x D x fH x fW: the depth distribution, before softmax
 
 
 class LiftSplatShoot(nn.Module):
-    """The whole network; see the module doc."""
+    """The whole network; see the module doc.
+
+    With ``cache_plan`` (set it for inference on fixed cameras: dataset building, tracking), the
+    fused splat's cell bookkeeping is computed once and reused while the calibration and image
+    augmentation of the batch stay the same; it is never cached in training mode.
+    """
 
     def __init__(self, model: LSSConfig, grid: GridConfig, data: DataConfig):
         super().__init__()
         if model.splat not in SPLATS:
-            raise ValueError(f"lss.splat must be one of {sorted(SPLATS)}, got {model.splat!r}")
+            raise ValueError(f"lss.splat must be one of {', '.join(SPLATS)}, got {model.splat!r}")
         x_n, y_n, _ = grid.shape
         if x_n % 8 or y_n % 8:
             raise ValueError(
@@ -171,9 +123,14 @@ class LiftSplatShoot(nn.Module):
             persistent=False,
         )  # D x fH x fW x 3
         self.camencode = CamEncoder(
-            grid.depth_bins, model.channels, model.trunk, model.trunk_weights
+            grid.depth_bins, model.channels, model.trunk, model.downsample, model.trunk_weights
         )
-        self.bevencode = BEVEncoder(model.channels * grid.shape[2], model.bev_channels)
+        self.bevencode = BEVEncoder(
+            model.channels * grid.shape[2], model.bev_channels, model.bev_width
+        )
+        self.cache_plan = False
+        self._plan_key: tuple[torch.Tensor, ...] | None = None
+        self._plan = None
 
     def geometry(self, rots, trans, intrins, post_rots, post_trans) -> torch.Tensor:
         """Ego position of every frustum point: [B, N, D, fH, fW, 3], float32.
@@ -186,18 +143,50 @@ class LiftSplatShoot(nn.Module):
             mats = (t.float() for t in (rots, trans, intrins, post_rots, post_trans))
             return frustum_to_ego(self.frustum.float(), *mats)
 
-    def splat(self, geom: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
-        """Sums lifted features into the grid.
+    def _fused_plan(self, cells: torch.Tensor, key: tuple[torch.Tensor, ...]):
+        """The fused splat's plan of these cells, from the cache when the cameras are the same."""
+        cached = self._plan_key
+        reuse = (
+            self.cache_plan
+            and not self.training
+            and cached is not None
+            and len(cached) == len(key)
+            and all(
+                a.shape == b.shape and torch.equal(a, b) for a, b in zip(key, cached, strict=True)
+            )
+        )
+        if reuse:
+            return self._plan
+        plan = splat_plan(cells, self.grid.shape)
+        if self.cache_plan and not self.training:
+            self._plan_key, self._plan = tuple(k.detach().clone() for k in key), plan
+        return plan
+
+    def splat(
+        self,
+        geom: torch.Tensor,
+        depth: torch.Tensor,
+        context: torch.Tensor,
+        key: tuple[torch.Tensor, ...] = (),
+    ) -> torch.Tensor:
+        """Sums depth x context into the grid.
 
         Args:
             geom: [B, N, D, fH, fW, 3] ego positions.
-            feats: [B, N, C, D, fH, fW] lifted features.
+            depth: [B, N, D, fH, fW] depth probabilities.
+            context: [B, N, C, fH, fW] context vectors.
+            key: the camera matrices the geometry came from (the fused plan's cache key).
         Returns:
             [B, C * Z, X, Y].
         """
-        batch, _, channels = feats.shape[:3]
-        x_n, y_n, z_n = self.grid.shape
+        batch, _, channels = context.shape[:3]
         cells = points_to_voxel_coords(geom, self.grid)  # B x N x D x fH x fW x 3 (x, y, z)
+        if self.cfg.splat == "fused":
+            plan = self._fused_plan(cells, key)
+            ctx = context.permute(0, 1, 3, 4, 2)  # B x N x fH x fW x C, channels last
+            bev = fused_splat(depth, ctx.to(depth.dtype), plan)  # B x C x Z x X x Y
+            return bev.flatten(1, 2)
+        feats = depth.unsqueeze(2) * context.unsqueeze(3)  # B x N x C x D x fH x fW
         b = (
             torch.arange(batch, device=geom.device)
             .view(batch, 1, 1, 1, 1, 1)
@@ -205,7 +194,8 @@ class LiftSplatShoot(nn.Module):
         )
         coords = torch.cat([cells, b], -1).reshape(-1, 4)  # (B N D fH fW) x 4
         feats = feats.permute(0, 1, 3, 4, 5, 2).reshape(-1, channels)  # (B N D fH fW) x C
-        bev = SPLATS[self.cfg.splat](feats, coords, batch, (x_n, y_n, z_n))  # B x C x Z x X x Y
+        pool = bev_pool if self.cfg.splat == "bev_pool" else bev_pool_reference
+        bev = pool(feats, coords, batch, self.grid.shape)  # B x C x Z x X x Y
         return bev.flatten(1, 2)  # B x (C Z) x X x Y
 
     def forward(self, imgs, rots, trans, intrins, post_rots, post_trans) -> LSSOutput:
@@ -213,8 +203,10 @@ class LiftSplatShoot(nn.Module):
         post_rots [B, N, 3, 3]; post_trans [B, N, 3]."""
         batch, cams = imgs.shape[:2]
         geom = self.geometry(rots, trans, intrins, post_rots, post_trans)  # B x N x D x fH x fW x 3
-        feats = self.camencode(imgs.flatten(0, 1))  # (B N) x C x D x fH x fW
-        feats = feats.unflatten(0, (batch, cams))  # B x N x C x D x fH x fW
-        splat = self.splat(geom, feats)  # B x (C Z) x X x Y
+        depth_logits, context = self.camencode(imgs.flatten(0, 1))  # (B N) x D|C x fH x fW
+        depth_logits = depth_logits.unflatten(0, (batch, cams))  # B x N x D x fH x fW
+        context = context.unflatten(0, (batch, cams))  # B x N x C x fH x fW
+        key = (rots, trans, intrins, post_rots, post_trans)
+        splat = self.splat(geom, depth_logits.softmax(2), context, key)  # B x (C Z) x X x Y
         bev, logits = self.bevencode(splat)
-        return LSSOutput(bev, logits, splat)
+        return LSSOutput(bev, logits, splat, depth_logits)

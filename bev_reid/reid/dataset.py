@@ -13,7 +13,9 @@ Layout:
 
 from __future__ import annotations
 
+import copy
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,14 @@ FORMAT_VERSION = 1
 OBJECT_DATA = "object_data.json"
 LIDAR_CHANNELS = ("lidar_occupancy", "lidar_max_height", "lidar_mean_intensity")
 SPLITS = ("train", "val", "all")
+
+
+def modality_channels(names: Sequence[str], modalities: Sequence[str]) -> list[str]:
+    """The channel names of the given modalities (``camera`` -> ``camera_*``, ``lidar`` ->
+    ``lidar_*``), in dataset order; all names when ``modalities`` is empty."""
+    if not modalities:
+        return list(names)
+    return [n for n in names if n.split("_", 1)[0] in set(modalities)]
 
 
 def camera_channel_names(count: int) -> list[str]:
@@ -58,10 +68,14 @@ class ReIDDataset(Dataset):
     Args:
         path: the dataset folder.
         split: ``train``, ``val`` or ``all``.
+        channels: the channels the crops keep, by name, in this order (e.g. a trained model's);
+            None keeps all. See :func:`modality_channels` to pick them by modality.
     Items: ``(crop [C, S, S] float32 tensor, identity id, view record dict)``.
     """
 
-    def __init__(self, path: str | Path, split: str = "train"):
+    def __init__(
+        self, path: str | Path, split: str = "train", channels: Sequence[str] | None = None
+    ):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
         self.root = Path(path)
@@ -71,7 +85,19 @@ class ReIDDataset(Dataset):
             views = [json.loads(line) for line in f if line.strip()]
         self.views = [v for v in views if split == "all" or v["split"] == split]
         self._crops: np.ndarray | None = None  # opened lazily, once per DataLoader worker
-        self.channel_names: list[str] = list(self.meta["channels"])
+        stored = list(self.meta["channels"])
+        names = stored if channels is None else list(channels)
+        missing = [n for n in names if n not in stored]
+        if missing or not names:
+            raise ValueError(
+                f"ReID dataset {str(self.root)!r} has no channel(s) "
+                f"{', '.join(missing) or '(none asked)'}; it has {', '.join(stored)}"
+            )
+        # Rows of crops.npy's channel axis to read (a slice of all of them reads fastest).
+        self._channel_index: list[int] | slice = (
+            slice(None) if names == stored else [stored.index(n) for n in names]
+        )
+        self.channel_names: list[str] = names
         self.camera_channels = [
             i for i, n in enumerate(self.channel_names) if n.startswith("camera_")
         ]
@@ -104,8 +130,46 @@ class ReIDDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, dict[str, Any]]:
         view = self.views[index]
-        crop = torch.from_numpy(np.asarray(self.crops[view["index"]], dtype=np.float32))
+        crop = torch.from_numpy(self.crop_array(view["index"]))  # C x S x S
         return crop, view["id"], view
+
+    @classmethod
+    def of_modalities(
+        cls, path: str | Path, split: str = "train", modalities: Sequence[str] = ()
+    ) -> ReIDDataset:
+        """The views with the channels of ``modalities`` only (camera, lidar; () = all)."""
+        names = modality_channels(read_object_data(path)["channels"], modalities)
+        if not names:
+            raise ValueError(
+                f"ReID dataset {str(path)!r} has no {' or '.join(modalities)} channels "
+                f"(reid_run.modalities); it was built with build.modalities "
+                f"{read_object_data(path)['modalities']}"
+            )
+        return cls(path, split, names)
+
+    def with_channels(self, names: Sequence[str]) -> ReIDDataset:
+        """The same views with other channels of the same folder (nothing is re-read)."""
+        if list(names) == self.channel_names:
+            return self
+        other = copy.copy(self)
+        stored = list(self.meta["channels"])
+        missing = [n for n in names if n not in stored]
+        if missing:
+            raise ValueError(
+                f"ReID dataset {str(self.root)!r} has no channel(s) {', '.join(missing)}; "
+                f"it has {', '.join(stored)}"
+            )
+        other._channel_index = [stored.index(n) for n in names]
+        other.channel_names = list(names)
+        other.camera_channels = [i for i, n in enumerate(names) if n.startswith("camera_")]
+        other.lidar_channels = [i for i, n in enumerate(names) if n.startswith("lidar_")]
+        return other
+
+    def crop_array(self, rows: int | Sequence[int] | np.ndarray) -> np.ndarray:
+        """Crops of crops.npy rows (a view's ``index``), the chosen channels, float32:
+        [C, S, S] for one row, [n, C, S, S] for several."""
+        crops = np.asarray(self.crops[rows], dtype=np.float32)
+        return crops[..., self._channel_index, :, :]
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)

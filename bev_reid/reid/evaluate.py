@@ -111,6 +111,14 @@ def evaluate_checkpoint(
     device = pick_device(cfg.eval_reid.device)
     model = BEVReIDModel.from_checkpoint(sidecar, map_location=device)
     step = model.checkpoint_step
+    wanted = model.checkpoint_meta.get("channels")  # the channels the model was trained on
+    if isinstance(dataset, ReIDDataset) and isinstance(wanted, list):
+        try:
+            dataset = dataset.with_channels(wanted)
+        except ValueError as e:
+            raise CheckpointError(
+                f"checkpoint {str(sidecar)!r} does not fit the dataset: {e}"
+            ) from e
     channels = getattr(dataset, "channel_names", None)
     if channels is not None and model.config["in_channels"] != len(channels):
         raise CheckpointError(

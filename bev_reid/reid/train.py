@@ -75,7 +75,7 @@ def crop_statistics(
     n = len(dataset.views)
     rows = np.random.default_rng(seed).permutation(n)[: min(n, samples)]
     index = np.sort([dataset.views[i]["index"] for i in rows])
-    crops = torch.from_numpy(np.asarray(dataset.crops[index], dtype=np.float32))  # n x C x S x S
+    crops = torch.from_numpy(dataset.crop_array(index))  # n x C x S x S
     return crops.mean(dim=(0, 2, 3)), crops.std(dim=(0, 2, 3))
 
 
@@ -197,7 +197,7 @@ def _train(cfg: Config, dist: DistInfo) -> Path:
     tc = cfg.train_reid
     run_dir = Path(cfg.reid_run.log_dir) / cfg.reid_run.run_id
     ckpt_dir = run_dir / "checkpoints"
-    dataset = ReIDDataset(cfg.reid_run.dataset_dir, "train")
+    dataset = ReIDDataset.of_modalities(cfg.reid_run.dataset_dir, "train", cfg.reid_run.modalities)
     if len(dataset) == 0:
         raise ValueError(f"ReID dataset {cfg.reid_run.dataset_dir!r} has no training views")
     num_classes = dataset.num_classes
@@ -311,10 +311,12 @@ def add_projector(
     """Embeddings of the val split (the train split when val is empty) for tensorboard's
     projector: identity, condition and scene as metadata, the crops as thumbnails. At most
     ``PROJECTOR_MAX_VIEWS`` views, a seeded subset."""
-    dataset = ReIDDataset(cfg.reid_run.dataset_dir, "val")
+    modalities = cfg.reid_run.modalities
+    dataset = ReIDDataset.of_modalities(cfg.reid_run.dataset_dir, "val", modalities)
     tag = "val"
     if len(dataset) == 0:
-        dataset, tag = ReIDDataset(cfg.reid_run.dataset_dir, "train"), "train"
+        dataset = ReIDDataset.of_modalities(cfg.reid_run.dataset_dir, "train", modalities)
+        tag = "train"
     positions = np.arange(len(dataset))
     if positions.size > PROJECTOR_MAX_VIEWS:
         rng = np.random.default_rng(cfg.train_reid.seed)

@@ -124,6 +124,10 @@ def test_config_mismatches_are_clear_errors(synth_world):
         build_model(tiny(synth_world, **{"lss.trunk_weights": "nothing.pt"}))
 
 
+class PickledNote:
+    """An arbitrary object in a pickle: loading it would run the pickle's code path."""
+
+
 def test_trunk_weights_load_from_a_local_file(synth_world, tmp_path):
     from efficientnet_pytorch import EfficientNet
     from safetensors.torch import save_file
@@ -133,7 +137,53 @@ def test_trunk_weights_load_from_a_local_file(synth_world, tmp_path):
     path = tmp_path / "b0.safetensors"
     save_file({k: v.contiguous() for k, v in trunk.state_dict().items()}, str(path))
     model = build_model(tiny(synth_world, **{"lss.trunk_weights": str(path)}))
-    assert torch.equal(model.camencode.trunk._conv_stem.weight, trunk._conv_stem.weight)
+    assert torch.equal(model.camencode.trunk.net._conv_stem.weight, trunk._conv_stem.weight)
+    # A pickle that holds more than tensors is refused, and torch's hint to unpickle it anyway
+    # does not reach the user.
+    pickled = tmp_path / "b0.pt"
+    torch.save({"state": trunk.state_dict(), "made_by": PickledNote()}, pickled)
+    with pytest.raises(ValueError, match="never unpickles") as info:
+        build_model(tiny(synth_world, **{"lss.trunk_weights": str(pickled)}))
+    assert "weights_only=False" not in str(info.value)
+
+
+def test_every_registered_trunk_builds_and_says_its_strides():
+    """The trunk registry: each trunk gives features at the asked stride, refuses others, and
+    the config refuses a name the registry does not hold (listing the ones it does)."""
+    from bev_reid.config import ConfigError
+    from bev_reid.models.trunks import TRUNKS, build_trunk
+
+    x = torch.randn(2, 3, 64, 176)
+    for name in TRUNKS:
+        built = 0
+        for stride in (4, 8, 16, 32):
+            try:
+                trunk = build_trunk(name, stride)
+            except ValueError as e:
+                assert "supports lss.downsample" in str(e)
+                continue
+            out = trunk.eval()(x)
+            assert out.shape == (2, trunk.out_channels, 64 // stride, 176 // stride), name
+            built += 1
+        assert built >= 1, name
+    with pytest.raises(ConfigError, match="registered trunk: efficientnet-b0, resnet-tiny"):
+        load_config(overrides=["lss.trunk=resnet-huge"])
+    with pytest.raises(KeyError, match="valid trunks"):
+        build_trunk("resnet-huge", 16)
+
+
+def test_depth_loss_is_the_cross_entropy_where_lidar_lands():
+    """The depth term against a hand-computed cross-entropy over the cells with a target."""
+    import math
+
+    from bev_reid.lss.losses import depth_loss
+
+    logits = torch.zeros(1, 1, 3, 1, 2)  # B N D fH fW
+    logits[0, 0, :, 0, 0] = torch.tensor([2.0, 0.0, 0.0])
+    target = torch.tensor([[[[0, -1]]]])  # the second cell has no LiDAR point
+    want = -math.log(math.exp(2) / (math.exp(2) + 2))
+    assert depth_loss(logits, target).item() == pytest.approx(want, rel=1e-6)
+    assert depth_loss(logits, torch.full_like(target, -1)).item() == 0.0
 
 
 def test_overfitting_two_keyframes_lowers_loss_and_raises_iou(tmp_path_factory, tmp_path):
