@@ -548,8 +548,9 @@ class TrackConfig:
     min_score: float = 0.0  # detections scored lower are dropped
     gate_m: float = 2.0  # centre distance beyond which a detection never matches a track, m
     lost_gate_growth_m: float = 1.0  # the gate widens by this much per keyframe a track is lost
-    appearance_weight: float = 0.5  # share of the cosine distance in the cost (0: motion alone)
-    max_appearance_distance: float = 0.6  # a lost track is re-identified only below this
+    appearance_weight: float = 0.3  # share of the cosine distance in the cost (0: motion alone)
+    max_lost_cost: float = 0.7  # a lost track matches only below this mixed cost (embeddings)
+    max_appearance_distance: float = 0.5  # a dormant track is re-identified only below this
     max_age: int = 6  # keyframes a track coasts unmatched before it dies
     # With embeddings, a lost track that has views sleeps until this many keyframes lost,
     # re-identified by appearance alone (bev_reid.track.lifecycle); 0 = no dormancy.
@@ -570,7 +571,7 @@ class TrackConfig:
         for key in ("det_miss_rate", "appearance_weight"):
             need(0.0 <= getattr(self, key) <= 1.0, key, "in [0, 1]")
         for key in ("det_noise_m", "det_size_noise", "det_yaw_noise_deg", "det_velocity_noise",
-                    "det_fp_rate", "min_score", "lost_gate_growth_m"):  # fmt: skip
+                    "det_fp_rate", "min_score", "lost_gate_growth_m", "max_lost_cost"):  # fmt: skip
             need(0.0 <= getattr(self, key) < float("inf"), key, ">= 0 (finite)")
         for key in ("gate_m", "max_gate_m", "accel_noise", "measurement_noise_m", "velocity_std"):
             need(0.0 < getattr(self, key) < float("inf"), key, "> 0 (finite)")

@@ -5,8 +5,9 @@ their embeddings:
 
     cost = (1 - w) d_ij / gate_i + w a_ij,        a_ij = 1 - <e_i, e_j>  (unit vectors, in [0, 2])
 
-and is infinite (never matched) when d_ij > gate_i, when the classes differ, or when a_ij exceeds
-the track's appearance limit. A pair with no appearance (a track or a detection without an
+and is infinite (never matched) when d_ij > gate_i, when the classes differ, when a_ij exceeds
+the track's appearance limit, or when a track that needs appearance (a dormant one) meets a
+detection without it. A pair with no appearance (a track or a detection without an
 embedding) costs its distance term alone, d_ij / gate_i. ``w`` = 0 is motion alone.
 
 :func:`match` then takes, among the matchings of finite-cost pairs, one with the most pairs and,
@@ -46,6 +47,7 @@ def association_cost(
     weight: float = 0.0,
     max_appearance: np.ndarray | float = np.inf,
     same_class: np.ndarray | None = None,
+    needs_appearance: np.ndarray | None = None,
 ) -> np.ndarray:
     """The cost matrix [T, D] (see the module doc); ``inf`` marks pairs that may not match.
 
@@ -56,6 +58,8 @@ def association_cost(
         weight: w, the share of the appearance term.
         max_appearance: [T] (or one) largest cosine distance a track may match at.
         same_class: [T, D] bool, whether the classes agree; None: all agree.
+        needs_appearance: [T] bool: tracks that may match only a detection whose appearance is
+            known (dormant tracks, re-identified by appearance alone); None: none.
     """
     distance = np.asarray(distance, dtype=np.float64)
     t = distance.shape[0]
@@ -69,6 +73,10 @@ def association_cost(
         mixed = (1.0 - weight) * cost + weight * np.where(has, appearance, 0.0)
         cost = np.where(has, mixed, cost)
         allowed &= ~has | (appearance <= limit)
+        if needs_appearance is not None:
+            allowed &= has | ~np.asarray(needs_appearance, dtype=bool)[:, None]
+    elif needs_appearance is not None:
+        allowed &= ~np.asarray(needs_appearance, dtype=bool)[:, None]
     if same_class is not None:
         allowed &= np.asarray(same_class, dtype=bool)
     return np.where(allowed, cost, np.inf)

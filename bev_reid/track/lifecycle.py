@@ -14,7 +14,13 @@ Rules (``track.*`` config keys):
   keyframe lost (the vehicle may have turned or braked out of sight), and with an embedding it
   matches only at a cosine distance of at most ``max_appearance_distance``: a lost track is
   re-identified by appearance when its vehicle's detection returns.
-- Death: a track lost for more than ``max_age`` keyframes is dropped.
+- Dormancy (with embeddings only): a track lost for more than ``max_age`` keyframes whose
+  memory holds a view sleeps until ``reid_max_age`` keyframes lost: it then matches only a
+  detection whose embedding lies within ``max_appearance_distance`` of its memory (and within its
+  widened gate). Motion alone cannot tell a returning vehicle from a stranger that far in time,
+  so without embeddings there is no dormancy.
+- Death: a track lost for more than ``max_age`` keyframes (``reid_max_age`` when dormant) is
+  dropped.
 
 The appearance memory holds the embeddings of a track's last ``memory`` matched detections;
 its distance to a detection is the cosine distance to their normalised mean (``memory_mode =
@@ -116,8 +122,15 @@ def is_lost(track: Track) -> bool:
     return track.misses >= 1
 
 
-def is_dead(track: Track, cfg: TrackConfig) -> bool:
+def is_dormant(track: Track, cfg: TrackConfig) -> bool:
+    """Lost longer than ``max_age``: re-identifiable by appearance alone."""
     return track.misses > cfg.max_age
+
+
+def is_dead(track: Track, cfg: TrackConfig, appearance: bool) -> bool:
+    """Lost for good: past ``max_age``, or with embeddings and a memory past ``reid_max_age``."""
+    limit = max(cfg.max_age, cfg.reid_max_age) if appearance and track.memory else cfg.max_age
+    return track.misses > limit
 
 
 def is_reported(track: Track, cfg: TrackConfig) -> bool:
@@ -125,5 +138,6 @@ def is_reported(track: Track, cfg: TrackConfig) -> bool:
 
 
 def gate_of(track: Track, cfg: TrackConfig) -> float:
-    """The track's distance gate, metres: wider the longer it has been lost."""
-    return cfg.gate_m + cfg.lost_gate_growth_m * track.misses
+    """The track's distance gate, metres: wider the longer it has been lost (up to
+    ``max_gate_m``)."""
+    return min(cfg.gate_m + cfg.lost_gate_growth_m * track.misses, max(cfg.gate_m, cfg.max_gate_m))

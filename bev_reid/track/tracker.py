@@ -6,7 +6,7 @@ Per keyframe (one :class:`Frame`):
 2. the detections of tracked classes, scored at least ``min_score``, are associated in two
    stages (:mod:`bev_reid.track.association`): first the tracks matched at the previous keyframe
    (the distance gate ``gate_m``), then the lost tracks with the remaining detections (a wider
-   gate, and an appearance limit: re-identification);
+   gate, and an appearance limit: re-identification; dormant tracks by appearance alone);
 3. matched tracks update, unmatched ones coast, unmatched detections start tracks, and tracks
    lost too long die (:mod:`bev_reid.track.lifecycle`);
 4. the tracks matched at this keyframe are reported as tracking-results records.
@@ -86,12 +86,21 @@ class Tracker:
                 appearance = np.stack([t.appearance_distance(emb, "nearest") for t in tracks])
             weight = cfg.appearance_weight
         limit = np.array(
-            [cfg.max_appearance_distance if lifecycle.is_lost(t) else np.inf for t in tracks]
+            [
+                cfg.max_appearance_distance if lifecycle.is_dormant(t, cfg) else np.inf
+                for t in tracks
+            ]
         )
         gate = np.array([lifecycle.gate_of(t, cfg) for t in tracks])
-        return association_cost(
-            distance, gate, appearance, weight, limit, same.reshape(distance.shape)
-        )
+        dormant = np.array([lifecycle.is_dormant(t, cfg) for t in tracks], dtype=bool)
+        same = same.reshape(distance.shape).astype(bool)
+        cost = association_cost(distance, gate, appearance, weight, limit, same, dormant)
+        if appearance is not None and weight > 0:
+            # A lost track weighs both kinds of evidence: a near detection may look unlike its
+            # memory, a farther one must look alike (the mixed cost is capped).
+            lost = np.array([lifecycle.is_lost(t) for t in tracks], dtype=bool)[:, None]
+            cost[lost & np.isfinite(appearance) & (cost > cfg.max_lost_cost)] = np.inf
+        return cost
 
     def _associate(
         self, tracks: list[lifecycle.Track], dets: list[Detection], emb: np.ndarray | None,
@@ -137,7 +146,8 @@ class Tracker:
             embedding = None if emb is None else emb[j]
             self.tracks.append(lifecycle.birth(self.next_id, dets[j], embedding, cfg))
             self.next_id += 1
-        self.tracks = [t for t in self.tracks if not lifecycle.is_dead(t, cfg)]
+        appearance = self.use_appearance
+        self.tracks = [t for t in self.tracks if not lifecycle.is_dead(t, cfg, appearance)]
         return [
             self._record(frame.sample_token, t)
             for t in self.tracks

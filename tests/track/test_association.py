@@ -58,6 +58,9 @@ def test_cost_terms_by_hand():
     assert cost[0, 3] == np.inf  # beyond the appearance limit
     motion = association_cost(distance, 2.0, appearance, weight=0.0, max_appearance=0.6)
     assert motion[0].tolist() == [0.5, np.inf, 0.5, 0.5]  # motion alone ignores appearance
+    dormant = association_cost(distance, 2.0, appearance, 0.5, 0.6, None, np.array([True]))
+    assert np.isfinite(dormant[0]).tolist() == [True, False, False, False]  # needs appearance
+    assert association_cost(distance, 2.0, needs_appearance=np.array([True]))[0, 0] == np.inf
     same = np.array([[True, True, False, True]])
     assert association_cost(distance, 2.0, same_class=same)[0, 2] == np.inf
 

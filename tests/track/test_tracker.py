@@ -12,7 +12,7 @@ from bev_reid.track.lifecycle import Track, birth
 from bev_reid.track.tracker import Frame, Tracker
 
 CFG = TrackConfig(gate_m=2.0, lost_gate_growth_m=1.0, max_age=6, appearance_weight=0.5,
-                  max_appearance_distance=0.6)  # fmt: skip
+                  max_lost_cost=0.7, max_appearance_distance=0.6, reid_max_age=20)  # fmt: skip
 EA, EC = np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])  # two unlike vehicles
 
 
@@ -41,9 +41,20 @@ def test_births_get_new_ids_and_matched_tracks_keep_theirs():
 def test_a_lost_track_coasts_for_max_age_keyframes_then_dies():
     seen = [(det(0), EA)]
     gap = [[]] * CFG.max_age
-    assert run([seen, seen, *gap, seen])[-1] == {0.0: "0"}  # back after max_age: same track
-    assert run([seen, seen, *gap, [], seen])[-1] == {0.0: "1"}  # one keyframe later: dead
-    assert run([seen, [], seen])[1] == {}  # a coasting track is not reported
+    for appearance in (False, True):
+        assert run([seen, seen, *gap, seen], appearance=appearance)[-1] == {0.0: "0"}
+        assert run([seen, [], seen], appearance=appearance)[1] == {}  # coasting: not reported
+    assert run([seen, seen, *gap, [], seen], appearance=False)[-1] == {0.0: "1"}  # dead
+
+
+def test_a_dormant_track_is_reidentified_by_appearance_alone():
+    seen, gap = [(det(0), EA)], [[]] * (CFG.max_age + 3)  # lost past max_age: dormant
+    assert run([seen, seen, *gap, seen])[-1] == {0.0: "0"}  # the same vehicle: re-identified
+    assert run([seen, seen, *gap, [(det(0), EC)]])[-1] == {0.0: "1"}  # a stranger: a new track
+    unknown = [(det(0), np.full(3, np.nan))]  # no embedding (e.g. an empty crop)
+    assert run([seen, seen, *gap, unknown])[-1] == {0.0: "1"}
+    late = [[]] * (CFG.reid_max_age + 1)
+    assert run([seen, seen, *late, seen])[-1] == {0.0: "1"}  # past reid_max_age: dead
 
 
 def test_min_hits_delays_the_report_and_classes_never_mix():
@@ -55,15 +66,18 @@ def test_min_hits_delays_the_report_and_classes_never_mix():
 
 
 def test_a_lost_vehicle_is_reidentified_by_appearance_not_taken_by_a_stranger():
-    # A is seen, hidden 3 keyframes; a stranger C appears 1 m away while A is hidden; A returns.
-    a, c = (det(0.0), EA), (det(1.0), EC)
+    # A is seen, hidden 3 keyframes (its gate grows to 5 m); a stranger C appears 2.5 m away
+    # while A is hidden; A returns. Mixed cost of A's track and C: 0.5 * 2.5 / 5 + 0.5 * 1 > 0.7.
+    a, c = (det(0.0), EA), (det(2.5), EC)
     frames = [[a], [a], [a], [], [], [], [c], [a, c], [a, c]]
     motion = run(frames, appearance=False)
-    assert motion[6] == {1.0: "0"}  # motion alone hands A's identity to C...
+    assert motion[6] == {2.5: "0"}  # motion alone hands A's identity to C...
     assert motion[7][0.0] != "0"  # ...and A comes back as someone else: a switch
     reid = run(frames)
-    assert reid[6] == {1.0: "1"}  # C is too unlike A's memory: a new track
-    assert reid[7] == reid[8] == {0.0: "0", 1.0: "1"}  # A re-identified with its own id
+    assert reid[6] == {2.5: "1"}  # C is too unlike A's memory for that distance: a new track
+    assert reid[7] == reid[8] == {0.0: "0", 2.5: "1"}  # A re-identified with its own id
+    near = run([[a], [a], [], [(det(0.5), EC)]])  # a lost track takes a near unlike detection
+    assert near[3] == {0.5: "0"}
 
 
 def test_appearance_memory_mean_and_nearest():
