@@ -31,10 +31,24 @@ namespace bev_reid {
 
 namespace {
 
-// Cells are handled in tiles so that each channel's outputs are read or written as a contiguous run.
-constexpr int64_t kTile = 32;
+// Cells are handled in tiles of kTile consecutive cells of one (b, z) plane, so that each channel
+// of a tile is one contiguous run of the output (and of grad_out): a page is touched once per
+// channel and tile, not once per cell.
+constexpr int64_t kTile = 512;
 // Lanes of a CUDA warp: the grouping of grad_depth's dot product (see fused_splat.h).
 constexpr int64_t kLanes = 32;
+
+// The tiles of the grid: tile i covers cells r0 .. r0 + count of batch b (r0 = b * plane + v0).
+struct Tiles {
+  int64_t plane, per_plane, count;
+  explicit Tiles(const SplatShape& s)
+      : plane(s.plane()), per_plane((s.plane() + kTile - 1) / kTile), count(s.B * per_plane) {}
+  // (b, v0, number of cells) of tile i.
+  std::array<int64_t, 3> operator[](int64_t i) const {
+    const int64_t b = i / per_plane, v0 = (i - b * per_plane) * kTile;
+    return {b, v0, std::min(kTile, plane - v0)};
+  }
+};
 
 template <typename index_t>
 void rank_points(const at::Tensor& cells, const std::array<int64_t, 3>& g, int64_t* ranks) {
@@ -55,9 +69,8 @@ template <typename scalar_t>
 void forward_kernel(const scalar_t* depth, const scalar_t* context, const int64_t* order,
                     const int64_t* offsets, const SplatShape& s, scalar_t* out) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t C = s.C, HW = s.H * s.W, DHW = s.D * HW, plane = s.plane();
-  const int64_t total = s.num_cells();
-  const int64_t tiles = (total + kTile - 1) / kTile;
+  const int64_t C = s.C, HW = s.H * s.W, DHW = s.D * HW;
+  const Tiles tiles(s);
   // Adds the products of points order[k], k in [begin, end), into row.
   const auto add_points = [&](int64_t begin, int64_t end, acc_t* row) {
     for (int64_t k = begin; k < end; ++k) {
@@ -68,34 +81,35 @@ void forward_kernel(const scalar_t* depth, const scalar_t* context, const int64_
       for (int64_t ch = 0; ch < C; ++ch) row[ch] += w * static_cast<acc_t>(x[ch]);
     }
   };
-  at::parallel_for(0, tiles, 16, [&](int64_t tile_begin, int64_t tile_end) {
-    std::vector<acc_t> acc(kTile * C), piece(C);
+  at::parallel_for(0, tiles.count, 1, [&](int64_t tile_begin, int64_t tile_end) {
+    std::vector<acc_t> acc(kTile * C), piece(C);  // acc: [kTile, C], rows of the cells hit
+    std::vector<int64_t> hit;                     // the tile's cells that hold points
+    hit.reserve(kTile);
     for (int64_t tile = tile_begin; tile < tile_end; ++tile) {
-      const int64_t r0 = tile * kTile;
-      const int64_t count = std::min(kTile, total - r0);
-      std::fill(acc.begin(), acc.end(), acc_t(0));
-      if (offsets[r0] != offsets[r0 + count]) {
-        for (int64_t t = 0; t < count; ++t) {
-          acc_t* row = acc.data() + t * C;
-          const int64_t begin = offsets[r0 + t], end = offsets[r0 + t + 1];
-          // Pieces cut at multiples of kSplatChunk: the first sums straight into the row, later
-          // ones apart and are then added (the CUDA kernels' order).
-          int64_t k = std::min(end, (begin / kSplatChunk + 1) * kSplatChunk);
-          add_points(begin, k, row);
-          for (; k < end; k += kSplatChunk) {
-            std::fill(piece.begin(), piece.end(), acc_t(0));
-            add_points(k, std::min(end, k + kSplatChunk), piece.data());
-            for (int64_t ch = 0; ch < C; ++ch) row[ch] += piece[ch];
-          }
+      const auto [b, v0, count] = tiles[tile];
+      const int64_t* off = offsets + b * tiles.plane + v0;  // [count + 1]
+      hit.clear();
+      for (int64_t t = 0; t < count; ++t) {
+        if (off[t] != off[t + 1]) hit.push_back(t);
+      }
+      for (const int64_t t : hit) {
+        acc_t* row = acc.data() + t * C;
+        std::fill(row, row + C, acc_t(0));
+        // Pieces cut at multiples of kSplatChunk: the first sums straight into the row, later
+        // ones apart and are then added (the CUDA kernels' order).
+        int64_t k = std::min(off[t + 1], (off[t] / kSplatChunk + 1) * kSplatChunk);
+        add_points(off[t], k, row);
+        for (; k < off[t + 1]; k += kSplatChunk) {
+          std::fill(piece.begin(), piece.end(), acc_t(0));
+          add_points(k, std::min(off[t + 1], k + kSplatChunk), piece.data());
+          for (int64_t ch = 0; ch < C; ++ch) row[ch] += piece[ch];
         }
       }
-      // out[b, ch, v] with r = b * plane + v.
-      for (int64_t t = 0; t < count; ++t) {
-        const int64_t r = r0 + t;
-        const int64_t b = r / plane, v = r - b * plane;
-        scalar_t* o = out + b * C * plane + v;
-        const acc_t* row = acc.data() + t * C;
-        for (int64_t ch = 0; ch < C; ++ch) o[ch * plane] = static_cast<scalar_t>(row[ch]);
+      // out[b, ch, v0 .. v0 + count): one contiguous run per channel, zeros but for the cells hit.
+      for (int64_t ch = 0; ch < C; ++ch) {
+        scalar_t* o = out + (b * C + ch) * tiles.plane + v0;
+        std::fill(o, o + count, scalar_t(0));
+        for (const int64_t t : hit) o[t] = static_cast<scalar_t>(acc[t * C + ch]);
       }
     }
   });
@@ -106,24 +120,22 @@ void forward_kernel(const scalar_t* depth, const scalar_t* context, const int64_
 template <typename scalar_t, typename acc_t>
 void gather_cell_rows(const scalar_t* grad_out, const int64_t* offsets, const int64_t* cell_row,
                       const SplatShape& s, acc_t* grad_rows) {
-  const int64_t C = s.C, plane = s.plane(), total = s.num_cells();
-  const int64_t tiles = (total + kTile - 1) / kTile;
-  at::parallel_for(0, tiles, 16, [&](int64_t tile_begin, int64_t tile_end) {
-    std::vector<const scalar_t*> base(kTile);
+  const int64_t C = s.C;
+  const Tiles tiles(s);
+  at::parallel_for(0, tiles.count, 1, [&](int64_t tile_begin, int64_t tile_end) {
+    std::vector<int64_t> hit;  // the tile's cells that hold points
+    hit.reserve(kTile);
     for (int64_t tile = tile_begin; tile < tile_end; ++tile) {
-      const int64_t r0 = tile * kTile;
-      const int64_t count = std::min(kTile, total - r0);
-      if (offsets[r0] == offsets[r0 + count]) continue;  // no point in this tile
+      const auto [b, v0, count] = tiles[tile];
+      const int64_t r0 = b * tiles.plane + v0;
+      const int64_t* off = offsets + r0;  // [count + 1]
+      hit.clear();
       for (int64_t t = 0; t < count; ++t) {
-        const int64_t r = r0 + t, b = r / plane;
-        base[t] = grad_out + b * C * plane + (r - b * plane);
+        if (off[t] != off[t + 1]) hit.push_back(t);
       }
-      // Channel-major: for each channel, the tile's cells are (mostly) one contiguous run.
       for (int64_t ch = 0; ch < C; ++ch) {
-        for (int64_t t = 0; t < count; ++t) {
-          if (offsets[r0 + t] == offsets[r0 + t + 1]) continue;
-          grad_rows[cell_row[r0 + t] * C + ch] = static_cast<acc_t>(base[t][ch * plane]);
-        }
+        const scalar_t* g = grad_out + (b * C + ch) * tiles.plane + v0;
+        for (const int64_t t : hit) grad_rows[cell_row[r0 + t] * C + ch] = static_cast<acc_t>(g[t]);
       }
     }
   });
@@ -145,22 +157,31 @@ void backward_kernel(const scalar_t* grad_out, const scalar_t* depth, const scal
   const int64_t pixels = s.B * s.N * HW;
   at::parallel_for(0, pixels, 16, [&](int64_t pix_begin, int64_t pix_end) {
     std::vector<acc_t> x(C), acc(C);
+    std::vector<const acc_t*> row_of(D);  // [D] grad_rows row of each depth bin, null if dropped
+    constexpr int64_t kLineFloats = 64 / sizeof(acc_t);
     acc_t lanes[kLanes];
     for (int64_t pix = pix_begin; pix < pix_end; ++pix) {
       const int64_t bn = pix / HW, hw = pix - bn * HW;
       const scalar_t* ctx = context + pix * C;
       for (int64_t ch = 0; ch < C; ++ch) x[ch] = static_cast<acc_t>(ctx[ch]);
       std::fill(acc.begin(), acc.end(), acc_t(0));
+      // The pixel's D rows of grad_rows, fetched ahead: they are scattered over a buffer that
+      // need not fit in the caches.
+      for (int64_t d = 0; d < D; ++d) {
+        const int64_t r = ranks[(bn * D + d) * HW + hw];
+        row_of[d] = r < total ? grad_rows.data() + cell_row[r] * C : nullptr;
+        if (row_of[d] == nullptr) continue;
+        for (int64_t ch = 0; ch < C; ch += kLineFloats) __builtin_prefetch(row_of[d] + ch);
+      }
       for (int64_t d = 0; d < D; ++d) {
         const int64_t p = (bn * D + d) * HW + hw;
-        const int64_t r = ranks[p];
-        if (r >= total) {  // dropped
+        const acc_t* g = row_of[d];
+        if (g == nullptr) {  // dropped
           grad_depth[p] = scalar_t(0);
           continue;
         }
-        const acc_t* g = grad_rows.data() + cell_row[r] * C;
         // Lane l of a warp sums channels l, l + 32, ...; then the butterfly halves the lanes.
-        std::fill(lanes, lanes + kLanes, acc_t(0));
+        for (int64_t l = 0; l < kLanes; ++l) lanes[l] = acc_t(0);
         for (int64_t c0 = 0; c0 < C; c0 += kLanes) {
           const int64_t n = std::min(kLanes, C - c0);
           for (int64_t l = 0; l < n; ++l) lanes[l] += g[c0 + l] * x[c0 + l];
