@@ -49,17 +49,24 @@ def test_demo_end_to_end_and_rerun(tmp_path, capsys):
     assert (report / "cmc_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     saved = json.loads((report / "summary.json").read_text())
     assert saved["keyframes"] == 6 and saved["dataset"]["num_val_identities"] >= 1
-    retrieval = [
-        r for r in saved["trained"] if r["protocol"] == "retrieval" and r["condition"] == "all"
-    ]
-    assert retrieval and 0.0 <= retrieval[0]["rank1"] <= 1.0 and retrieval[0]["step"] == 12
-    assert len(saved["cmc_curves"]["trained embedding"]) == 20
-    assert {r["checkpoint"] for r in saved["raw_standardised"]} == {"raw-crops-standardised"}
-    assert len(saved["dataset"]["channels"]) == 16 + 10  # camera; box raster with colour
+    # One ReID run per modality set, each beside its own floors.
+    assert set(saved["runs"]) == {"camera", "lidar", "both"}
+    channels = {name: run["channels"] for name, run in saved["runs"].items()}
+    assert channels == {"camera": 16, "lidar": 10, "both": 26}  # box raster with colour: 10
+    for name, run in saved["runs"].items():
+        retrieval = [
+            r for r in run["trained"] if r["protocol"] == "retrieval" and r["condition"] == "all"
+        ]
+        assert retrieval and 0.0 <= retrieval[0]["rank1"] <= 1.0 and retrieval[0]["step"] == 12
+        assert {r["checkpoint"] for r in run["raw_standardised"]} == {"raw-crops-standardised"}
+        assert {r["checkpoint"] for r in run["raw"]} == {"raw-crops"}
+    assert len(saved["cmc_curves"]["camera embedding"]) == 20
+    assert len(saved["dataset"]["channels"]) == 16 + 10
     assert all(isinstance(t, float) for k, t in summary["times"].items())
-    assert "rank-1" in capsys.readouterr().out
-    # tensorboard logs of each stage
-    for folder in ("lss", "reid/demo", "eval/demo"):
+    out = capsys.readouterr().out
+    assert "rank-1" in out and "camera: trained, all" in out
+    # tensorboard logs of each stage and run
+    for folder in ("lss", "reid/camera", "reid/lidar", "reid/both", "eval/camera", "eval/both"):
         assert list((tmp_path / folder).glob("events.out.tfevents.*")), folder
 
     again = run_demo(cfg, tmp_path)  # finished stages are reused

@@ -1,10 +1,12 @@
 """`bev-reid demo`: the whole pipeline at laptop size, with a report a person can look at.
 
 Stages, each in its own folder under ``--out``: a synthetic world (``world/``), brief LSS
-training (``lss/``), the ReID dataset (``dataset/``), brief ReID training (``reid/demo/``) and one
-evaluation (``eval/demo/``). A finished stage is reused on the next run (``--force`` starts
-over); an interrupted one resumes. The report folder holds the pictures, the resolved config, a
-summary (JSON and text) and the tensorboard commands.
+training (``lss/``), the ReID dataset with every modality the build config names
+(``dataset/``), then one ReID run per modality set, trained (``reid/RUN/``) and evaluated
+(``eval/RUN/``): ``camera`` (the camera BEV features only), ``lidar`` (the LiDAR channels only)
+and ``both``. A finished stage is reused on the next run (``--force`` starts over); an
+interrupted one resumes. The report folder holds the pictures, the resolved config, a summary
+(JSON and text: each run beside its floors) and the tensorboard commands.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from bev_reid.engine.checkpoint import latest_checkpoint, load_checkpoint
 from bev_reid.engine.io import atomic_write_text
 
 STAGES = ("synth", "train-lss", "build-dataset", "train-reid", "eval-reid")
+# The ReID runs: name -> the crop modalities it trains on (() = all the dataset has).
+RUNS: dict[str, tuple[str, ...]] = {"camera": ("camera",), "lidar": ("lidar",), "both": ()}
 # The demo's sizes: configs/demo.yaml of the source tree (editable installs), or of the working
 # folder (e.g. the docker image's /workspace).
 DEMO_CONFIGS = (
@@ -56,11 +60,30 @@ def demo_config(cfg: Config, out: Path) -> Config:
             cfg.build, out=str(out / "dataset"), checkpoint=str(out / "lss" / "checkpoints")
         ),
         reid_run=dataclasses.replace(
-            cfg.reid_run, dataset_dir=str(out / "dataset"), log_dir=str(out / "reid"), run_id="demo"
+            cfg.reid_run, dataset_dir=str(out / "dataset"), log_dir=str(out / "reid"), run_id="both"
         ),
         train_reid=dataclasses.replace(cfg.train_reid, resume=True),
         eval_reid=dataclasses.replace(cfg.eval_reid, eval_log_dir=str(out / "eval"), once=True),
     )
+
+
+def demo_runs(cfg: Config) -> dict[str, Config]:
+    """The ReID runs of the demo, by name: one per modality set the dataset can give."""
+    built = set(cfg.build.modalities)
+    runs = {}
+    for name, modalities in RUNS.items():
+        if set(modalities or built) <= built and (modalities or len(built) > 1):
+            reid_run = dataclasses.replace(cfg.reid_run, run_id=name, modalities=modalities)
+            runs[name] = dataclasses.replace(cfg, reid_run=reid_run)
+    return runs
+
+
+def _run_finished(cfg: Config, stage: str) -> bool:
+    run = Path(cfg.reid_run.log_dir) / cfg.reid_run.run_id
+    last = latest_checkpoint(run / "checkpoints")
+    if stage == "train-reid":
+        return last is not None and load_checkpoint(last).step >= cfg.train_reid.max_steps
+    return last is not None and last.stem in _eval_log(cfg).done
 
 
 def _finished(cfg: Config, stage: str) -> bool:
@@ -71,12 +94,7 @@ def _finished(cfg: Config, stage: str) -> bool:
         return last is not None and load_checkpoint(last).step >= cfg.train_lss.max_steps
     if stage == "build-dataset":
         return (Path(cfg.build.out) / "object_data.json").exists()
-    run = Path(cfg.reid_run.log_dir) / cfg.reid_run.run_id
-    if stage == "train-reid":
-        last = latest_checkpoint(run / "checkpoints")
-        return last is not None and load_checkpoint(last).step >= cfg.train_reid.max_steps
-    last = latest_checkpoint(run / "checkpoints")
-    return last is not None and last.stem in _eval_log(cfg).done
+    return all(_run_finished(run, stage) for run in demo_runs(cfg).values())
 
 
 def _run_stages(cfg: Config) -> dict[str, Any]:
@@ -86,12 +104,21 @@ def _run_stages(cfg: Config) -> dict[str, Any]:
     from bev_reid.reid.watch import watch
     from bev_reid.synth.generate import generate_world
 
+    def each_run(job: Callable[[Config], Any], stage: str) -> Callable[[], None]:
+        def work() -> None:
+            for name, run in demo_runs(cfg).items():
+                if not _run_finished(run, stage):
+                    print(f"[demo] {stage} {name} ...")
+                    job(run)
+
+        return work
+
     work: dict[str, Callable[[], Any]] = {
         "synth": lambda: generate_world(cfg.synth, progress=True),
         "train-lss": lambda: train_lss(cfg),
         "build-dataset": lambda: build_dataset(cfg),
-        "train-reid": lambda: train_reid(cfg),
-        "eval-reid": lambda: watch(cfg),
+        "train-reid": each_run(train_reid, "train-reid"),
+        "eval-reid": each_run(watch, "eval-reid"),
     }
     times: dict[str, Any] = {}
     for stage in STAGES:
@@ -108,7 +135,7 @@ def _run_stages(cfg: Config) -> dict[str, Any]:
 
 @torch.no_grad()
 def _bev_picture(cfg: Config, report: Path) -> float:
-    """The BEV prediction picture of a validation keyframe; returns the mean IoU over a few."""
+    """The BEV prediction picture of a keyframe; returns the mean IoU over eight of them."""
     from bev_reid.data.keyframes import NuScenesKeyframes, collate
     from bev_reid.demo.report import draw_bev_prediction
     from bev_reid.lss.losses import iou_counts
@@ -136,21 +163,33 @@ def _bev_picture(cfg: Config, report: Path) -> float:
     return sum(ious) / len(ious)
 
 
-def _reid_pictures(cfg: Config, report: Path) -> dict[str, Any]:
+def _reid_pictures(runs: dict[str, Config], report: Path) -> dict[str, Any]:
+    """The CMC curves of every run and of the raw crops; the ranked retrieval of the camera run
+    (the product's headline), else of the first run."""
     from bev_reid.demo.report import cmc_curve, draw_cmc, draw_retrieval
     from bev_reid.models.reid import BEVReIDModel
     from bev_reid.reid.dataset import ReIDDataset
     from bev_reid.reid.evaluate import embed_dataset
 
-    dataset = ReIDDataset(cfg.reid_run.dataset_dir, cfg.eval_reid.split)
-    model = BEVReIDModel.from_checkpoint(
-        Path(cfg.reid_run.log_dir) / cfg.reid_run.run_id / "checkpoints"
-    )
-    emb, ids, views = embed_dataset(model, dataset, cfg.eval_reid.batch_size)
-    raw = torch.stack([dataset[i][0].flatten() for i in range(len(dataset))])
-    curves = cmc_curve({"trained embedding": emb, "raw crops (floor)": raw}, ids, views)
+    embeddings, shown = {}, None
+    dataset = ids = views = None
+    for name, cfg in runs.items():
+        model = BEVReIDModel.from_checkpoint(
+            Path(cfg.reid_run.log_dir) / cfg.reid_run.run_id / "checkpoints"
+        )
+        dataset = ReIDDataset(
+            cfg.reid_run.dataset_dir, cfg.eval_reid.split, model.checkpoint_meta["channels"]
+        )
+        emb, ids, views = embed_dataset(model, dataset, cfg.eval_reid.batch_size)
+        embeddings[f"{name} embedding"] = emb
+        if shown is None or name == "camera":
+            shown = (dataset, emb)
+    raw = torch.stack([dataset.with_channels(dataset.meta["channels"])[i][0].flatten()
+                       for i in range(len(dataset))])  # fmt: skip
+    embeddings["raw crops, all channels (floor)"] = raw
+    curves = cmc_curve(embeddings, ids, views)
     draw_cmc(curves, report / "cmc_curve.png")
-    draw_retrieval(dataset, emb, report / "ranked_retrieval.png")
+    draw_retrieval(*shown, report / "ranked_retrieval.png")
     return {"cmc": curves}
 
 
@@ -175,33 +214,34 @@ def _table(summary: dict[str, Any]) -> str:
     lines = [
         "bev-reid demo summary",
         f"  world:    {summary['keyframes']} keyframes, {summary['scenes']} scenes",
-        f"  LSS:      vehicle IoU {f(summary['lss_iou'])} (mean over validation keyframes)",
+        f"  LSS:      vehicle IoU {f(summary['lss_iou'])} (mean over eight keyframes)",
         f"  dataset:  {d['num_identities']} identities ({d['num_train_identities']} train, "
         f"{d['num_val_identities']} val), {d['num_views']} views, {len(d['channels'])} channels",
         "",
-        f"  {'validation, full retrieval':32s} {'rank-1':>7s} {'rank-5':>7s} "
+        f"  {'validation, full retrieval':40s} {'rank-1':>7s} {'rank-5':>7s} "
         f"{'mAP':>7s} {'mINP':>7s}",
     ]
-    tables = (
-        ("trained", summary["trained"]),
-        ("raw crops (floor)", summary["raw"]),
-        ("standardised raw crops", summary.get("raw_standardised", [])),
-    )
-    for name, rows in tables:
-        for r in rows:
-            if r["protocol"] == "retrieval":
-                label = f"{name}, {r['condition']}"
-                lines.append(
-                    f"  {label:32s} {f(r['rank1']):>7s} {f(r['rank5']):>7s} "
-                    f"{f(r['mAP']):>7s} {f(r['mINP']):>7s}"
-                )
-    cmc = [r for r in summary["trained"] if r["protocol"] == "cmc" and r["condition"] == "all"]
-    if cmc:
-        lines.append(
-            "  original CMC protocol (single-shot galleries): "
-            f"rank-1 {f(cmc[0]['rank1'])}, rank-5 {f(cmc[0]['rank5'])}"
+    for run, result in summary["runs"].items():
+        tables = (
+            ("trained", result["trained"], True),
+            ("raw crops (floor)", result["raw"], False),
+            ("standardised raw crops", result["raw_standardised"], False),
         )
-    lines.append("")
+        for name, rows, per_condition in tables:
+            for r in rows:
+                if r["protocol"] == "retrieval" and (per_condition or r["condition"] == "all"):
+                    label = f"{run}: {name}, {r['condition']}"
+                    lines.append(
+                        f"  {label:40s} {f(r['rank1']):>7s} {f(r['rank5']):>7s} "
+                        f"{f(r['mAP']):>7s} {f(r['mINP']):>7s}"
+                    )
+        cmc = [r for r in result["trained"] if r["protocol"] == "cmc" and r["condition"] == "all"]
+        if cmc:
+            lines.append(
+                f"  {run}: original CMC protocol (single-shot galleries): "
+                f"rank-1 {f(cmc[0]['rank1'])}, rank-5 {f(cmc[0]['rank5'])}"
+            )
+        lines.append("")
     lines.append(
         "  stage times (s): "
         + ", ".join(f"{k} {'reused' if v is None else v}" for k, v in summary["times"].items())
@@ -211,6 +251,7 @@ def _table(summary: dict[str, Any]) -> str:
 
 def run_demo(cfg: Config, out: str | Path, force: bool = False) -> dict[str, Any]:
     """Runs (or reuses) every stage, writes the report; returns the summary."""
+    from bev_reid.data.nuscenes import NuScenesDB
     from bev_reid.reid.dataset import ReIDDataset, read_object_data
     from bev_reid.reid.evaluate import raw_crop_baseline
 
@@ -226,29 +267,30 @@ def run_demo(cfg: Config, out: str | Path, force: bool = False) -> dict[str, Any
     times = _run_stages(cfg)
     print("[demo] report ...")
     lss_iou = _bev_picture(cfg, report)
-    pictures = _reid_pictures(cfg, report)
+    runs = demo_runs(cfg)
+    pictures = _reid_pictures(runs, report)
     meta = read_object_data(cfg.reid_run.dataset_dir)
-    val = ReIDDataset(cfg.reid_run.dataset_dir, cfg.eval_reid.split)
-    from bev_reid.data.nuscenes import NuScenesDB
-
+    results = {}
+    for name, run in runs.items():
+        val = ReIDDataset.of_modalities(
+            run.reid_run.dataset_dir, run.eval_reid.split, run.reid_run.modalities
+        )
+        results[name] = {
+            "modalities": list(run.reid_run.modalities or cfg.build.modalities),
+            "channels": len(val.channel_names),
+            "trained": _records(run),
+            "raw": raw_crop_baseline(val, run),
+            "raw_standardised": raw_crop_baseline(val, run, standardise=True),
+        }
     db = NuScenesDB(cfg.synth.out, cfg.synth.version)
+    keys = ("num_identities", "num_train_identities", "num_val_identities", "num_views",
+            "channels")  # fmt: skip
     summary = {
         "keyframes": sum(len(db.keyframes(s)) for s in db.scene_names),
         "scenes": len(db.scene_names),
         "lss_iou": lss_iou,
-        "dataset": {
-            k: meta[k]
-            for k in (
-                "num_identities",
-                "num_train_identities",
-                "num_val_identities",
-                "num_views",
-                "channels",
-            )
-        },
-        "trained": _records(cfg),
-        "raw": raw_crop_baseline(val, cfg),
-        "raw_standardised": raw_crop_baseline(val, cfg, standardise=True),
+        "dataset": {k: meta[k] for k in keys},
+        "runs": results,
         "cmc_curves": pictures["cmc"],
         "times": {**times, "total": round(time.perf_counter() - start, 1)},
     }
@@ -259,7 +301,7 @@ def run_demo(cfg: Config, out: str | Path, force: bool = False) -> dict[str, Any
         report / "README.txt",
         "Pictures: bev_prediction.png, cmc_curve.png, ranked_retrieval.png. Config: config.yaml.\n"
         f"Tensorboard: tensorboard --logdir {out} "
-        "(LSS in lss/, ReID training in reid/, evaluation in eval/)\n",
+        "(LSS in lss/, ReID training in reid/RUN/, evaluation in eval/RUN/)\n",
     )
     print(table)
     print(f"\nreport: {report}  (tensorboard --logdir {out})")

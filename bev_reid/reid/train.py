@@ -207,7 +207,7 @@ def _train(cfg: Config, dist: DistInfo) -> Path:
             f"ReID dataset {cfg.reid_run.dataset_dir!r}: training ids {bad[:5]} lie outside "
             f"0..{num_classes - 1} (num_train_identities of object_data.json)"
         )
-    in_channels = int(dataset.crops.shape[1])
+    in_channels = len(dataset.channel_names)
     torch.manual_seed(step_seed(tc.seed, 0, dist.rank))  # the model's initial weights
     model = build_reid_model(cfg, in_channels, num_classes)
     model.set_input_statistics(*crop_statistics(dataset, tc.seed))
