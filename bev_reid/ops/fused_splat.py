@@ -6,7 +6,8 @@ outer product, then :func:`bev_reid.ops.bev_pool`) that makes a [P, C] frustum t
 points (44 MB per batch of 4 at the default config) and copies it. ``fused_splat`` reads depth and
 context where they lie (after BEVPoolv2, Huang & Huang 2022):
 
-    out[b, c, z, x, y] = sum over the points p in cell (b, z, x, y) of depth[p] * context[pixel(p), c]
+    out[b, c, z, x, y] = sum over the points p in cell (b, z, x, y)
+                         of depth[p] * context[pixel(p), c]
 
 The cell bookkeeping (which point falls in which cell, the points sorted by cell) depends only on
 the geometry: :func:`splat_plan` computes it once, and the plan can be reused for as long as the
@@ -87,7 +88,8 @@ def fused_splat(depth: torch.Tensor, context: torch.Tensor, plan: SplatPlan) -> 
     """Sums depth x context of the frustum points into the grid cells.
 
     Args:
-        depth: [B, N, D, H, W] float32/float64/float16/bfloat16 depth weights (e.g. a softmax over D).
+        depth: [B, N, D, H, W] float32/float64/float16/bfloat16 depth weights (e.g. a softmax
+            over D).
         context: [B, N, H, W, C] same dtype: the context vector of each feature cell, channels last.
         plan: :func:`splat_plan` of the frustum's cells, on the same device.
 
@@ -145,7 +147,9 @@ def _plan_fake(cells, grid):
 @torch.library.register_fake("bev_reid::fused_splat")
 def _fused_splat_fake(depth, context, ranks, order, sorted_ranks, offsets, grid):
     torch._check(depth.dim() == 5, lambda: f"fused_splat: depth must be 5-D, got {depth.shape}")
-    torch._check(context.dim() == 5, lambda: f"fused_splat: context must be 5-D, got {context.shape}")
+    torch._check(
+        context.dim() == 5, lambda: f"fused_splat: context must be 5-D, got {context.shape}"
+    )
     x, y, z = grid
     return depth.new_empty((depth.shape[0], context.shape[4], z, x, y))
 
