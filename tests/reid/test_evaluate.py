@@ -292,3 +292,71 @@ def test_eval_reid_once_exit_status(reid_dataset, tmp_path, capsys):
     assert f"no checkpoints folder {tmp_path / 'runs' / 'rnu' / 'checkpoints'}" in (
         capsys.readouterr().err
     )
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [{"meta": []}, {"meta": None}, {"weights": 5}, {"step": "7"}, {"optimizer": [1]}, []],
+    ids=["meta-list", "meta-null", "weights-int", "step-str", "optimizer-list", "not-a-dict"],
+)
+def test_a_sidecar_of_the_wrong_shape_is_damage_not_a_crash(reid_dataset, tmp_path, damage):
+    """Valid JSON of the wrong shape is logged as a damaged checkpoint; the healthy checkpoints
+    after it are evaluated, and a restarted watcher neither dies on it nor retries it."""
+    cfg = eval_config(reid_dataset, tmp_path, **{"eval_reid.once": True})
+    num_classes = ReIDDataset(reid_dataset, "train").num_classes
+    ckpts = tmp_path / "runs" / "run" / "checkpoints"
+    bad = save(ckpts, 1, tiny_model(num_classes, 1))
+    record = json.loads(bad.read_text())
+    bad.write_text(json.dumps({**record, **damage} if isinstance(damage, dict) else damage))
+    save(ckpts, 2, tiny_model(num_classes, 2))
+    assert watch(cfg) == (1, 1)
+    out = tmp_path / "eval" / "run"
+    assert steps(out / "metrics.jsonl") == [2]
+    (err,) = lines(out / "errors.jsonl")
+    assert err["checkpoint"] == "step_00000001" and "CheckpointError" in err["error"]
+    assert watch(cfg) == (0, 0)  # remembered, not retried, no crash
+
+
+def test_a_config_error_is_refused_before_any_checkpoint_is_judged(reid_dataset, tmp_path, capsys):
+    """eval_reid.batch_size=0 is a config error, said in one line; nothing is recorded, so a
+    later run with a good config evaluates every checkpoint."""
+    from bev_reid.cli import main
+
+    num_classes = ReIDDataset(reid_dataset, "train").num_classes
+    save(tmp_path / "runs" / "run" / "checkpoints", 1, tiny_model(num_classes, 1))
+    args = ["eval-reid", "--dataset-dir", str(reid_dataset), "--log-dir", str(tmp_path / "runs"),
+            "--eval-log-dir", str(tmp_path / "eval"), "--run-id", "run", "--once",
+            "--device", "cpu"]  # fmt: skip
+    assert main([*args, "--set", "eval_reid.batch_size=0"]) == 2
+    err = capsys.readouterr().err
+    assert err == "bev-reid eval-reid: error: eval_reid.batch_size must be >= 1; got 0\n"
+    assert not (tmp_path / "eval").exists()
+    assert main(args) == 0
+    assert steps(tmp_path / "eval" / "run" / "metrics.jsonl") == [1]
+
+
+def test_ctrl_c_stops_the_watcher_cleanly(reid_dataset, tmp_path, capsys, monkeypatch):
+    """Ctrl-C while the watcher waits: one line, exit 130, the log left whole."""
+    from bev_reid.cli import main
+    from bev_reid.reid import watch as watch_module
+
+    def interrupted(_seconds):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(watch_module.time, "sleep", interrupted)
+    args = [
+        "eval-reid",
+        "--dataset-dir",
+        str(reid_dataset),
+        "--log-dir",
+        str(tmp_path / "runs"),
+        "--eval-log-dir",
+        str(tmp_path / "eval"),
+        "--run-id",
+        "run",
+        "--device",
+        "cpu",
+    ]
+    assert main(args) == 130
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "interrupted" in err and "Traceback" not in err

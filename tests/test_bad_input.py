@@ -1,0 +1,176 @@
+"""Bad input never kills or poisons a run: ranges checked before work starts, one-line errors,
+files others can read, nothing half-written left behind or read as whole."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import stat
+import typing
+
+import pytest
+
+from bev_reid.cli import main
+from bev_reid.config import Config, ConfigError, load_config
+from bev_reid.engine.io import atomic_write_text, sweep_stale_tmp
+
+
+def _range_fields():
+    """(section, field, a value outside its range) for every range-checked option."""
+    for section in dataclasses.fields(Config):
+        cls = typing.get_type_hints(Config)[section.name]
+        for f in dataclasses.fields(cls):
+            if "range" not in f.metadata:
+                continue
+            lo, hi, above, _ = f.metadata["range"]
+            bad = (lo - 1 if not above else lo) if lo is not None else hi + 1
+            if isinstance(f.default, tuple):
+                bad = [bad] * len(f.default)
+            elif isinstance(f.default, int):
+                bad = int(bad)
+            yield section.name, f.name, bad
+
+
+RANGE_FIELDS = list(_range_fields())
+
+
+def test_every_numeric_option_is_range_checked_by_name():
+    assert len(RANGE_FIELDS) > 40
+    names = {f"{s}.{k}" for s, k, _ in RANGE_FIELDS}
+    wanted = {"train_lss.batch_size", "train_reid.cell_dropout", "eval_reid.trials",
+              "eval_reid.topk", "eval_reid.poll_s", "train_lss.max_steps", "train_reid.max_steps",
+              "train_lss.log_every", "eval_reid.batch_size"}  # fmt: skip
+    assert wanted <= names, wanted - names
+    for section, key, bad in RANGE_FIELDS:
+        with pytest.raises(ConfigError, match=rf"^{section}\.{key} must be [<>]"):
+            load_config(overrides={f"{section}.{key}": bad})
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train_reid.cell_dropout=1.5", "train_reid.cell_dropout must be >= 0 and < 1; got 1.5"),
+        ("eval_reid.trials=0", "eval_reid.trials must be >= 1; got 0"),
+        ("eval_reid.topk=[0]", "eval_reid.topk must be >= 1 (each item); got (0,)"),
+        ("eval_reid.poll_s=0", "eval_reid.poll_s must be > 0; got 0.0"),
+        ("train_lss.max_steps=0", "train_lss.max_steps must be >= 1; got 0"),
+        ("train_reid.max_steps=-3", "train_reid.max_steps must be >= 1; got -3"),
+        ("eval_reid.topk=[]", "eval_reid.topk must list at least one rank"),
+        ("train_lss.checkpoint_every=-1", "train_lss.checkpoint_every must be >= 0"),
+    ],
+)
+def test_out_of_range_values_name_the_key_and_the_range(override, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(overrides=[override])
+    assert str(info.value).startswith(message)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train-lss", "--batch-size", "-2"], "train_lss.batch_size must be >= 1; got -2"),
+        (["train-lss", "--batch-size", "0"], "train_lss.batch_size must be >= 1; got 0"),
+        (["train-lss", "--device", "gpu"], "train_lss.device must be auto, cpu, cuda or cuda:N"),
+        (["val-lss", "--checkpoint", "model.pt"], "pickled .pt/.pth files are never loaded"),
+        (["train-lss", "--set", "train_lss.log_every=x"], "train_lss.log_every must be an integer"),
+    ],
+)
+def test_one_line_errors(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"bev-reid {argv[0]}: error: ") and message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_a_zero_period_is_off_not_a_division_by_zero():
+    from bev_reid.engine.loop import Every
+
+    off = Every(0)
+    assert not any(off.due(s) for s in range(1, 50)) and not off.due(50, final=True)
+    every = Every(3, first=True)
+    assert [s for s in range(1, 10) if every.due(s)] == [1, 3, 6, 9]
+    with pytest.raises(ValueError, match=">= 0"):
+        Every(-1)
+
+
+def test_a_missing_lidar_file_in_a_loader_worker_is_one_line(synth_world, tmp_path, capsys):
+    """The worker's traceback is not the user's: the message names the file."""
+    import shutil
+
+    world = tmp_path / "world"
+    shutil.copytree(synth_world.path, world)
+    victim = sorted((world / "samples" / "LIDAR_TOP").iterdir())[0]
+    victim.unlink()
+    argv = ["build-dataset", "--dataroot", str(world), "--version", synth_world.version,
+            "--modalities", "lidar", "--out", str(tmp_path / "ds"),
+            "--set", "data.num_workers=1"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"LiDAR point cloud {str(victim)!r} is missing" in err and "data loader worker" in err
+
+
+def test_finished_files_are_readable_by_others_and_stale_tmp_files_are_swept(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = atomic_write_text(tmp_path / "config.yaml", "a: 1\n")
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644
+        os.umask(0o077)
+        assert stat.S_IMODE(atomic_write_text(tmp_path / "b", "x").stat().st_mode) == 0o600
+    finally:
+        os.umask(old)
+    # A temporary file of a process that is gone (pid 2**22 + 1 is beyond any live pid here),
+    # one of this process, and a file of another program.
+    dead = tmp_path / f".step_00000001.json.{2**22 + 1}.abc123.tmp"
+    mine = tmp_path / f".config.yaml.{os.getpid()}.abc123.tmp"
+    other = tmp_path / ".someone-else.tmp"
+    for p in (dead, mine, other):
+        p.write_text("half")
+    assert sweep_stale_tmp(tmp_path) == [dead]
+    assert not dead.exists() and mine.exists() and other.exists()
+
+
+def test_run_files_get_the_umask_permissions(reid_run_files):
+    for path in reid_run_files:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+
+
+@pytest.fixture
+def reid_run_files(synth_world, tmp_path):
+    """A small LiDAR dataset and a two-step ReID run, built under umask 022."""
+    from bev_reid.reid.build import build_dataset
+    from bev_reid.reid.train import train_reid
+
+    old = os.umask(0o022)
+    try:
+        cfg = load_config(overrides={
+            "data.dataroot": str(synth_world.path), "data.version": synth_world.version,
+            "data.num_workers": 0, "build.out": str(tmp_path / "ds"),
+            "build.modalities": ["lidar"], "build.min_views": 3, "build.val_fraction": 0.3,
+            "reid_run.dataset_dir": str(tmp_path / "ds"),
+            "reid_run.log_dir": str(tmp_path / "runs"),
+            "train_reid.max_steps": 2, "train_reid.num_workers": 0, "train_reid.p_identities": 4,
+            "train_reid.k_views": 2, "train_reid.device": "cpu",
+        })  # fmt: skip
+        build_dataset(cfg)
+        sidecar = train_reid(cfg)
+    finally:
+        os.umask(old)
+    ds, run = tmp_path / "ds", tmp_path / "runs" / "default"
+    return [ds / "object_data.json", ds / "views.jsonl", ds / "crops.npy", run / "config.yaml",
+            sidecar, sidecar.with_suffix(".safetensors")]  # fmt: skip
+
+
+def test_a_rebuild_with_other_settings_keeps_the_finished_dataset(synth_world, tmp_path):
+    from bev_reid.reid.build import build_dataset
+
+    base = {"data.dataroot": str(synth_world.path), "data.version": synth_world.version,
+            "data.num_workers": 0, "build.out": str(tmp_path / "ds"),
+            "build.modalities": ["lidar"], "build.min_views": 3}  # fmt: skip
+    meta = build_dataset(load_config(overrides=base))
+    before = meta.read_bytes()
+    with pytest.raises(ValueError, match="other settings"):
+        build_dataset(load_config(overrides={**base, "build.crop_size": 16}))
+    assert meta.read_bytes() == before  # still published, untouched
+    json.loads(before)
