@@ -174,3 +174,17 @@ def test_a_rebuild_with_other_settings_keeps_the_finished_dataset(synth_world, t
         build_dataset(load_config(overrides={**base, "build.crop_size": 16}))
     assert meta.read_bytes() == before  # still published, untouched
     json.loads(before)
+
+
+def test_bev_pool_refuses_coords_on_the_meta_device():
+    """A meta tensor beside a real one used to return uninitialised memory."""
+    import torch
+
+    from bev_reid.ops import bev_pool
+
+    feats = torch.randn(5, 3)
+    with pytest.raises(RuntimeError, match="feats on cpu and coords on meta"):
+        bev_pool(feats, torch.zeros(5, 4, dtype=torch.int32, device="meta"), 1, (2, 2, 1))
+    out = bev_pool(feats.to("meta"), torch.zeros(5, 4, dtype=torch.int32, device="meta"), 1,
+                   (2, 2, 1))  # fmt: skip
+    assert out.device.type == "meta" and out.shape == (1, 3, 1, 2, 2)  # shape inference works

@@ -11,7 +11,12 @@ from bev_reid.data.records import NuScenesFileError, NuScenesFormatError
 
 
 def read_lidar_file(path: Path) -> np.ndarray:
-    """A nuScenes ``.pcd.bin``: [P, 5] float32 (x, y, z, intensity, ring) in the sensor frame."""
+    """A nuScenes ``.pcd.bin``: [P, 5] float32 (x, y, z, intensity, ring) in the sensor frame.
+
+    A file cut inside a point is refused. A file cut at a point boundary cannot be told from a
+    whole one: nuScenes' tables record no file sizes or point counts per sweep (the
+    ``num_lidar_pts`` of an annotation counts points in one box, not in the file).
+    """
     if not path.is_file():
         raise NuScenesFileError(f"LiDAR point cloud {str(path)!r} is missing")
     raw = np.fromfile(path, dtype=np.float32)

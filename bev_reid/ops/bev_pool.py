@@ -51,6 +51,13 @@ def _bev_pool_fake(feats, coords, batch_size, grid):
     torch._check(
         coords.shape[0] == feats.shape[0], lambda: "bev_pool: coords and feats differ in N"
     )
+    # A real meta tensor beside a real one dispatches here: without this check the result would
+    # be uninitialised memory on feats' device.
+    torch._check(
+        coords.device == feats.device,
+        lambda: f"bev_pool: feats on {feats.device} and coords on {coords.device}: "
+        "put both on one device",
+    )
     x, y, z = grid
     return feats.new_empty((batch_size, feats.shape[1], z, x, y))
 
