@@ -55,8 +55,10 @@ def _bev_pool_fake(feats, coords, batch_size, grid):
     # be uninitialised memory on feats' device.
     torch._check(
         coords.device == feats.device,
-        lambda: f"bev_pool: feats on {feats.device} and coords on {coords.device}: "
-        "put both on one device",
+        lambda: (
+            f"bev_pool: feats on {feats.device} and coords on {coords.device}: "
+            "put both on one device"
+        ),
     )
     x, y, z = grid
     return feats.new_empty((batch_size, feats.shape[1], z, x, y))

@@ -36,9 +36,13 @@ def dynamic_voxelize(
     """Voxel coordinates of every point.
 
     Args:
-        points: [P, F] float32/float64, F >= 3, columns (x, y, z, ...).
+        points: [P, F] float32/float64, F >= 3, columns (x, y, z, ...); other dtypes are refused.
         voxel_size: (vx, vy, vz) > 0.
         point_cloud_range: (x_min, y_min, z_min, x_max, y_max, z_max) with min < max.
+
+    As mmcv, ``voxel_size`` and ``point_cloud_range`` are rounded to float32 whatever the points'
+    dtype, and the grid, round((max - min) / size), is computed in float32; a point's cell,
+    floor((p - min) / size), is computed in the points' dtype (for float64: as mmcv's CPU kernel).
 
     Returns:
         [P, 3] int32 (z, y, x); the row is -1 for points outside the range.
@@ -60,7 +64,10 @@ def voxelize(
     """Hard voxelization: at most ``max_points`` points per voxel and ``max_voxels`` voxels.
 
     Voxels are numbered in the order of their first point; a voxel keeps its first points in
-    input order; once ``max_voxels`` voxels exist, points of new voxels are dropped.
+    input order; once ``max_voxels`` voxels exist, points of new voxels are dropped. Arguments and
+    dtypes as :func:`dynamic_voxelize`; at most 2^31 - 1 points. Any ``max_voxels`` >= 1 is taken
+    (no more voxels than points can exist). The number of voxels depends on the data, so on CUDA
+    it is read back once to size the outputs (a host sync; ``dynamic_voxelize`` has none).
 
     Returns:
         voxels [V, max_points, F] zero-padded, coords [V, 3] int32 (z, y, x), num_points [V] int32.
@@ -90,12 +97,14 @@ def _hard_voxelize_fake(points, voxel_size, point_cloud_range, max_points, max_v
 
 
 def _grid_numpy(voxel_size, point_cloud_range, dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    size = np.asarray(_floats(voxel_size, 3, "voxel_size"), dtype=dtype)
-    rng = np.asarray(_floats(point_cloud_range, 6, "point_cloud_range"), dtype=dtype)
+    # mmcv's convention: the sizes and the range in float32, the grid derived from them in float32,
+    # then the points' arithmetic in their own dtype.
+    size = np.asarray(_floats(voxel_size, 3, "voxel_size"), dtype=np.float32)
+    rng = np.asarray(_floats(point_cloud_range, 6, "point_cloud_range"), dtype=np.float32)
     if np.any(~(size > 0)) or np.any(~(rng[:3] < rng[3:])):
         raise ValueError(f"voxelize: bad voxel_size {size} or point_cloud_range {rng}")
     dims = np.round((rng[3:] - rng[:3]) / size).astype(np.int64)
-    return size, rng[:3], dims
+    return size.astype(dtype), rng[:3].astype(dtype), dims
 
 
 def dynamic_voxelize_reference(

@@ -7,6 +7,12 @@ namespace bev_reid {
 
 namespace {
 
+// The dtypes the kernels are built for; the other floating types (float8, ...) are refused here,
+// before any work.
+bool is_pool_dtype(at::ScalarType t) {
+  return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
+}
+
 std::array<int64_t, 3> check_grid(int64_t batch_size, at::IntArrayRef grid) {
   TORCH_CHECK(batch_size >= 0, "bev_pool: batch_size must be >= 0, got ", batch_size);
   TORCH_CHECK(grid.size() == 3, "bev_pool: grid must be (X, Y, Z), got ", grid);
@@ -33,8 +39,9 @@ void check_coords(const at::Tensor& coords, int64_t n, const at::Tensor& other, 
 std::array<int64_t, 3> check_bev_pool_args(const at::Tensor& feats, const at::Tensor& coords,
                                            int64_t batch_size, at::IntArrayRef grid) {
   TORCH_CHECK(feats.dim() == 2, "bev_pool: feats must be [N, C], got ", feats.sizes());
-  TORCH_CHECK(at::isFloatingType(feats.scalar_type()),
-              "bev_pool: feats must be a floating tensor, got ", feats.scalar_type());
+  TORCH_CHECK(is_pool_dtype(feats.scalar_type()),
+              "bev_pool: feats must be a floating tensor (float32, float64, float16 or bfloat16), "
+              "got ", feats.scalar_type());
   TORCH_CHECK(feats.is_contiguous(), "bev_pool: feats must be contiguous");
   check_coords(coords, feats.size(0), feats, "feats");
   return check_grid(batch_size, grid);
@@ -47,8 +54,9 @@ void check_bev_pool_backward_args(const at::Tensor& grad_out, const at::Tensor& 
                   grad_out.size(3) == g[0] && grad_out.size(4) == g[1],
               "bev_pool_backward: grad_out must be [B, C, Z, X, Y] = [", batch_size, ", C, ", g[2],
               ", ", g[0], ", ", g[1], "], got ", grad_out.sizes());
-  TORCH_CHECK(at::isFloatingType(grad_out.scalar_type()),
-              "bev_pool_backward: grad_out must be a floating tensor, got ", grad_out.scalar_type());
+  TORCH_CHECK(is_pool_dtype(grad_out.scalar_type()),
+              "bev_pool_backward: grad_out must be a floating tensor (float32, float64, float16 or "
+              "bfloat16), got ", grad_out.scalar_type());
   TORCH_CHECK(grad_out.is_contiguous(), "bev_pool_backward: grad_out must be contiguous");
   check_coords(coords, -1, grad_out, "grad_out");
 }

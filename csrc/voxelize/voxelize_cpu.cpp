@@ -110,15 +110,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> hard_voxelize_cpu(
     at::ArrayRef<double> point_cloud_range, int64_t max_points, int64_t max_voxels) {
   const VoxelGrid g = check_voxelize_args(points, voxel_size, point_cloud_range);
   TORCH_CHECK(points.device().is_cpu(), "hard_voxelize_cpu: points must be on the CPU");
-  TORCH_CHECK(max_points >= 1, "voxelize: max_points must be >= 1, got ", max_points);
-  TORCH_CHECK(max_voxels >= 1, "voxelize: max_voxels must be >= 1, got ", max_voxels);
+  check_hard_voxelize_args(points, max_points, max_voxels);
   const int64_t n = points.size(0), f = points.size(1);
   const std::vector<int64_t> cell = point_cells(points, g);
 
+  // At most n voxels can exist: a larger max_voxels acts as n (and 4 * max_voxels would overflow
+  // for max_voxels >= 2^61, leaving a table too small for the probes to end).
+  const int64_t voxel_limit = std::min(max_voxels, n);
   // Serial pass: voxel id and slot of every point (slot -1: dropped).
   std::vector<int64_t> voxel_of(n, -1), slot_of(n, -1), first_cell;
   std::vector<int32_t> count;
-  CellTable table(std::min<int64_t>(n, 4 * max_voxels));
+  CellTable table(voxel_limit);  // holds at most voxel_limit cells
   for (int64_t i = 0; i < n; ++i) {
     if (cell[i] < 0) continue;
     bool found;
@@ -127,19 +129,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> hard_voxelize_cpu(
     if (found) {
       v = table.value_at(s);
     } else {
-      if (static_cast<int64_t>(first_cell.size()) >= max_voxels) continue;
+      if (static_cast<int64_t>(first_cell.size()) >= voxel_limit) continue;
       v = static_cast<int64_t>(first_cell.size());
       table.insert_at(s, cell[i], v);
       first_cell.push_back(cell[i]);
       count.push_back(0);
     }
-    if (count[v] < max_points) {
+    if (count[v] < max_points) {  // no overflow: count <= n < 2^31 (check_hard_voxelize_args)
       voxel_of[i] = v;
       slot_of[i] = count[v]++;
     }
   }
 
   const int64_t num_voxels = static_cast<int64_t>(first_cell.size());
+  check_voxels_size(num_voxels, max_points, f);
   at::Tensor voxels = at::zeros({num_voxels, max_points, f}, points.options());
   at::Tensor coords = at::empty({num_voxels, 3}, points.options().dtype(at::kInt));
   at::Tensor num_points = at::from_blob(count.data(), {num_voxels}, at::kInt).clone();

@@ -49,9 +49,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> hard_voxelize_cuda(
     const at::Tensor& points, at::ArrayRef<double> voxel_size,
     at::ArrayRef<double> point_cloud_range, int64_t max_points, int64_t max_voxels) {
   const VoxelGrid g = check_voxelize_args(points, voxel_size, point_cloud_range);
-  // Same limits and messages as hard_voxelize_cpu.
-  TORCH_CHECK(max_points >= 1, "voxelize: max_points must be >= 1, got ", max_points);
-  TORCH_CHECK(max_voxels >= 1, "voxelize: max_voxels must be >= 1, got ", max_voxels);
+  check_hard_voxelize_args(points, max_points, max_voxels);  // as hard_voxelize_cpu
   TORCH_CHECK(points.is_cuda(), "hard_voxelize: points must be a CUDA tensor, got ",
               points.device());
   const at::cuda::OptionalCUDAGuard guard(device_of(points));
@@ -91,8 +89,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> hard_voxelize_cuda(
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   // voxel_ids[p] - 1 is the id of p's voxel at p's first point: voxels numbered by first point.
   const at::Tensor voxel_ids = at::cumsum(is_first, /*dim=*/0);  // P
-  const int64_t V = std::min(voxel_ids[P - 1].item<int64_t>(), max_voxels);  // the host sync
+  // The number of voxels depends on the data and sizes the outputs: it is read back here, the one
+  // host sync of the voxelize ops (see voxelize.h). Everything before it is queued already.
+  const int64_t V = std::min(voxel_ids[P - 1].item<int64_t>(), max_voxels);
   if (V == 0) return empty_result();
+  check_voxels_size(V, max_points, F);
 
   at::Tensor voxels = at::empty({V, max_points, F}, points.options());  // V x max_points x F
   at::Tensor coords = at::empty({V, 3}, int_opts);                      // V x 3 (z, y, x)

@@ -207,6 +207,17 @@ def test_bad_input(feats, coords, batch, grid, match):
         bev_pool(feats, coords, batch, grid)
 
 
+@pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.float8_e5m2])
+def test_float8_is_refused_up_front(device, dtype):
+    feats = torch.randn(6, 3).to(dtype).to(device)
+    coords = torch.zeros(6, 4, dtype=torch.long, device=device)
+    with pytest.raises(RuntimeError, match=r"feats must be a floating tensor \(float32, float64"):
+        bev_pool(feats, coords, 1, (2, 2, 1))
+    grad_out = torch.zeros(1, 3, 1, 2, 2).to(dtype).to(device)
+    with pytest.raises(RuntimeError, match=r"grad_out must be a floating tensor \(float32"):
+        torch.ops.bev_reid.bev_pool_backward(grad_out, coords, 1, [2, 2, 1])
+
+
 def test_bad_grid_length():
     with pytest.raises(ValueError, match=r"grid must be \(X, Y, Z\)"):
         bev_pool(torch.randn(5, 3), torch.zeros(5, 4, dtype=torch.long), 1, (2, 2))

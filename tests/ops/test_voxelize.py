@@ -134,6 +134,42 @@ def test_bad_input(kwargs, match):
             dynamic_voxelize(args["points"], args["voxel_size"], args["point_cloud_range"])
 
 
+def test_huge_max_voxels_returns(device):
+    """max_voxels past the number of points acts as that number (it once overflowed a table size
+    on the CPU, whose probes then never ended)."""
+    pts = make_cloud(3000, 4, seed=5).to(device)
+    for max_voxels in (2**31, 2**61, 2**62, 2**63 - 1):
+        out = voxelize(pts, VOXEL, RANGE, 5, max_voxels)
+        assert_same(out, voxelize_reference(pts.cpu(), VOXEL, RANGE, 5, 3000))
+
+
+def test_too_large_voxels_tensor_is_refused(device):
+    with pytest.raises(RuntimeError, match="is too large; lower max_points"):
+        voxelize(make_cloud(100, 4).to(device), VOXEL, RANGE, 2**62, 10)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float8_e4m3fn])
+def test_other_float_dtypes_are_refused_up_front(device, dtype):
+    pts = make_cloud(100, 4).to(dtype).to(device)
+    with pytest.raises(RuntimeError, match="points must be float32 or float64"):
+        voxelize(pts, VOXEL, RANGE, 5, 10)
+    with pytest.raises(RuntimeError, match="points must be float32 or float64"):
+        dynamic_voxelize(pts, VOXEL, RANGE)
+
+
+def test_float64_uses_float32_sizes_as_mmcv(device):
+    """voxel_size and the range are rounded to float32 (as mmcv), then fp64 points are compared
+    with them in double: 0.1000000005 lies below float32(0.1) = 0.10000000149, so in cell 0."""
+    pts = torch.tensor(
+        [[0.1000000005, 0.25, 0.05], [0.1000000025, 0.25, 0.05]], dtype=torch.float64
+    )
+    coords = dynamic_voxelize(pts.to(device), (0.1, 0.1, 0.1), (0.0, 0.0, 0.0, 1.0, 1.0, 1.0))
+    assert coords.cpu().tolist() == [[0, 2, 0], [0, 2, 1]]
+    assert torch.equal(
+        coords.cpu(), dynamic_voxelize_reference(pts, (0.1, 0.1, 0.1), (0, 0, 0, 1, 1, 1))
+    )
+
+
 def test_bad_lengths():
     with pytest.raises(ValueError, match="voxel_size must have 3 values"):
         voxelize(torch.zeros(5, 4), (0.5, 0.5), RANGE, 4, 10)
