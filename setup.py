@@ -1,20 +1,66 @@
 """Builds bev-reid and its one compiled extension, ``bev_reid._C``.
 
 C++ kernels are always built. CUDA kernels are added when torch is a CUDA build and a CUDA
-toolkit is found, or when ``FORCE_CUDA=1``. ``TORCH_CUDA_ARCH_LIST`` is honoured; its default
-covers sm_70 to sm_90 plus PTX. Nothing is compiled at import or run time.
+toolkit is found, or when ``FORCE_CUDA=1``. ``TORCH_CUDA_ARCH_LIST`` is honoured as given; its
+default covers sm_70 to sm_90 plus PTX, less what the nvcc found cannot build (CUDA 13 dropped
+sm_70 and sm_72), so the default build works with CUDA 12.x and 13.x toolkits. Nothing is compiled
+at import or run time.
 """
 
 import glob
 import os
 import re
+import shutil
+import subprocess
 
 import torch
 from setuptools import find_packages, setup
 from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_CUDA_ARCHS = "7.0;7.5;8.0;8.6;8.9;9.0+PTX"
+# Compute capabilities built by default (the newest also as PTX, for newer GPUs), before the
+# filtering by what nvcc supports.
+DEFAULT_CUDA_ARCHS = ("7.0", "7.5", "8.0", "8.6", "8.9", "9.0")
+
+
+def find_nvcc() -> str | None:
+    """The nvcc torch's BuildExtension will run: CUDA_HOME's, else the one on PATH."""
+    if CUDA_HOME is not None:
+        return os.path.join(CUDA_HOME, "bin", "nvcc")
+    return shutil.which("nvcc")
+
+
+def nvcc_arches(nvcc: str | None) -> set[str] | None:
+    """Compute capabilities ("7.5", "10.0", ...) that ``nvcc --list-gpu-arch`` lists; None when
+    there is no nvcc or it cannot tell (nvcc < 11)."""
+    if nvcc is None:
+        return None
+    try:
+        listed = subprocess.run(
+            [nvcc, "--list-gpu-arch"], capture_output=True, text=True, timeout=120, check=True
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    arches = {f"{int(m) // 10}.{int(m) % 10}" for m in re.findall(r"compute_(\d+)", listed)}
+    return arches or None
+
+
+def default_cuda_arch_list(supported: set[str] | None) -> str:
+    """DEFAULT_CUDA_ARCHS less those not in ``supported`` (None: keep all), the newest + PTX."""
+    archs = [a for a in DEFAULT_CUDA_ARCHS if supported is None or a in supported]
+    if not archs:
+        raise RuntimeError(
+            f"nvcc supports none of the default CUDA architectures {DEFAULT_CUDA_ARCHS} (it lists "
+            f"{sorted(supported, key=float)}): set TORCH_CUDA_ARCH_LIST, e.g. to your GPU's."
+        )
+    return ";".join([*archs[:-1], archs[-1] + "+PTX"])
+
+
+def cuda_arch_list(environ=os.environ, nvcc: str | None = None) -> str:
+    """TORCH_CUDA_ARCH_LIST if set (it always wins), else the default filtered by nvcc."""
+    if environ.get("TORCH_CUDA_ARCH_LIST"):
+        return environ["TORCH_CUDA_ARCH_LIST"]
+    return default_cuda_arch_list(nvcc_arches(nvcc or find_nvcc()))
 
 
 def want_cuda() -> bool:
@@ -40,7 +86,7 @@ def make_extension():
         py_limited_api=True,
     )
     if want_cuda():
-        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_CUDA_ARCHS)
+        os.environ["TORCH_CUDA_ARCH_LIST"] = cuda_arch_list()
         sources += sorted(glob.glob(os.path.join(csrc, "*", "*.cu")))
         define_macros.append(("WITH_CUDA", None))
         nvcc_flags = ["-O3", "--expt-relaxed-constexpr", "-lineinfo"]
