@@ -280,6 +280,13 @@ class LSSConfig(_Section):
     downsample: int = num(16, 1)  # stride of the camera features (the trunk says which it has)
     bev_channels: int = num(64, 1)  # channels of the BEV output (the ReID crops' features)
     bev_width: int = num(64, 1)  # BEV encoder stage widths w, 2w, 4w (64: ResNet-18's)
+    bev_decoder: int = num(0, 0)  # BEV decoder width d (then d / 2); 0 = 4 bev_width (LSS's)
+    # The camera head also predicts a vehicle probability per feature cell, splatted as the last
+    # context channel and learned from LiDAR points in vehicle boxes (train_lss.seg_weight).
+    image_seg: bool = False
+    # The depth head also sees where each pixel's ray meets the ground (from the calibration and
+    # the image augmentation): camera-aware depth, as BEVDepth feeds it the camera parameters.
+    ray_features: bool = False
     # How the lifted features reach the grid: fused (our op, no frustum tensor), bev_pool (the
     # outer product, then our op) or reference (the outer product, then plain torch).
     splat: Literal["fused", "bev_pool", "reference"] = "fused"
@@ -314,6 +321,9 @@ class TrainLSSConfig(_Section):
     # feature cell's depth distribution against its nearest LiDAR point's bin; 0 turns it off
     # (the original recipe).
     depth_weight: float = num(0.0, 0)
+    # With lss.image_seg: weight of the BCE of the image vehicle logits against whether each
+    # cell's nearest LiDAR point lies in a vehicle box (cells with no point are left out).
+    seg_weight: float = num(1.0, 0)
     lr_schedule: Literal["constant", "onecycle"] = "constant"  # onecycle: warm-up, then cosine
     warmup: float = num(0.1, 0, 1, below=True)  # share of the steps warming up (onecycle)
     amp: Literal["none", "bf16", "fp16"] = "none"  # autocast (GPU)

@@ -6,7 +6,9 @@ of :class:`~bev_reid.data.records.CameraFrame` already map each camera, at its o
 into the keyframe's ego frame through the global frame, as painting does), moved with the image
 through the same resize, crop, flip and rotation (``post_rots`` / ``post_trans``), and binned to
 the feature cell it falls in (``downsample`` pixels a side). The target of a cell is the depth of
-its nearest point; cells no point reaches have none.
+its nearest point; cells no point reaches have none. The same nearest point also says whether
+the cell sees a vehicle (the point lies in a vehicle box): a label of the image itself, right
+where occlusion hides one vehicle behind another.
 """
 
 from __future__ import annotations
@@ -15,9 +17,56 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from bev_reid.data.records import CameraFrame
+from bev_reid.data.records import AnnotatedBox, CameraFrame
 
 NO_TARGET = -1  # the depth bin of a cell with no LiDAR point
+
+
+def nearest_points(
+    points_ego: np.ndarray,
+    cameras: Sequence[CameraFrame],
+    post_rots: Sequence[np.ndarray],
+    post_trans: Sequence[np.ndarray],
+    final_dim: tuple[int, int],
+    downsample: int,
+    min_depth: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The nearest LiDAR point of every feature cell of every camera.
+
+    Args:
+        points_ego: [P, >= 3] LiDAR points in the keyframe's ego frame.
+        cameras: N cameras of the keyframe.
+        post_rots: N [3, 3], post_trans: N [3]: each image's augmentation (original pixel p ->
+            post_rot @ p + post_tran), as the keyframe Dataset gives them.
+        final_dim: (H, W) of the network's input image.
+        downsample: pixels per feature cell side.
+        min_depth: points nearer than this (metres along the optical axis) are left out.
+    Returns:
+        depth [N, H / downsample, W / downsample] float32 metres, inf where no point falls; and
+        the row of that point in ``points_ego`` (int64, -1 where none).
+    """
+    feat_h, feat_w = final_dim[0] // downsample, final_dim[1] // downsample
+    depth_out = np.full((len(cameras), feat_h, feat_w), np.inf, dtype=np.float32)
+    index_out = np.full((len(cameras), feat_h, feat_w), -1, dtype=np.int64)
+    rows = np.arange(len(points_ego))
+    for n, (cam, rot, tran) in enumerate(zip(cameras, post_rots, post_trans, strict=True)):
+        uv, depth = cam.project(points_ego)  # P x 2 original pixels, P metres
+        front = depth > max(min_depth, 1e-3)
+        uv, depth, which = uv[front], depth[front].astype(np.float32), rows[front]
+        moved = uv @ np.asarray(rot, np.float64)[:2, :2].T + np.asarray(tran, np.float64)[:2]
+        col = np.floor(moved[:, 0] / downsample).astype(np.int64)
+        row = np.floor(moved[:, 1] / downsample).astype(np.int64)
+        inside = (col >= 0) & (col < feat_w) & (row >= 0) & (row < feat_h)
+        cell = (row * feat_w + col)[inside]
+        depth, which = depth[inside], which[inside]
+        # Per cell, the nearest point: sort by (cell, depth) and keep each cell's first.
+        order = np.lexsort((depth, cell))
+        first = np.ones(order.size, dtype=bool)
+        first[1:] = cell[order][1:] != cell[order][:-1]
+        keep = order[first]
+        depth_out[n].reshape(-1)[cell[keep]] = depth[keep]
+        index_out[n].reshape(-1)[cell[keep]] = which[keep]
+    return depth_out, index_out
 
 
 def depth_maps(
@@ -29,31 +78,33 @@ def depth_maps(
     downsample: int,
     min_depth: float = 0.0,
 ) -> np.ndarray:
-    """Nearest LiDAR depth of every feature cell of every camera.
+    """Nearest LiDAR depth of every feature cell of every camera: [N, H / downsample,
+    W / downsample] float32 metres, inf where no point falls (see :func:`nearest_points`)."""
+    args = (points_ego, cameras, post_rots, post_trans, final_dim, downsample, min_depth)
+    return nearest_points(*args)[0]
+
+
+def points_in_boxes(points_ego: np.ndarray, boxes: Sequence[AnnotatedBox]) -> np.ndarray:
+    """[P] bool: whether each point lies in one of the boxes (footprint and height).
 
     Args:
-        points_ego: [P, >= 3] LiDAR points in the keyframe's ego frame.
-        cameras: N cameras of the keyframe.
-        post_rots: N [3, 3], post_trans: N [3]: each image's augmentation (original pixel p ->
-            post_rot @ p + post_tran), as the keyframe Dataset gives them.
-        final_dim: (H, W) of the network's input image.
-        downsample: pixels per feature cell side.
-        min_depth: points nearer than this (metres along the optical axis) are left out.
-    Returns:
-        [N, H / downsample, W / downsample] float32 depth in metres; inf where no point falls.
+        points_ego: [P, >= 3] points in the keyframe's ego frame.
+        boxes: boxes in the same frame.
     """
-    feat_h, feat_w = final_dim[0] // downsample, final_dim[1] // downsample
-    out = np.full((len(cameras), feat_h, feat_w), np.inf, dtype=np.float32)
-    for n, (cam, rot, tran) in enumerate(zip(cameras, post_rots, post_trans, strict=True)):
-        uv, depth = cam.project(points_ego)  # P x 2 original pixels, P metres
-        front = depth > max(min_depth, 1e-3)
-        uv, depth = uv[front], depth[front]
-        moved = uv @ np.asarray(rot, np.float64)[:2, :2].T + np.asarray(tran, np.float64)[:2]
-        col = np.floor(moved[:, 0] / downsample).astype(np.int64)
-        row = np.floor(moved[:, 1] / downsample).astype(np.int64)
-        inside = (col >= 0) & (col < feat_w) & (row >= 0) & (row < feat_h)
-        np.minimum.at(out[n], (row[inside], col[inside]), depth[inside].astype(np.float32))
-    return out
+    inside = np.zeros(len(points_ego), dtype=bool)
+    xyz = np.asarray(points_ego[:, :3], dtype=np.float64)
+    order = np.argsort(xyz[:, 0], kind="stable")  # points by x: each box reads one run
+    xs = xyz[order, 0]
+    for box in boxes:
+        half = np.asarray(box.wlh, np.float64) / 2  # w, l, h
+        reach = float(np.linalg.norm(half))
+        lo, hi = np.searchsorted(xs, [box.center[0] - reach, box.center[0] + reach])
+        near = order[lo:hi]
+        d = xyz[near] - box.center
+        local = d @ box.rotation.rotation_matrix  # box frame: x along the length
+        hit = (np.abs(local) <= half[[1, 0, 2]]).all(1)
+        inside[near[hit]] = True
+    return inside
 
 
 def depth_bins(depth: np.ndarray, dbound: Sequence[float]) -> np.ndarray:

@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 
 from bev_reid.config import DataConfig, GridConfig
 from bev_reid.data.augment import ImageAug, sample_augmentation
-from bev_reid.data.depth import depth_bins, depth_maps
+from bev_reid.data.depth import NO_TARGET, depth_bins, nearest_points, points_in_boxes
 from bev_reid.data.files import read_image
 from bev_reid.data.lidar import paint_points
 from bev_reid.data.nuscenes import NuScenesDB, resolve_scenes
@@ -102,7 +102,9 @@ class NuScenesKeyframes(Dataset):
         float32 (RGB in [0, 1], NaN where no camera sees the point), boxes (list of dicts, see
         AnnotatedBox.as_dict; those with centres on the grid), sample_token, scene,
         timestamp (us), conditions (list of 'day'/'night' and 'rain'); with ``depth``
-        depth_target [N, H / downsample, W / downsample] int64 (-1 where no LiDAR point falls).
+        depth_target [N, H / downsample, W / downsample] int64 (-1 where no LiDAR point falls)
+        and vehicle_target (same shape: 1 where the cell's nearest point lies in a box of
+        ``data.categories``, 0 where it does not, -1 where no point falls).
         """
         scene, token = self.samples[index]
         cameras = [self.db.camera(token, ch) for ch in self.cfg.cameras]
@@ -137,9 +139,13 @@ class NuScenesKeyframes(Dataset):
         lidar = self.db.lidar_points(token)  # P x 5
         if self.depth is not None:
             downsample, dbound = self.depth
-            metres = depth_maps(lidar, cameras, post_rots, post_trans, self.cfg.final_dim,
-                                downsample)  # fmt: skip
+            metres, nearest = nearest_points(
+                lidar, cameras, post_rots, post_trans, self.cfg.final_dim, downsample
+            )  # N x fH x fW each
             camera_items["depth_target"] = torch.from_numpy(depth_bins(metres, dbound))
+            on_vehicle = points_in_boxes(lidar, category_boxes(boxes, self.cfg.categories))
+            seen = np.where(nearest >= 0, on_vehicle[np.maximum(nearest, 0)], NO_TARGET)
+            camera_items["vehicle_target"] = torch.from_numpy(seen.astype(np.int64))
         if self.paint:
             small = [
                 np.asarray(read_image(c.path, (c.width // PAINT_SCALE, c.height // PAINT_SCALE)))

@@ -3,6 +3,7 @@ errors of the data layer (each names the file, table or name at fault)."""
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Sequence
@@ -71,7 +72,7 @@ class AnnotatedBox:
     num_lidar_pts: int
     attributes: tuple[str, ...]
 
-    @property
+    @functools.cached_property
     def yaw(self) -> float:
         """Heading of the box's x axis projected on the ego x-y plane, radians (0 = ego x)."""
         heading = self.rotation.rotate([1.0, 0.0, 0.0])

@@ -4,6 +4,8 @@ With ``depth_weight`` > 0 a depth term joins (after BEVDepth, Li et al. 2023): t
 of the predicted depth distribution of each camera feature cell against the depth bin of its
 nearest LiDAR point (:mod:`bev_reid.data.depth`), over the cells that have one. It tells the
 lift where surfaces are from the first step, which the BEV losses alone learn only slowly.
+With ``lss.image_seg`` the same nearest points label each cell vehicle or not, and a BCE term
+(``seg_weight``) teaches the camera head to see vehicles in the image.
 
 The dual loss: ``bce_weight`` x BCE-with-logits (``pos_weight``) of the vehicle logits against the
 GT BEV mask, plus ``mse_weight`` x MSE between the BEV encoder's feature output and the splatted
@@ -28,6 +30,7 @@ class LossTerms:
     bce: torch.Tensor
     mse: torch.Tensor
     depth: torch.Tensor  # 0 when the depth term is off
+    seg: torch.Tensor  # 0 without lss.image_seg
 
 
 def depth_loss(depth_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -46,6 +49,15 @@ def depth_loss(depth_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor
     return F.cross_entropy(logits, target, ignore_index=-1)
 
 
+def seg_loss(seg_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """BCE of the image vehicle logits [B, N, fH, fW] against targets of the same shape (1
+    vehicle, 0 not, -1 unknown: left out); 0 when no cell has a target."""
+    known = target >= 0
+    if not bool(known.any()):
+        return seg_logits.float().sum() * 0.0
+    return F.binary_cross_entropy_with_logits(seg_logits.float()[known], target[known].float())
+
+
 def dual_loss(out: LSSOutput, batch: dict, cfg) -> LossTerms:
     """The dual loss and, with ``cfg.depth_weight`` > 0, the depth term (see the module doc).
 
@@ -59,11 +71,14 @@ def dual_loss(out: LSSOutput, batch: dict, cfg) -> LossTerms:
     bce = F.binary_cross_entropy_with_logits(out.logits.float(), mask, pos_weight=pos_weight)
     mse = F.mse_loss(out.bev.float(), out.splat.float())
     total = cfg.bce_weight * bce + cfg.mse_weight * mse
-    depth = torch.zeros((), device=mask.device)
+    depth = seg = torch.zeros((), device=mask.device)
     if cfg.depth_weight > 0:
         depth = depth_loss(out.depth_logits, batch["depth_target"])
         total = total + cfg.depth_weight * depth
-    return LossTerms(total, bce, mse, depth)
+    if out.seg_logits is not None and cfg.seg_weight > 0:
+        seg = seg_loss(out.seg_logits, batch["vehicle_target"])
+        total = total + cfg.seg_weight * seg
+    return LossTerms(total, bce, mse, depth, seg)
 
 
 def iou_counts(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -117,7 +117,8 @@ def _train(cfg: Config, dist: DistInfo) -> Path:
     logdir = Path(tc.logdir)
     ckpt_dir = logdir / "checkpoints"
     torch.manual_seed(tc.seed + dist.rank)
-    depth = (cfg.lss.downsample, cfg.grid.dbound) if tc.depth_weight > 0 else None
+    targets = tc.depth_weight > 0 or (cfg.lss.image_seg and tc.seg_weight > 0)
+    depth = (cfg.lss.downsample, cfg.grid.dbound) if targets else None
     dataset = NuScenesKeyframes(
         cfg.data, cfg.grid, is_train=True, split=tc.split, seed=tc.seed, depth=depth
     )
@@ -185,6 +186,8 @@ def _train(cfg: Config, dist: DistInfo) -> Path:
                 writer.add_scalar("loss/mse", terms.mse.item(), step)
                 if tc.depth_weight > 0:
                     writer.add_scalar("loss/depth", terms.depth.item(), step)
+                if cfg.lss.image_seg and tc.seg_weight > 0:
+                    writer.add_scalar("loss/image_seg", terms.seg.item(), step)
                 writer.add_scalar("iou/train", iou, step)
                 writer.add_scalar("lr", optimizer.param_groups[0]["lr"], step)
                 writer.add_scalar("throughput/samples_per_s", seen / max(now - tick, 1e-9), step)

@@ -7,9 +7,10 @@ or a weights-only torch file; pickles holding code are refused).
 
 - ``efficientnet-b0``: the original method's trunk (``EfficientNet.from_name``), its stride-16 and
   stride-32 endpoints fused to stride 16. Made for pretrained weights and GPUs.
-- ``resnet-tiny``: four ResNet stages of 32-64-96-128 channels, the last two fused to the
-  asked stride (8 or 16). About 40x fewer multiply-adds than EfficientNet-B0 at the same image
-  size: from scratch on a CPU it learns in minutes what EfficientNet-B0 does not in hours.
+- ``resnet-tiny``: four ResNet stages of 32-64-96-128 channels, the coarser maps fused into the
+  one of the asked stride (8 or 16). At 64 x 176 images it takes a third of EfficientNet-B0's
+  multiply-adds at stride 16 (0.18 against 0.54 GFLOP an image) and 0.31 GFLOP at stride 8, in
+  plain convolutions that run fast on a CPU, and from scratch it learns in minutes.
 """
 
 from __future__ import annotations

@@ -110,6 +110,16 @@ def recipe_from_meta(meta: dict[str, Any], where: str) -> CropRecipe:
             min_iou=0.0,
         )
         channels = tuple(recipe["channels"])
+        # A run trained on some modalities of the dataset (reid_run.modalities) cuts only those.
+        used = meta.get("channels")
+        if isinstance(used, list) and used and list(used) != list(channels):
+            kept = tuple(m for m in modalities if any(c.startswith(f"{m}_") for c in used))
+            settings = dataclasses.replace(
+                settings, modalities=kept, lidar_colour=settings.lidar_colour and "lidar" in kept
+            )
+            channels = tuple(c for c in channels if c.split("_", 1)[0] in kept)
+            if list(channels) != list(used):
+                raise ValueError(f"the model's channels {used} are not whole modalities")
     except (KeyError, TypeError, ValueError, ConfigError) as e:
         raise CheckpointError(f"ReID checkpoint {where!r}: unreadable crop recipe: {e!r}") from e
     expected = _lidar_channels(settings)

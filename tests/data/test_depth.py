@@ -109,3 +109,42 @@ def test_bins_and_the_dataset_item(synth_world):
     assert (target >= 0).float().mean() > 0.3  # most cells see a LiDAR return
     with pytest.raises(ValueError, match="images=False"):
         NuScenesKeyframes(data, grid, images=False, depth=(8, dbound))
+
+
+def test_points_in_boxes_and_vehicle_targets_match_the_devkit(dataroot, db):
+    """points_in_boxes equals the devkit's points_in_box over every box of a keyframe; a cell's
+    vehicle target is whether its nearest point lies in a vehicle box."""
+    from nuscenes.utils.geometry_utils import points_in_box
+
+    from bev_reid.data.depth import nearest_points, points_in_boxes
+
+    token = db.keyframes(db.scene_names[0])[3]
+    points, boxes = db.lidar_points(token), db.boxes(token)
+    want = np.zeros(len(points), dtype=bool)
+    for box in boxes:
+        want |= points_in_box(box.devkit_box(), points[:, :3].T.astype(np.float64))
+    got = points_in_boxes(points, boxes)
+    assert want.sum() > 100 and np.array_equal(got, want)
+
+    data = DataConfig(dataroot=str(dataroot.path), version=dataroot.version,
+                      final_dim=(64, 176))  # fmt: skip
+    from bev_reid.config import GridConfig
+
+    ds = NuScenesKeyframes(data, GridConfig(), depth=(8, (4.0, 45.0, 1.0)))
+    item = ds[ds.index_of(token)]
+    cams = [db.camera(token, ch) for ch in data.cameras]
+    metres, nearest = nearest_points(points, cams, item["post_rots"].numpy(),
+                                     item["post_trans"].numpy(), data.final_dim, 8)  # fmt: skip
+    vehicles = [b for b in boxes if b.category.startswith("vehicle")]
+    on = np.zeros(len(points), dtype=bool)
+    for box in vehicles:
+        on |= points_in_box(box.devkit_box(), points[:, :3].T.astype(np.float64))
+    want = np.where(nearest >= 0, on[np.maximum(nearest, 0)], -1)
+    assert np.array_equal(item["vehicle_target"].numpy(), want)
+    assert (want == 1).sum() > 10 and (want == 0).sum() > 10
+    assert np.all(np.isfinite(metres) == (nearest >= 0))
+    # the point a cell names is at the cell's depth
+    n, r, c = np.argwhere(nearest >= 0)[0]
+    assert cams[n].project(points[nearest[n, r, c] : nearest[n, r, c] + 1])[1][0] == pytest.approx(
+        metres[n, r, c], abs=1e-4
+    )
