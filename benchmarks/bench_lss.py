@@ -1,10 +1,14 @@
-"""LSS training step and inference time per sample, splat by our op vs the plain reference.
+"""LSS training step and inference per sample with each splat, measured in one run.
 
-    python benchmarks/bench_lss.py [--device cpu|cuda] [--batch 2] [--repeat 3]
+    python benchmarks/bench_lss.py [--device cpu|cuda] [--batch 2] [--repeat 3] [--config FILE]
 
-The default model config (128 x 352 images, 41 depth bins, 200 x 200 grid, C = 64) on keyframes of
-a small synthetic world; the two models share weights and differ only in `lss.splat`. Prints the
-times and the ratios, measured in one run, and the share of a step the splat takes.
+The default model config (128 x 352 images, 41 depth bins, 200 x 200 grid, C = 64; or the lss,
+grid and data sections of --config, e.g. configs/lss.yaml) on keyframes of a small synthetic
+world. Three models share their weights and differ only in ``lss.splat``: ``fused`` (our op, no
+frustum tensor), ``bev_pool`` (the outer product, then our op) and ``reference`` (the outer
+product, then plain torch). Prints the median time of a training step (forward, dual loss,
+backward, Adam step) and of an inference pass, the peak memory a training step adds (as
+bench_ops.peak_memory measures it), and the ratios against bev_pool and the reference.
 """
 
 from __future__ import annotations
@@ -14,12 +18,15 @@ import tempfile
 from pathlib import Path
 
 import torch
-from bench_ops import timeit  # the same timing in every benchmark (this folder is on sys.path)
+from bench_ops import peak_memory, timeit  # the same measures in every benchmark
 
 from bev_reid.config import SynthConfig, load_config
-from bev_reid.data.nuscenes import NuScenesKeyframes, collate
-from bev_reid.data.synthetic import generate_world
-from bev_reid.engine.train_lss import CAMERA_KEYS, build_model, dual_loss
+from bev_reid.data.keyframes import NuScenesKeyframes, collate
+from bev_reid.lss.losses import dual_loss
+from bev_reid.lss.model import build_model, forward
+from bev_reid.synth.generate import generate_world
+
+SPLATS = ("fused", "bev_pool", "reference")
 
 
 def main() -> None:
@@ -29,6 +36,8 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--config", default=None, help="a YAML config (its lss, grid, data)")
+    parser.add_argument("--skip-reference", action="store_true", help="time fused and bev_pool")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         world = generate_world(
@@ -36,52 +45,63 @@ def main() -> None:
             out=Path(tmp),
             progress=False,
         )
-        base = {"data.dataroot": str(world), "data.version": "v1.0-mini"}
-        cfg = load_config(overrides=base)
+        base = {"data.dataroot": str(world), "data.version": "v1.0-mini", "train_lss.amp": "none"}
+        cfg = load_config(args.config, overrides=base)
         dataset = NuScenesKeyframes(cfg.data, cfg.grid, is_train=True, seed=0)
         batch = collate([dataset[i] for i in range(args.batch)])
     batch = {k: v.to(args.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    splats = SPLATS[:2] if args.skip_reference else SPLATS
     torch.manual_seed(0)
-    models = {"ours": build_model(cfg).to(args.device)}
-    models["reference"] = build_model(load_config(overrides={**base, "lss.splat": "reference"})).to(
-        args.device
-    )
-    models["reference"].load_state_dict(models["ours"].state_dict())
+    models = {
+        s: build_model(load_config(args.config, overrides={**base, "lss.splat": s})).to(args.device)
+        for s in splats
+    }
+    for model in models.values():
+        model.load_state_dict(models["fused"].state_dict())
     results = {}
     for name, model in models.items():
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
 
         def train_step(model=model, optimizer=optimizer):
             model.train()
-            out = model(*(batch[k] for k in CAMERA_KEYS))
-            loss = dual_loss(out, batch["bev_mask"], cfg.train_lss).total
-            optimizer.zero_grad()
+            loss = dual_loss(forward(model, batch), batch, cfg.train_lss).total
+            optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
 
         @torch.no_grad()
         def infer(model=model):
             model.eval()
-            model(*(batch[k] for k in CAMERA_KEYS))
+            forward(model, batch)
 
         results[name] = (
             timeit(train_step, args.device, args.repeat),
             timeit(infer, args.device, args.repeat),
+            peak_memory(train_step, args.device),
         )
-    (t_ours, i_ours), (t_ref, i_ref) = results["ours"], results["reference"]
     b = args.batch
     print(
-        f"LSS default config, batch {b}, {args.device}, "
-        f"{torch.get_num_threads()} threads; per sample:"
+        f"LSS training step, batch {b}, {args.device}, {torch.get_num_threads()} threads, "
+        f"grid {cfg.grid.shape}, {cfg.grid.depth_bins} depth bins, C = {cfg.lss.channels}, "
+        f"trunk {cfg.lss.trunk}; per sample:"
     )
-    print(f"  {'':10s} {'train step':>12s} {'inference':>12s}")
-    for name, (t, i) in results.items():
-        print(f"  {name:10s} {t / b * 1e3:10.0f}ms {i / b * 1e3:10.0f}ms")
-    print(f"  speed-up   {t_ref / t_ours:11.2f}x {i_ref / i_ours:11.2f}x")
+    print(f"  {'':10s} {'train step':>11s} {'inference':>11s} {'peak mem':>10s} {'step vs':>16s}")
+    t_pool = results["bev_pool"][0]
+    for name, (t, i, mem) in results.items():
+        print(
+            f"  {name:10s} {t / b * 1e3:9.0f}ms {i / b * 1e3:9.0f}ms {mem / 2**20:8.0f}MB "
+            f"{t_pool / t:7.2f}x bev_pool"
+        )
+    t_fused, _, m_fused = results["fused"]
+    _, _, m_pool = results["bev_pool"]
     print(
-        "  the splat's share of a reference training step: "
-        f"{(t_ref - t_ours) / t_ref:.0%} saved by our op"
+        f"  fused vs bev_pool: training step {t_pool / t_fused:.2f}x faster, "
+        f"peak memory {m_pool / 2**20:.0f} -> {m_fused / 2**20:.0f} MB"
     )
+    if "reference" in results:
+        print(
+            f"  fused vs reference: training step {results['reference'][0] / t_fused:.2f}x faster"
+        )
 
 
 if __name__ == "__main__":

@@ -37,6 +37,10 @@ namespace {
 constexpr int64_t kTile = 512;
 // Lanes of a CUDA warp: the grouping of grad_depth's dot product (see fused_splat.h).
 constexpr int64_t kLanes = 32;
+// The plan's loops are light (a few ns a point): below this many points a parallel region costs
+// more than it saves, most of all on a busy machine, where waking the second thread can take a
+// scheduler tick.
+constexpr int64_t kPlanGrain = int64_t{1} << 18;
 
 // The tiles of the grid: tile i covers cells r0 .. r0 + count of batch b (r0 = b * plane + v0).
 struct Tiles {
@@ -56,7 +60,7 @@ void rank_points(const at::Tensor& cells, const std::array<int64_t, 3>& g, int64
   const int64_t per_batch = B == 0 ? 1 : P / B;
   const int64_t X = g[0], Y = g[1], Z = g[2], num_cells = B * Z * X * Y;
   const index_t* c = cells.const_data_ptr<index_t>();
-  at::parallel_for(0, P, 4096, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, P, kPlanGrain, [&](int64_t begin, int64_t end) {
     for (int64_t p = begin; p < end; ++p) {
       const int64_t x = c[3 * p], y = c[3 * p + 1], z = c[3 * p + 2], b = p / per_batch;
       const bool inside = x >= 0 && x < X && y >= 0 && y < Y && z >= 0 && z < Z;
@@ -210,7 +214,7 @@ SplatPlan fused_splat_plan_cpu(const at::Tensor& cells, at::IntArrayRef grid) {
   at::Tensor ranks = at::empty(cells.sizes().slice(0, 5), long_opts);  // B x N x D x H x W
   at::Tensor order = at::empty({P}, long_opts);                        // P
   at::Tensor sorted_ranks = at::empty({P}, long_opts);                 // P
-  at::Tensor offsets = at::zeros({num_cells + 1}, long_opts);          // num_cells + 1
+  at::Tensor offsets = at::empty({num_cells + 1}, long_opts);          // num_cells + 1
   int64_t* rk = ranks.mutable_data_ptr<int64_t>();
   if (cells.scalar_type() == at::kInt) {
     rank_points<int32_t>(cells, g, rk);
@@ -219,6 +223,7 @@ SplatPlan fused_splat_plan_cpu(const at::Tensor& cells, at::IntArrayRef grid) {
   }
   // Counting sort, stable: offsets[r + 1] counts cell r, then becomes the end of its run.
   int64_t* off = offsets.mutable_data_ptr<int64_t>();
+  std::fill(off, off + num_cells + 1, int64_t{0});
   for (int64_t p = 0; p < P; ++p) {
     if (rk[p] < num_cells) ++off[rk[p] + 1];
   }
@@ -228,7 +233,7 @@ SplatPlan fused_splat_plan_cpu(const at::Tensor& cells, at::IntArrayRef grid) {
   int64_t* ord = order.mutable_data_ptr<int64_t>();
   for (int64_t p = 0; p < P; ++p) ord[rk[p] < num_cells ? fill[rk[p]]++ : dropped++] = p;
   int64_t* sr = sorted_ranks.mutable_data_ptr<int64_t>();
-  at::parallel_for(0, P, 4096, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, P, kPlanGrain, [&](int64_t begin, int64_t end) {
     for (int64_t k = begin; k < end; ++k) sr[k] = rk[ord[k]];
   });
   return {ranks, order, sorted_ranks, offsets};
