@@ -5,7 +5,7 @@ import itertools
 import pytest
 import torch
 
-from bev_reid.ops import bev_pool, bev_pool_reference
+from bev_reid.ops import bev_pool, bev_pool_reference, cuda_built
 
 
 def make_points(
@@ -254,3 +254,49 @@ def test_torch_compile(device):
     e2.backward()
     torch.testing.assert_close(e1, e2)
     torch.testing.assert_close(f1.grad, f2.grad)
+
+
+# GPU only: the CPU's bits (both sum a voxel's points in pieces cut at the same sorted positions)
+# and a forward with no host sync, so that it can be captured in a CUDA graph.
+gpu_only = pytest.mark.skipif(
+    not (torch.cuda.is_available() and cuda_built()), reason="needs a GPU and a FORCE_CUDA=1 build"
+)
+
+
+@pytest.mark.gpu
+@gpu_only
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("c", [1, 33, 80])
+def test_gpu_equals_cpu_bitwise(dtype, c):
+    grid, batch = (40, 30, 2), 2
+    feats, coords = make_points(50000, c, batch, grid, dtype=dtype, seed=c)
+    coords[:3000, :4] = torch.tensor([5, 7, 1, 1])  # a run of 3000 points: many chunk boundaries
+    out_cpu = bev_pool(feats, coords, batch, grid)
+    out_gpu = bev_pool(feats.cuda(), coords.cuda(), batch, grid)
+    assert torch.equal(out_gpu.cpu(), out_cpu)
+    grad_out = torch.randn(out_cpu.shape, dtype=torch.float64).to(dtype)
+    backward = torch.ops.bev_reid.bev_pool_backward
+    want = backward(grad_out, coords, batch, list(grid))
+    assert torch.equal(backward(grad_out.cuda(), coords.cuda(), batch, list(grid)).cpu(), want)
+
+
+@pytest.mark.gpu
+@gpu_only
+def test_gpu_forward_replays_in_a_cuda_graph():
+    grid, batch = (32, 32, 1), 2
+    feats, coords = make_points(20000, 16, batch, grid, dtype=torch.float32, seed=23)
+    feats, coords = feats.cuda(), coords.cuda()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):  # warm-up on a side stream, as graph capture requires
+        bev_pool(feats, coords, batch, grid)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = bev_pool(feats, coords, batch, grid)
+    for scale in (1.0, -2.0):  # the replay reads the inputs' current values
+        feats.mul_(scale)
+        graph.replay()
+        torch.cuda.synchronize()
+        want = bev_pool_reference(feats.cpu(), coords.cpu(), batch, grid)
+        torch.testing.assert_close(out.cpu(), want, rtol=1e-5, atol=1e-5)

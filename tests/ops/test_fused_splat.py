@@ -414,3 +414,37 @@ def test_gpu_deterministic_runs():
     for run in runs[1:]:
         for a, b in zip(runs[0], run, strict=True):
             assert torch.equal(a, b)
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+@gpu_only
+def test_gpu_output_past_2_31_elements():
+    """Offsets past 2^31 (int64 indexing): out [2, 128, 1, 3000, 3000] fp16, 2.3e9 elements."""
+    grid, shape, c = (3000, 3000, 1), (2, 2, 8, 4, 4), 128
+    depth, context, cells = make_frustum(shape, c, grid, dtype=torch.float16, outside=0.1, seed=8)
+    plan = splat_plan(cells.cuda(), grid)
+    out = fused_splat(depth.cuda(), context.cuda(), plan)  # B x C x 1 x X x Y
+    # The expected sums, cell by cell, in float64 over the few points.
+    ranks = plan.ranks.cpu().flatten()
+    inside = ranks < 2 * grid[0] * grid[1]
+    feats = (depth.double().unsqueeze(-1) * context.double().unsqueeze(2)).reshape(-1, c)
+    hit, slot = torch.unique(ranks[inside], return_inverse=True)
+    sums = torch.zeros(hit.numel(), c, dtype=torch.float64).index_add_(0, slot, feats[inside])
+    b, v = hit // (grid[0] * grid[1]), hit % (grid[0] * grid[1])
+    got = out.view(2, c, -1).permute(0, 2, 1)[b.cuda(), v.cuda()].cpu().double()  # hits x C
+    torch.testing.assert_close(got, sums, rtol=2e-3, atol=2e-3)
+    total = out.float().sum(dtype=torch.float64).item()  # nothing written anywhere else
+    assert abs(total - sums.sum().item()) < 1e-2 * max(1.0, abs(sums.sum().item()))
+    grad_out = torch.randn(out.shape, device="cuda", dtype=torch.float16)
+    g_depth, g_context = OPS.fused_splat_backward(
+        grad_out, depth.cuda(), context.cuda(), *plan[:4], list(grid)
+    )
+    rows = grad_out.view(2, c, -1).permute(0, 2, 1)  # B x (X Y) x C, a view
+    pb = torch.arange(2).repeat_interleave(ranks.numel() // 2)
+    g = torch.zeros(ranks.numel(), c, dtype=torch.float64)
+    g[inside] = rows[pb[inside].cuda(), (ranks[inside] % (grid[0] * grid[1])).cuda()].cpu().double()
+    want_depth = (g.view(*shape, c) * context.double().unsqueeze(2)).sum(-1)
+    want_context = (g.view(*shape, c) * depth.double().unsqueeze(-1)).sum(2)
+    torch.testing.assert_close(g_depth.cpu().double(), want_depth, rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(g_context.cpu().double(), want_context, rtol=2e-2, atol=2e-2)
