@@ -15,7 +15,8 @@ PyObject* PyInit__C(void) {
 TORCH_LIBRARY(bev_reid, m) {
   m.def("bev_pool(Tensor feats, Tensor coords, int batch_size, int[3] grid) -> Tensor");
   m.def("bev_pool_backward(Tensor grad_out, Tensor coords, int batch_size, int[3] grid) -> Tensor");
-  m.def("dynamic_voxelize(Tensor points, float[3] voxel_size, float[6] point_cloud_range) -> Tensor");
+  m.def(
+      "dynamic_voxelize(Tensor points, float[3] voxel_size, float[6] point_cloud_range) -> Tensor");
   m.def(
       "hard_voxelize(Tensor points, float[3] voxel_size, float[6] point_cloud_range, "
       "int max_points, int max_voxels) -> (Tensor, Tensor, Tensor)");

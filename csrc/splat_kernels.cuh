@@ -2,8 +2,8 @@
 // (see tests/ops/test_cuda_compile.py): sums of point rows into the cells of a BEV grid, read in
 // cell order, and a tiled transpose to channels-last.
 //
-// Cells and ranks. A cell of the grid is (b, z, x, y); its rank is r = ((b * Z + z) * X + x) * Y + y
-// in [0, num_cells), num_cells = B * Z * X * Y. A point outside the grid gets the rank num_cells.
+// Cells and ranks. A cell of the grid is (b, z, x, y); its rank is r = ((b * Z + z) * X + x) * Y +
+// y in [0, num_cells), num_cells = B * Z * X * Y. A point outside the grid gets the rank num_cells.
 // out[B, C, Z, X, Y] holds cell r, channel c at (b * C + c) * plane + v, with plane = Z * X * Y and
 // r = b * plane + v.
 //
@@ -130,8 +130,9 @@ struct FrustumRows {
 
 // See the file comment. out [B, C, Z, X, Y] must be zero-filled beforehand (empty cells are not
 // written); head, tail [num_chunks, C] need no initialisation (only written entries are read).
-// Thread mapping: one warp per (chunk q, channel group g), w = q * groups + g (grid-stride loop over
-// num_chunks * groups warps); lane l holds sorted position q * kChunk + l and channel g * 32 + l.
+// Thread mapping: one warp per (chunk q, channel group g), w = q * groups + g (grid-stride loop
+// over num_chunks * groups warps); lane l holds sorted position q * kChunk + l and channel g * 32 +
+// l.
 template <typename scalar_t, typename acc_t, typename Rows>
 __global__ void chunk_sum_kernel(Rows rows,
                                  const int64_t* __restrict__ sorted_ranks,  // [P]
@@ -161,7 +162,7 @@ __global__ void chunk_sum_kernel(Rows rows,
         my_weight = rows.weight(point);
       }
     }
-    const int64_t prev = base > 0 ? sorted_ranks[base - 1] : -1;       // rank before the chunk
+    const int64_t prev = base > 0 ? sorted_ranks[base - 1] : -1;      // rank before the chunk
     const int64_t next = base + n < P ? sorted_ranks[base + n] : -1;  // rank after the chunk
     acc_t acc = acc_t(0);
     int seg_begin = 0;
@@ -209,7 +210,7 @@ __global__ void combine_kernel(const int64_t* __restrict__ sorted_ranks,  // [P]
     const int64_t c = (w - (j - 1) * groups) * 32 + lane;
     const int64_t pos = j * kChunk;
     const int64_t r = sorted_ranks[pos];
-    if (r >= num_cells || sorted_ranks[pos - 1] != r) continue;  // no cell crosses boundary j
+    if (r >= num_cells || sorted_ranks[pos - 1] != r) continue;   // no cell crosses boundary j
     if (j >= 2 && sorted_ranks[pos - kChunk - 1] == r) continue;  // it crossed boundary j - 1
     if (c >= C) continue;
     acc_t acc = tail[(j - 1) * C + c];

@@ -78,7 +78,8 @@ inline at::Tensor to_channels_last(const at::Tensor& grad) {
               "to_channels_last: ", grad.sizes(), " is too large for one launch");
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   const dim3 block(32, 8);
-  const dim3 grid(static_cast<unsigned int>((S + 31) / 32), static_cast<unsigned int>((C + 31) / 32),
+  const dim3 grid(static_cast<unsigned int>((S + 31) / 32),
+                  static_cast<unsigned int>((C + 31) / 32),
                   static_cast<unsigned int>(std::min<int64_t>(B, 65535)));
   const auto launch = [&](auto* src, auto* dst) {
     using T = std::remove_const_t<std::remove_pointer_t<decltype(src)>>;

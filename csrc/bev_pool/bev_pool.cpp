@@ -22,7 +22,8 @@ std::array<int64_t, 3> check_grid(int64_t batch_size, at::IntArrayRef grid) {
   return {grid[0], grid[1], grid[2]};
 }
 
-void check_coords(const at::Tensor& coords, int64_t n, const at::Tensor& other, const char* other_name) {
+void check_coords(const at::Tensor& coords, int64_t n, const at::Tensor& other,
+                  const char* other_name) {
   TORCH_CHECK(coords.dim() == 2 && coords.size(1) == 4,
               "bev_pool: coords must be [N, 4] (x, y, z, batch), got ", coords.sizes());
   TORCH_CHECK(n < 0 || coords.size(0) == n, "bev_pool: coords has ", coords.size(0),
@@ -41,7 +42,8 @@ std::array<int64_t, 3> check_bev_pool_args(const at::Tensor& feats, const at::Te
   TORCH_CHECK(feats.dim() == 2, "bev_pool: feats must be [N, C], got ", feats.sizes());
   TORCH_CHECK(is_pool_dtype(feats.scalar_type()),
               "bev_pool: feats must be a floating tensor (float32, float64, float16 or bfloat16), "
-              "got ", feats.scalar_type());
+              "got ",
+              feats.scalar_type());
   TORCH_CHECK(feats.is_contiguous(), "bev_pool: feats must be contiguous");
   check_coords(coords, feats.size(0), feats, "feats");
   return check_grid(batch_size, grid);
@@ -56,7 +58,8 @@ void check_bev_pool_backward_args(const at::Tensor& grad_out, const at::Tensor& 
               ", ", g[0], ", ", g[1], "], got ", grad_out.sizes());
   TORCH_CHECK(is_pool_dtype(grad_out.scalar_type()),
               "bev_pool_backward: grad_out must be a floating tensor (float32, float64, float16 or "
-              "bfloat16), got ", grad_out.scalar_type());
+              "bfloat16), got ",
+              grad_out.scalar_type());
   TORCH_CHECK(grad_out.is_contiguous(), "bev_pool_backward: grad_out must be contiguous");
   check_coords(coords, -1, grad_out, "grad_out");
 }

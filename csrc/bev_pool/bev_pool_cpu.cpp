@@ -137,9 +137,11 @@ at::Tensor bev_pool_forward_cpu(const at::Tensor& feats, const at::Tensor& coord
   at::Tensor out = at::empty({batch_size, C, g[2], g[0], g[1]}, feats.options());
   if (out.numel() == 0) return out;
   const VoxelIndex index = index_points(coords, batch_size, g);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, feats.scalar_type(), "bev_pool_forward_cpu", [&] {
-    forward_kernel<scalar_t>(feats.data_ptr<scalar_t>(), index, C, plane, total, out.data_ptr<scalar_t>());
-  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, feats.scalar_type(), "bev_pool_forward_cpu", [&] {
+        forward_kernel<scalar_t>(feats.data_ptr<scalar_t>(), index, C, plane, total,
+                                 out.data_ptr<scalar_t>());
+      });
   return out;
 }
 
@@ -152,10 +154,11 @@ at::Tensor bev_pool_backward_cpu(const at::Tensor& grad_out, const at::Tensor& c
   at::Tensor grad_feats = at::zeros({coords.size(0), C}, grad_out.options());
   if (grad_feats.numel() == 0 || total == 0) return grad_feats;
   const VoxelIndex index = index_points(coords, batch_size, g);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_out.scalar_type(), "bev_pool_backward_cpu", [&] {
-    backward_kernel<scalar_t>(grad_out.data_ptr<scalar_t>(), index, C, plane, total,
-                              grad_feats.data_ptr<scalar_t>());
-  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, grad_out.scalar_type(), "bev_pool_backward_cpu", [&] {
+        backward_kernel<scalar_t>(grad_out.data_ptr<scalar_t>(), index, C, plane, total,
+                                  grad_feats.data_ptr<scalar_t>());
+      });
   return grad_feats;
 }
 

@@ -5,11 +5,6 @@
 //   ranks [N] = voxel rank per point (num_cells outside) -> stable sort -> chunked cell sums
 //   (no warp walks more than kChunk points; long runs are added up from per-chunk partials).
 // Backward: grad_out -> channels-last copy -> one coalesced row gather per point.
-#include "bev_pool/bev_pool.h"
-#include "bev_pool/bev_pool_kernels.cuh"
-#include "launch.cuh"
-#include "splat_launch.cuh"
-
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
@@ -22,6 +17,11 @@
 #include <torch/library.h>
 
 #include <tuple>
+
+#include "bev_pool/bev_pool.h"
+#include "bev_pool/bev_pool_kernels.cuh"
+#include "launch.cuh"
+#include "splat_launch.cuh"
 
 namespace bev_reid {
 
@@ -92,8 +92,8 @@ at::Tensor bev_pool_backward_cuda(const at::Tensor& grad_out, const at::Tensor& 
               <<<num_blocks(N * C), kThreads, 0, stream>>>(
                   reinterpret_cast<const cuda_t*>(grad_cl.const_data_ptr<scalar_t>()),
                   coords.const_data_ptr<index_t>(),
-                  reinterpret_cast<cuda_t*>(grad_feats.mutable_data_ptr<scalar_t>()), N, C, B, X,
-                  Y, Z);
+                  reinterpret_cast<cuda_t*>(grad_feats.mutable_data_ptr<scalar_t>()), N, C, B, X, Y,
+                  Z);
           C10_CUDA_KERNEL_LAUNCH_CHECK();
         });
       });

@@ -66,7 +66,7 @@ SplatShape check_fused_splat_args(const char* op, const at::Tensor& depth,
               " but depth is on ", depth.device());
   TORCH_CHECK(context.is_contiguous(), op, ": context must be contiguous (channels last)");
   const auto g = check_grid(op, grid);
-  SplatShape s{depth.size(0), depth.size(1),   depth.size(2), depth.size(3), depth.size(4),
+  SplatShape s{depth.size(0),   depth.size(1), depth.size(2), depth.size(3), depth.size(4),
                context.size(4), g[0],          g[1],          g[2]};
   TORCH_CHECK(s.num_cells() < (int64_t{1} << 40), op, ": the grid ", grid, " x batch ", s.B,
               " has too many cells");

@@ -22,8 +22,8 @@
 // fused_splat(depth, context, plan, grid) -> out [B, C, Z, X, Y]:
 //   depth    [B, N, D, H, W] floating (fp32/fp64/fp16/bf16), contiguous;
 //   context  [B, N, H, W, C] same dtype, contiguous (channels last);
-//   out[b, c, z, x, y] = sum over the points p of cell (b, z, x, y) of depth[p] * context[pixel(p), c],
-//   each product rounded to acc_t (at::opmath_type: float for the 16-bit types) and added in
+//   out[b, c, z, x, y] = sum over the points p of cell (b, z, x, y) of depth[p] * context[pixel(p),
+//   c], each product rounded to acc_t (at::opmath_type: float for the 16-bit types) and added in
 //   acc_t in sorted order, in pieces cut at multiples of kSplatChunk (splat_chunk.h), so results
 //   are deterministic and equal on CPU and CUDA bit for bit.
 // fused_splat_backward(grad_out [B, C, Z, X, Y], depth, context, plan, grid)

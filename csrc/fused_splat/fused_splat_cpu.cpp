@@ -243,16 +243,18 @@ at::Tensor fused_splat_forward_cpu(const at::Tensor& depth, const at::Tensor& co
                                    const at::Tensor& ranks, const at::Tensor& order,
                                    const at::Tensor& sorted_ranks, const at::Tensor& offsets,
                                    at::IntArrayRef grid) {
-  const SplatShape s =
-      check_fused_splat_args("fused_splat", depth, context, ranks, order, sorted_ranks, offsets, grid);
+  const SplatShape s = check_fused_splat_args("fused_splat", depth, context, ranks, order,
+                                              sorted_ranks, offsets, grid);
   TORCH_CHECK(depth.device().is_cpu(), "fused_splat_forward_cpu: depth must be on the CPU");
   at::Tensor out = at::empty({s.B, s.C, s.Z, s.X, s.Y}, depth.options());  // B x C x Z x X x Y
   if (out.numel() == 0) return out;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, depth.scalar_type(), "fused_splat_cpu", [&] {
-    forward_kernel<scalar_t>(depth.const_data_ptr<scalar_t>(), context.const_data_ptr<scalar_t>(),
-                             order.const_data_ptr<int64_t>(), offsets.const_data_ptr<int64_t>(), s,
-                             out.mutable_data_ptr<scalar_t>());
-  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, depth.scalar_type(), "fused_splat_cpu", [&] {
+        forward_kernel<scalar_t>(depth.const_data_ptr<scalar_t>(),
+                                 context.const_data_ptr<scalar_t>(),
+                                 order.const_data_ptr<int64_t>(), offsets.const_data_ptr<int64_t>(),
+                                 s, out.mutable_data_ptr<scalar_t>());
+      });
   return out;
 }
 
@@ -275,12 +277,11 @@ std::tuple<at::Tensor, at::Tensor> fused_splat_backward_cpu(
   if (depth.numel() == 0) return {grad_depth, grad_context};  // no pixel (and no point)
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, depth.scalar_type(), "fused_splat_backward_cpu", [&] {
-        backward_kernel<scalar_t>(grad_out.const_data_ptr<scalar_t>(),
-                                  depth.const_data_ptr<scalar_t>(),
-                                  context.const_data_ptr<scalar_t>(),
-                                  ranks.const_data_ptr<int64_t>(), offsets.const_data_ptr<int64_t>(),
-                                  s, grad_depth.mutable_data_ptr<scalar_t>(),
-                                  grad_context.mutable_data_ptr<scalar_t>());
+        backward_kernel<scalar_t>(
+            grad_out.const_data_ptr<scalar_t>(), depth.const_data_ptr<scalar_t>(),
+            context.const_data_ptr<scalar_t>(), ranks.const_data_ptr<int64_t>(),
+            offsets.const_data_ptr<int64_t>(), s, grad_depth.mutable_data_ptr<scalar_t>(),
+            grad_context.mutable_data_ptr<scalar_t>());
       });
   return {grad_depth, grad_context};
 }

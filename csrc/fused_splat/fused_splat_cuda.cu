@@ -8,11 +8,6 @@
 // sorted order (no warp walks more than kChunk points; coalesced context rows).
 // Backward: grad_out -> channels-last copy; then one warp per point for grad_depth (a dot product
 // of two contiguous rows) and one warp per (pixel, 32 channels) for grad_context (D rows).
-#include "fused_splat/fused_splat.h"
-#include "fused_splat/fused_splat_kernels.cuh"
-#include "launch.cuh"
-#include "splat_launch.cuh"
-
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
@@ -26,6 +21,11 @@
 #include <torch/library.h>
 
 #include <tuple>
+
+#include "fused_splat/fused_splat.h"
+#include "fused_splat/fused_splat_kernels.cuh"
+#include "launch.cuh"
+#include "splat_launch.cuh"
 
 namespace bev_reid {
 
@@ -43,8 +43,8 @@ SplatPlan fused_splat_plan_cuda(const at::Tensor& cells, at::IntArrayRef grid) {
   if (P > 0) {
     AT_DISPATCH_INDEX_TYPES(cells.scalar_type(), "fused_splat_plan_cuda", [&] {
       fused_splat_kernels::rank_kernel<index_t><<<num_blocks(P), kThreads, 0, stream>>>(
-          cells.const_data_ptr<index_t>(), ranks.mutable_data_ptr<int64_t>(), P, P / B, g[0],
-          g[1], g[2], num_cells);
+          cells.const_data_ptr<index_t>(), ranks.mutable_data_ptr<int64_t>(), P, P / B, g[0], g[1],
+          g[2], num_cells);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   }
@@ -113,8 +113,8 @@ std::tuple<at::Tensor, at::Tensor> fused_splat_backward_cuda(
             <<<num_warp_blocks(P), kThreads, 0, stream>>>(
                 g, reinterpret_cast<const cuda_t*>(context.const_data_ptr<scalar_t>()),
                 ranks.const_data_ptr<int64_t>(),
-                reinterpret_cast<cuda_t*>(grad_depth.mutable_data_ptr<scalar_t>()), P, s.C, s.D,
-                HW, s.num_cells());
+                reinterpret_cast<cuda_t*>(grad_depth.mutable_data_ptr<scalar_t>()), P, s.C, s.D, HW,
+                s.num_cells());
         C10_CUDA_KERNEL_LAUNCH_CHECK();
         fused_splat_kernels::grad_context_kernel<cuda_t, acc_t>
             <<<num_warp_blocks(pixels * ((s.C + 31) / 32)), kThreads, 0, stream>>>(

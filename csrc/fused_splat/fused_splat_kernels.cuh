@@ -70,8 +70,7 @@ __global__ void grad_depth_kernel(const scalar_t* __restrict__ grad_cl,  // [num
                                   const scalar_t* __restrict__ context,  // [B, N, H, W, C]
                                   const int64_t* __restrict__ ranks,     // [P]
                                   scalar_t* __restrict__ grad_depth,     // [P]
-                                  int64_t P, int64_t C, int64_t D, int64_t HW,
-                                  int64_t num_cells) {
+                                  int64_t P, int64_t C, int64_t D, int64_t HW, int64_t num_cells) {
   const int lane = threadIdx.x & 31;
   for (int64_t p = splat_kernels::warp_id(); p < P; p += splat_kernels::warp_count()) {
     const int64_t r = ranks[p];

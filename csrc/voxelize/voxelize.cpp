@@ -2,7 +2,6 @@
 #include "voxelize/voxelize.h"
 
 #include <ATen/ATen.h>
-
 #include <c10/util/safe_numerics.h>
 
 #include <cmath>
@@ -19,10 +18,12 @@ VoxelGrid check_voxelize_args(const at::Tensor& points, at::ArrayRef<double> vox
               "voxelize: points must be float32 or float64 (convert them with .float()), got ",
               points.scalar_type());
   TORCH_CHECK(points.is_contiguous(), "voxelize: points must be contiguous");
-  TORCH_CHECK(voxel_size.size() == 3, "voxelize: voxel_size must have 3 values, got ", voxel_size.size());
-  TORCH_CHECK(point_cloud_range.size() == 6,
-              "voxelize: point_cloud_range must be (x_min, y_min, z_min, x_max, y_max, z_max), got ",
-              point_cloud_range.size(), " values");
+  TORCH_CHECK(voxel_size.size() == 3, "voxelize: voxel_size must have 3 values, got ",
+              voxel_size.size());
+  TORCH_CHECK(
+      point_cloud_range.size() == 6,
+      "voxelize: point_cloud_range must be (x_min, y_min, z_min, x_max, y_max, z_max), got ",
+      point_cloud_range.size(), " values");
   VoxelGrid g;
   const char* axes = "xyz";
   for (int i = 0; i < 3; ++i) {
@@ -52,9 +53,11 @@ VoxelGrid check_voxelize_args(const at::Tensor& points, at::ArrayRef<double> vox
 void check_hard_voxelize_args(const at::Tensor& points, int64_t max_points, int64_t max_voxels) {
   TORCH_CHECK(max_points >= 1, "voxelize: max_points must be >= 1, got ", max_points);
   TORCH_CHECK(max_voxels >= 1, "voxelize: max_voxels must be >= 1, got ", max_voxels);
-  TORCH_CHECK(points.size(0) <= std::numeric_limits<int32_t>::max(),
-              "voxelize: hard voxelization counts points in int32 (num_points, as mmcv), so it takes "
-              "at most 2^31 - 1 points; got ", points.size(0), " (split the cloud)");
+  TORCH_CHECK(
+      points.size(0) <= std::numeric_limits<int32_t>::max(),
+      "voxelize: hard voxelization counts points in int32 (num_points, as mmcv), so it takes "
+      "at most 2^31 - 1 points; got ",
+      points.size(0), " (split the cloud)");
 }
 
 void check_voxels_size(int64_t num_voxels, int64_t max_points, int64_t f) {

@@ -21,7 +21,8 @@ template <typename scalar_t>
 std::vector<int64_t> point_cells(const at::Tensor& points, const VoxelGrid& g) {
   const int64_t n = points.size(0), f = points.size(1);
   const scalar_t* p = points.data_ptr<scalar_t>();
-  const scalar_t lo[3] = {static_cast<scalar_t>(g.lo[0]), static_cast<scalar_t>(g.lo[1]), static_cast<scalar_t>(g.lo[2])};
+  const scalar_t lo[3] = {static_cast<scalar_t>(g.lo[0]), static_cast<scalar_t>(g.lo[1]),
+                          static_cast<scalar_t>(g.lo[2])};
   const scalar_t size[3] = {static_cast<scalar_t>(g.size[0]), static_cast<scalar_t>(g.size[1]),
                             static_cast<scalar_t>(g.size[2])};
   std::vector<int64_t> cell(n);
@@ -42,7 +43,8 @@ std::vector<int64_t> point_cells(const at::Tensor& points, const VoxelGrid& g) {
 }
 
 std::vector<int64_t> point_cells(const at::Tensor& points, const VoxelGrid& g) {
-  return points.scalar_type() == at::kFloat ? point_cells<float>(points, g) : point_cells<double>(points, g);
+  return points.scalar_type() == at::kFloat ? point_cells<float>(points, g)
+                                            : point_cells<double>(points, g);
 }
 
 // (z, y, x) of a flat cell index.
@@ -154,7 +156,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> hard_voxelize_cpu(
     at::parallel_for(0, n, 4096, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
         if (slot_of[i] < 0) continue;
-        std::copy(src + i * f, src + (i + 1) * f, dst + (voxel_of[i] * max_points + slot_of[i]) * f);
+        std::copy(src + i * f, src + (i + 1) * f,
+                  dst + (voxel_of[i] * max_points + slot_of[i]) * f);
       }
     });
   });

@@ -1,9 +1,5 @@
 // CUDA host wrappers of dynamic and hard voxelization; the kernels (and the steps of the
 // sort-based hard voxelization) are in voxelize_kernels.cuh, the contract in voxelize.h.
-#include "voxelize/voxelize.h"
-#include "voxelize/voxelize_kernels.cuh"
-#include "launch.cuh"
-
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/cumsum.h>
@@ -17,6 +13,10 @@
 
 #include <algorithm>
 #include <tuple>
+
+#include "launch.cuh"
+#include "voxelize/voxelize.h"
+#include "voxelize/voxelize_kernels.cuh"
 
 namespace bev_reid {
 
@@ -107,8 +107,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> hard_voxelize_cuda(
 
   voxelize_kernels::voxel_meta_kernel<int64_t><<<num_blocks(V), kThreads, 0, stream>>>(
       sorted_keys.const_data_ptr<int64_t>(), voxel_start.const_data_ptr<int64_t>(),
-      coords.mutable_data_ptr<int32_t>(), num_points.mutable_data_ptr<int32_t>(), P, V,
-      max_points, g.dims[0], g.dims[1]);
+      coords.mutable_data_ptr<int32_t>(), num_points.mutable_data_ptr<int32_t>(), P, V, max_points,
+      g.dims[0], g.dims[1]);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 
   AT_DISPATCH_FLOATING_TYPES(points.scalar_type(), "hard_voxelize_fill_cuda", [&] {

@@ -63,8 +63,8 @@ __global__ void dynamic_voxelize_kernel(const scalar_t* __restrict__ points,  //
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < P;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     int32_t cell[3];
-    const bool inside = point_cell(points + i * F, lo_x, lo_y, lo_z, size_x, size_y, size_z,
-                                   dim_x, dim_y, dim_z, cell);
+    const bool inside = point_cell(points + i * F, lo_x, lo_y, lo_z, size_x, size_y, size_z, dim_x,
+                                   dim_y, dim_z, cell);
     int32_t* row = coords + 3 * i;
     row[0] = inside ? cell[2] : -1;
     row[1] = inside ? cell[1] : -1;
@@ -83,8 +83,8 @@ __global__ void key_kernel(const scalar_t* __restrict__ points,  // [P, F]
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < P;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     int32_t cell[3];
-    const bool inside = point_cell(points + i * F, lo_x, lo_y, lo_z, size_x, size_y, size_z,
-                                   dim_x, dim_y, dim_z, cell);
+    const bool inside = point_cell(points + i * F, lo_x, lo_y, lo_z, size_x, size_y, size_z, dim_x,
+                                   dim_y, dim_z, cell);
     keys[i] = inside ? (static_cast<int64_t>(cell[2]) * dim_y + cell[1]) * dim_x + cell[0] : -1;
   }
 }
@@ -132,7 +132,7 @@ __global__ void voxel_start_kernel(const key_t* __restrict__ sorted_keys,  // [P
 // Thread mapping: one thread per voxel v (grid-stride loop over V); each scans at most
 // max_points sorted keys.
 template <typename key_t>
-__global__ void voxel_meta_kernel(const key_t* __restrict__ sorted_keys,   // [P]
+__global__ void voxel_meta_kernel(const key_t* __restrict__ sorted_keys,    // [P]
                                   const int64_t* __restrict__ voxel_start,  // [V]
                                   int32_t* __restrict__ coords,             // [V, 3]
                                   int32_t* __restrict__ num_points,         // [V]
@@ -146,8 +146,8 @@ __global__ void voxel_meta_kernel(const key_t* __restrict__ sorted_keys,   // [P
     while (count < max_points && start + count < P && sorted_keys[start + count] == key) ++count;
     num_points[v] = static_cast<int32_t>(count);
     coords[3 * v + 0] = static_cast<int32_t>(key / (dim_x * dim_y));  // z
-    coords[3 * v + 1] = static_cast<int32_t>((key / dim_x) % dim_y);   // y
-    coords[3 * v + 2] = static_cast<int32_t>(key % dim_x);             // x
+    coords[3 * v + 1] = static_cast<int32_t>((key / dim_x) % dim_y);  // y
+    coords[3 * v + 2] = static_cast<int32_t>(key % dim_x);            // x
   }
 }
 
