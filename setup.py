@@ -134,11 +134,22 @@ setup(
         "pandas>=2.0,<3",  # convert-pandaset reads PandaSet's pickles; pandas 2 runs on numpy 1
     ],
     extras_require={
-        # The test extra holds the track extra's pins too, so CI runs the tracker's tests.
-        "test": ["pytest>=7", "ruff>=0.5", "motmetrics==1.4.0", "pandas>=2.0,<2.3"],
+        # The test extra holds the track and export extras' pins too, so CI runs their tests.
+        "test": [
+            "pytest>=7",
+            "ruff>=0.5",
+            "motmetrics==1.4.0",
+            "pandas>=2.0,<2.3",
+            "onnx==1.23.2",
+            "onnxscript==0.7.2",
+            "onnxruntime==1.32.0",
+        ],
         # eval-track: nuscenes-devkit 1.2.0's tracking evaluation is written for motmetrics 1.4.0
         # (its own pin); pandas 2.2 runs both on numpy 1.x.
         "track": ["motmetrics==1.4.0", "pandas>=2.0,<2.3"],
+        # bev-reid export: torch's ONNX exporter needs onnx and onnxscript; onnxruntime checks
+        # the graph and runs it (OnnxEmbedder). These pins work with numpy < 2.
+        "export": ["onnx==1.23.2", "onnxscript==0.7.2", "onnxruntime==1.32.0"],
         # OpenMMLab cross-checks. mmcv 2.1.0 has no wheel for recent torch: see README.
         "mm": ["mmcv==2.1.0", "mmengine==0.10.7"],
     },

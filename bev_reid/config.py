@@ -518,11 +518,28 @@ class EvalReIDConfig(_Section):
     topk: tuple[int, ...] = num((1, 5, 10, 20), 1)
     batch_size: int = num(256, 1)
     device: Device = "auto"
+    # Registered protocols (bev_reid.reid.evaluator, bev_reid.reid.protocols), in record order.
+    protocols: tuple[str, ...] = ("cmc", "retrieval", "retrieval_gap", "tracklet",
+                                  "cross_condition")  # fmt: skip
+    min_gap_s: float = num(3.0, 0)  # retrieval_gap: gallery views nearer the query in time left out
+    tracklet_len: int = num(4, 1)  # tracklet: consecutive views of a vehicle per tracklet
+    rerank: bool = False  # adds retrieval_rerank: k-reciprocal re-ranking (Zhong et al. 2017)
+    rerank_k1: int = num(20, 1)  # neighbours of the k-reciprocal sets
+    rerank_k2: int = num(6, 1)  # views averaged by the local query expansion (1: none)
+    rerank_lambda: float = num(0.3, 0, 1)  # weight of the original distance in the re-ranked one
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not self.topk:
             raise ConfigError("eval_reid.topk must list at least one rank, e.g. [1, 5]")
+        from bev_reid.reid.evaluator import PROTOCOLS  # the protocols register themselves there
+
+        unknown = [p for p in self.protocols if p not in PROTOCOLS]
+        if unknown:
+            raise ConfigError(
+                f"eval_reid.protocols must be registered protocols: {', '.join(PROTOCOLS)}; "
+                f"got {', '.join(map(repr, unknown))}"
+            )
 
 
 TRACKING_CLASSES = ("bicycle", "bus", "car", "motorcycle", "pedestrian", "trailer", "truck")

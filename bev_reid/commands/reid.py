@@ -1,5 +1,5 @@
 """Commands of the ReID stage: ``build-dataset``, ``show-dataset``, ``train-reid``,
-``eval-reid``."""
+``eval-reid``, ``export``."""
 
 from __future__ import annotations
 
@@ -155,3 +155,31 @@ def eval_reid(args: argparse.Namespace, cfg: Config) -> int:
     errors = Path(cfg.eval_reid.eval_log_dir) / cfg.reid_run.run_id / "errors.jsonl"
     print(f"evaluated {result.evaluated} checkpoint(s), skipped {result.skipped} (see {errors})")
     return 1
+
+
+def _export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--checkpoint", required=True,
+        help="ReID checkpoint: a sidecar, its weights file, or a run's checkpoints folder (latest)"
+        " (not a config key)",
+    )  # fmt: skip
+    p.add_argument(
+        "--out", required=True,
+        help="the .onnx file to write; its crop recipe goes beside it as .json (not a config key)",
+    )  # fmt: skip
+
+
+@register_command(
+    "export", "write a ReID checkpoint's embedding as ONNX, with its crop recipe", _export_args
+)
+def export(args: argparse.Namespace, cfg: Config) -> int:
+    from bev_reid.reid.export import export_onnx
+
+    done = export_onnx(args.checkpoint, args.out)
+    check = (
+        "onnxruntime not installed: not checked"
+        if done.max_abs_diff is None
+        else f"onnxruntime agrees with the checkpoint within {done.max_abs_diff:.1e}"
+    )
+    print(f"wrote {done.onnx} and {done.sidecar} ({check})")
+    return 0

@@ -13,9 +13,14 @@ that returns flat records, one per condition:
   a view is its keyframe, so the query itself and its own keyframe are excluded): CMC rank-k, mAP
   and mINP. Per condition, the queries of that condition against the whole gallery.
 
+More protocols live in :mod:`bev_reid.reid.protocols`: ``retrieval_gap`` (re-identification
+after a gap in time), ``tracklet`` (runs of views against runs of views), ``cross_condition``
+(query in one condition, gallery in another) and ``retrieval_rerank`` (k-reciprocal re-ranking).
+
 Records: ``protocol``, ``condition`` (``all`` or a condition name), ``rank1`` ... (the k of
 ``topk``), ``mAP``, ``mINP``, ``num_queries``, ``num_valid``, ``num_gallery``, and ``trials`` for
-cmc. Metrics over no valid query are None (JSON null; NaN is kept out of the JSON).
+cmc (other protocols add their settings, e.g. ``min_gap_s``). Metrics over no valid query are
+None (JSON null; NaN is kept out of the JSON).
 """
 
 from __future__ import annotations
@@ -64,12 +69,17 @@ class Views:
 
 @dataclass(frozen=True)
 class Settings:
-    """What the protocols take from ``eval_reid``."""
+    """What the protocols take from ``eval_reid`` (the keys of the same names)."""
 
     topk: tuple[int, ...] = DEFAULT_TOPK
     trials: int = 10
     seed: int = 0
     chunk: int | None = None
+    min_gap_s: float = 3.0
+    tracklet_len: int = 4
+    rerank_k1: int = 20
+    rerank_k2: int = 6
+    rerank_lambda: float = 0.3
 
 
 Protocol = Callable[[Views, Settings], list[dict[str, Any]]]
@@ -164,6 +174,8 @@ class ReIDEvaluator:
         normalize: L2-normalise embeddings before ranking.
         chunk: queries per chunk of the ranking (None: sized to the memory budget).
         device: where the ranking runs (None: CUDA when available, else CPU).
+        settings: further settings of the protocols (:class:`Settings` fields beyond the ones
+            above, e.g. ``min_gap_s=3.0``).
 
     Raises:
         KeyError: an unknown protocol; the message lists the registered ones.
@@ -178,6 +190,7 @@ class ReIDEvaluator:
         normalize: bool = True,
         chunk: int | None = None,
         device: torch.device | str | None = None,
+        **settings: Any,
     ) -> None:
         unknown = [p for p in protocols if p not in PROTOCOLS]
         if unknown:
@@ -185,15 +198,24 @@ class ReIDEvaluator:
                 f"unknown protocol(s) {', '.join(unknown)}; valid: {', '.join(PROTOCOLS)}"
             )
         self.protocols = tuple(protocols)
-        self.settings = Settings(tuple(topk), int(trials), int(seed), chunk)
+        self.settings = Settings(tuple(topk), int(trials), int(seed), chunk, **settings)
         self.normalize = normalize
         self.device = device
         self.reset()
 
     @classmethod
     def from_config(cls, ec: Any, device: torch.device | str | None = None) -> ReIDEvaluator:
-        """The evaluator of an :class:`~bev_reid.config.EvalReIDConfig`."""
-        return cls(topk=ec.topk, trials=ec.trials, seed=ec.seed, device=device)
+        """The evaluator of an :class:`~bev_reid.config.EvalReIDConfig`: its ``protocols``,
+        with ``retrieval_rerank`` right after ``retrieval`` when ``rerank`` is set."""
+        protocols = list(ec.protocols)
+        if ec.rerank and "retrieval_rerank" not in protocols:
+            at = protocols.index("retrieval") + 1 if "retrieval" in protocols else len(protocols)
+            protocols.insert(at, "retrieval_rerank")
+        return cls(
+            protocols, topk=ec.topk, trials=ec.trials, seed=ec.seed, device=device,
+            min_gap_s=ec.min_gap_s, tracklet_len=ec.tracklet_len, rerank_k1=ec.rerank_k1,
+            rerank_k2=ec.rerank_k2, rerank_lambda=ec.rerank_lambda,
+        )  # fmt: skip
 
     def reset(self) -> None:
         """Forgets every processed view."""
@@ -301,3 +323,8 @@ class ReIDEvaluator:
         """The records of every protocol (module doc), in protocol order."""
         v = self.views()
         return [r for name in self.protocols for r in PROTOCOLS[name](v, self.settings)]
+
+
+# The protocols of bev_reid.reid.protocols register themselves on import; imported here, after
+# the registry exists, so that every user of the evaluator sees them.
+from bev_reid.reid import protocols as _protocols  # noqa: E402, F401

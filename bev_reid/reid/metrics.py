@@ -7,6 +7,11 @@ Conventions (fast-reid's, with two deliberate differences stated here):
   gallery item of the query's group is removed, whatever its identity (fast-reid removes items of
   the same identity *and* camera). This also removes the query itself when query and gallery are
   the same set.
+- Exclusion by *time* (optional): with time spans ``[start, end]`` (seconds; a single time is a span
+  of length 0), a gallery item is also removed when its span overlaps or touches the query's, or
+  lies closer to it than ``min_gap``: ``gap = max(g_start - q_end, q_start - g_end)``, removed when
+  ``gap <= 0`` or ``gap < min_gap``. A NaN time removes nothing. This gives re-identification
+  after a gap (views) and tracklets of other time spans.
 - Ties are broken pessimistically: among items of equal similarity, negatives rank before
   positives. The ranking is thus the sort by the key (-similarity, is_positive); the order inside
   a run of tied positives (or tied negatives) changes no metric. fast-reid ranks with
@@ -29,13 +34,15 @@ of similarity p its rank follows from two binary searches:
 ``#negatives >= p = #items >= p - #positives >= p`` (counting ``>=`` is the pessimistic tie rule).
 On CPU the rows are sorted in place by numpy, whose SIMD sort is about ten times faster than
 ``torch.sort`` there; on CUDA ``torch.sort`` is used. Memory per chunk is about 5 bytes per
-(query, gallery) pair, and the chunk is sized to ``memory_budget``.
+(query, gallery) pair (22 with time spans), and the chunk is sized to ``memory_budget``. The
+similarity block may come from the caller (``scores``), e.g. re-ranked distances
+(:mod:`bev_reid.reid.rerank`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -56,6 +63,7 @@ DEFAULT_MEMORY_BUDGET = 256 * 2**20  # bytes for one chunk's work tensors
 # Work bytes per (query, gallery) pair of a chunk: the similarity (4) and the same-group mask (1);
 # on CUDA torch.sort also returns new values (4) and int64 indices (8).
 _BYTES_PER_PAIR = {"cpu": 5, "cuda": 17}
+_SPAN_BYTES_PER_PAIR = 17  # with time spans: two float64 gap temporaries and a bool mask
 _PARALLEL_SORT_MIN = 1 << 21  # elements; below, handing rows to threads costs more than it saves
 
 
@@ -117,11 +125,28 @@ def _check_inputs(q_emb, q_ids, q_groups, g_emb, g_ids, g_groups) -> None:
 
 
 def auto_chunk(
-    num_gallery: int, memory_budget: int = DEFAULT_MEMORY_BUDGET, device: str = "cpu"
+    num_gallery: int,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    device: str = "cpu",
+    spans: bool = False,
 ) -> int:
-    """Queries per chunk so that one chunk's [q, G] work tensors fit in ``memory_budget`` bytes."""
+    """Queries per chunk so that one chunk's [q, G] work tensors fit in ``memory_budget`` bytes
+    (``spans``: with time exclusion)."""
     per_pair = _BYTES_PER_PAIR.get(torch.device(device).type, max(_BYTES_PER_PAIR.values()))
+    per_pair += _SPAN_BYTES_PER_PAIR if spans else 0
     return max(1, memory_budget // (max(num_gallery, 1) * per_pair))
+
+
+def _spans(t: torch.Tensor | None, n: int, name: str, device: torch.device) -> torch.Tensor | None:
+    """[n, 2] float64 (start, end) from [n] times or [n, 2] spans; None stays None."""
+    if t is None:
+        return None
+    t = torch.as_tensor(t).to(device=device, dtype=torch.float64)
+    if t.dim() == 1:
+        t = t[:, None].expand(-1, 2)
+    if t.shape != (n, 2):
+        raise ValueError(f"{name} must be [{n}] times or [{n}, 2] spans, got {tuple(t.shape)}")
+    return t
 
 
 def _sort_rows_(block: np.ndarray, pool: ThreadPoolExecutor | None, workers: int) -> None:
@@ -144,12 +169,27 @@ def query_results(
     gallery_groups: torch.Tensor,
     chunk: int | None = None,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    query_spans: torch.Tensor | None = None,
+    gallery_spans: torch.Tensor | None = None,
+    min_gap: float = 0.0,
+    scores: Callable[[int, int, torch.Tensor], None] | None = None,
 ) -> QueryResults:
     """Ranks every query against the gallery and returns per-query first rank, AP and INP.
 
-    Args: as ``rank_metrics``. Computation runs on ``query_emb``'s device; results are on CPU.
+    Args: as ``rank_metrics``, and:
+        query_spans: [Q] times or [Q, 2] (start, end) spans in seconds (NaN: unknown); with
+            ``gallery_spans``, gallery items near the query in time are excluded (module doc).
+        gallery_spans: [G] times or [G, 2] spans.
+        min_gap: seconds a gallery span must lie away from the query's.
+        scores: ``scores(s, e, out)`` writes the [e - s, G] float32 similarities of queries
+            s..e-1 (higher ranks first, finite) into ``out``, instead of the dot products of the
+            embeddings; ``chunk`` should then be sized for its work too.
+
+    Computation runs on ``query_emb``'s device; results are on CPU.
     """
     _check_inputs(query_emb, query_ids, query_groups, gallery_emb, gallery_ids, gallery_groups)
+    if (query_spans is None) != (gallery_spans is None):
+        raise ValueError("query_spans and gallery_spans go together: give both or neither")
     device = query_emb.device
     num_q, num_g = query_emb.shape[0], gallery_emb.shape[0]
     q_emb = query_emb.detach().float()
@@ -157,6 +197,8 @@ def query_results(
     q_id, g_id, num_ids = _codes(query_ids.to(device), gallery_ids.to(device))
     q_grp, g_grp, _ = _codes(query_groups.to(device), gallery_groups.to(device))
     q_grp, g_grp = q_grp.to(torch.int32), g_grp.to(torch.int32)  # half the bytes in the [q, G] mask
+    q_span = _spans(query_spans, num_q, "query_spans", device)  # Q x 2 or None
+    g_span = _spans(gallery_spans, num_g, "gallery_spans", device)  # G x 2 or None
 
     # Gallery items of identity c are g_order[id_start[c] : id_start[c] + id_count[c]].
     g_order = torch.argsort(g_id, stable=True)  # G
@@ -169,7 +211,10 @@ def query_results(
     num_pos = torch.zeros(num_q, dtype=torch.int64, device=device)
     if num_g == 0 or num_q == 0:
         return _to_cpu(first_rank, ap, inp, num_pos, num_g)
-    chunk = auto_chunk(num_g, memory_budget, device) if chunk is None else max(1, int(chunk))
+    spans = q_span is not None
+    if chunk is None:
+        chunk = auto_chunk(num_g, memory_budget, device, spans)
+    chunk = max(1, int(chunk))
     chunk = min(chunk, num_q)
     # Work buffers reused by every chunk: fresh ones would cost a page fault per 4 kB each time.
     sim_buf = torch.empty(chunk, num_g, device=device)  # chunk x G
@@ -179,9 +224,17 @@ def query_results(
     try:
         for s in range(0, num_q, chunk):
             e = min(s + chunk, num_q)
+            sim = sim_buf[: e - s]
+            if scores is None:
+                torch.mm(q_emb[s:e], g_emb.T, out=sim)  # q x G
+            else:
+                scores(s, e, sim)
+            excluded = mask_buf[: e - s]
+            torch.eq(g_grp[None, :], q_grp[s:e, None], out=excluded)  # q x G
+            if spans:
+                excluded |= _near_in_time(q_span[s:e], g_span, min_gap)
             _rank_chunk(
-                q_emb[s:e], q_id[s:e], q_grp[s:e], g_emb, g_grp, g_order, id_start, id_count,
-                sim_buf[: e - s], mask_buf[: e - s], pool,
+                q_id[s:e], g_order, id_start, id_count, sim, excluded, pool,
                 first_rank[s:e], ap[s:e], inp[s:e], num_pos[s:e],
             )  # fmt: skip
     finally:
@@ -190,13 +243,21 @@ def query_results(
     return _to_cpu(first_rank, ap, inp, num_pos, num_g)
 
 
+def _near_in_time(q_span: torch.Tensor, g_span: torch.Tensor, min_gap: float) -> torch.Tensor:
+    """[q, G] bool: gallery spans [G, 2] that overlap, touch or lie closer than ``min_gap`` to
+    the query spans [q, 2] (module doc); False where a time is NaN."""
+    gap = g_span[None, :, 0] - q_span[:, None, 1]  # q x G, gallery after the query
+    torch.maximum(gap, q_span[:, None, 0] - g_span[None, :, 1], out=gap)  # or before it
+    return (gap <= 0) | (gap < min_gap)
+
+
 def _rank_chunk(
-    q_emb, q_id, grp, g_emb, g_grp, g_order, id_start, id_count, sim, same_group, pool,
-    first_rank, ap, inp, num_pos,
+    q_id, g_order, id_start, id_count, sim, excluded, pool, first_rank, ap, inp, num_pos,
 ) -> None:  # fmt: skip
-    """Ranks q queries against the gallery; writes into the q-long output views."""
-    num_g = g_emb.shape[0]
-    device = q_emb.device
+    """Ranks q queries against the gallery from their similarities ``sim`` [q, G] (overwritten)
+    and the excluded items ``excluded`` [q, G] bool; writes into the q-long output views."""
+    num_g = sim.shape[1]
+    device = sim.device
     # Candidate positives: all gallery views of the query's identity.
     c = q_id  # q
     cnt = id_count[c]  # q
@@ -206,14 +267,12 @@ def _rank_chunk(
     slot = torch.arange(cmax, device=device)  # C
     in_id = slot[None, :] < cnt[:, None]  # q x C
     cand = g_order[torch.where(in_id, id_start[c][:, None] + slot[None, :], 0)]  # q x C
-    is_pos = in_id & (g_grp[cand] != grp[:, None])  # q x C
+    is_pos = in_id & ~excluded.gather(1, cand)  # q x C
 
-    torch.mm(q_emb, g_emb.T, out=sim)  # q x G
     pos_sim = torch.where(is_pos, sim.gather(1, cand), math.inf)  # q x C, padding +inf
     pos_sim = pos_sim.sort(dim=1).values  # q x C ascending; real positives first
     npos = is_pos.sum(1)  # q
-    torch.eq(g_grp[None, :], grp[:, None], out=same_group)  # q x G
-    sim.masked_fill_(same_group, -math.inf)  # excluded items rank below all
+    sim.masked_fill_(excluded, -math.inf)  # excluded items rank below all
     if device.type == "cpu":
         _sort_rows_(sim.numpy(), pool, torch.get_num_threads())  # in place, q x G ascending
     else:

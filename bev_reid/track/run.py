@@ -33,7 +33,8 @@ class TrackingRun:
 
 
 def open_embedder(cfg: Config, db: NuScenesDB):
-    """The DetectionEmbedder of ``track.reid_checkpoint``, or None for ``none``."""
+    """The DetectionEmbedder of ``track.reid_checkpoint`` (a checkpoint, or an ``.onnx`` file of
+    ``bev-reid export``), or None for ``none``."""
     ckpt = cfg.track.reid_checkpoint
     if not ckpt:
         raise ConfigError(
@@ -43,12 +44,12 @@ def open_embedder(cfg: Config, db: NuScenesDB):
     if ckpt.lower() == "none":
         return None
     from bev_reid.engine.distributed import pick_device
-    from bev_reid.models.reid import BEVReIDModel
+    from bev_reid.reid.export import load_embedder
     from bev_reid.reid.extract import cutter_for
     from bev_reid.track.embed import DetectionEmbedder
 
     device = pick_device(cfg.track.device)
-    model = BEVReIDModel.from_checkpoint(ckpt, map_location=device)
+    model = load_embedder(ckpt, device)
     cutter = cutter_for(model, cfg.track.lss_checkpoint, cfg.data)
     return DetectionEmbedder(model, cutter, db, cfg.data.num_workers)
 

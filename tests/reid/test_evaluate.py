@@ -42,6 +42,8 @@ def eval_config(dataset: Path, tmp_path: Path, **overrides) -> Config:
         "eval_reid.poll_s": 0.05,
         "eval_reid.device": "cpu",
         "eval_reid.trials": 3,
+        # The two protocols this file checks; test_protocols.py runs the default list.
+        "eval_reid.protocols": ["cmc", "retrieval"],
     }
     values.update(overrides)
     return load_config(overrides=values)
