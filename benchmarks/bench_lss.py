@@ -7,18 +7,21 @@ grid and data sections of --config, e.g. configs/lss.yaml) on keyframes of a sma
 world. Three models share their weights and differ only in ``lss.splat``: ``fused`` (our op, no
 frustum tensor), ``bev_pool`` (the outer product, then our op) and ``reference`` (the outer
 product, then plain torch). Prints the median time of a training step (forward, dual loss,
-backward, Adam step) and of an inference pass, the peak memory a training step adds (as
-bench_ops.peak_memory measures it), and the ratios against bev_pool and the reference.
+backward, Adam step) and of an inference pass, taken in turns (one of each model per round, so
+that a machine whose load drifts weighs on all alike), the peak memory a training step and an
+inference pass add (as bench_ops.peak_memory measures it), and the ratios against bev_pool.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
+import time
 from pathlib import Path
 
 import torch
-from bench_ops import peak_memory, timeit  # the same measures in every benchmark
+from bench_ops import peak_memory  # the same measure in every benchmark
 
 from bev_reid.config import SynthConfig, load_config
 from bev_reid.data.keyframes import NuScenesKeyframes, collate
@@ -38,7 +41,10 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--config", default=None, help="a YAML config (its lss, grid, data)")
     parser.add_argument("--skip-reference", action="store_true", help="time fused and bev_pool")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         world = generate_world(
             SynthConfig(scenes=1, keyframes=max(2, args.batch), seed=0),
@@ -58,7 +64,7 @@ def main() -> None:
     }
     for model in models.values():
         model.load_state_dict(models["fused"].state_dict())
-    results = {}
+    steps, infers = {}, {}
     for name, model in models.items():
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
 
@@ -74,29 +80,62 @@ def main() -> None:
             model.eval()
             forward(model, batch)
 
-        results[name] = (
-            timeit(train_step, args.device, args.repeat),
-            timeit(infer, args.device, args.repeat),
-            peak_memory(train_step, args.device),
+        steps[name], infers[name] = train_step, infer
+    times = {name: ([], [], []) for name in models}  # step wall, inference wall, step CPU time
+    for fn in (*steps.values(), *infers.values()):
+        fn()  # warm-up (and Adam's state)
+    for _ in range(args.repeat):
+        for name in models:
+            for fn, out in ((steps[name], times[name][0]), (infers[name], times[name][1])):
+                if args.device == "cuda":
+                    torch.cuda.synchronize()
+                t, cpu = time.perf_counter(), time.process_time()
+                fn()
+                if args.device == "cuda":
+                    torch.cuda.synchronize()
+                out.append(time.perf_counter() - t)
+                if fn is steps[name]:
+                    times[name][2].append(time.process_time() - cpu)
+    results = {
+        name: (
+            statistics.median(times[name][0]),
+            statistics.median(times[name][1]),
+            peak_memory(steps[name], args.device),
+            peak_memory(infers[name], args.device),
+            statistics.median(times[name][2]),
         )
+        for name in models
+    }
     b = args.batch
     print(
         f"LSS training step, batch {b}, {args.device}, {torch.get_num_threads()} threads, "
         f"grid {cfg.grid.shape}, {cfg.grid.depth_bins} depth bins, C = {cfg.lss.channels}, "
         f"trunk {cfg.lss.trunk}; per sample:"
     )
-    print(f"  {'':10s} {'train step':>11s} {'inference':>11s} {'peak mem':>10s} {'step vs':>16s}")
-    t_pool = results["bev_pool"][0]
-    for name, (t, i, mem) in results.items():
-        print(
-            f"  {name:10s} {t / b * 1e3:9.0f}ms {i / b * 1e3:9.0f}ms {mem / 2**20:8.0f}MB "
-            f"{t_pool / t:7.2f}x bev_pool"
-        )
-    t_fused, _, m_fused = results["fused"]
-    _, _, m_pool = results["bev_pool"]
     print(
-        f"  fused vs bev_pool: training step {t_pool / t_fused:.2f}x faster, "
-        f"peak memory {m_pool / 2**20:.0f} -> {m_fused / 2**20:.0f} MB"
+        f"  {'':10s} {'train step':>11s} {'inference':>11s} {'peak mem: step':>15s}"
+        f" {'inference':>10s} {'step vs bev_pool':>17s}"
+    )
+    t_pool = results["bev_pool"][0]
+    for name, (t, i, mem, imem, _) in results.items():
+        print(
+            f"  {name:10s} {t / b * 1e3:9.0f}ms {i / b * 1e3:9.0f}ms {mem / 2**20:13.0f}MB "
+            f"{imem / 2**20:8.0f}MB {t_pool / t:16.2f}x"
+        )
+    t_fused, i_fused, m_fused, im_fused, cpu_fused = results["fused"]
+    _, i_pool, m_pool, im_pool, cpu_pool = results["bev_pool"]
+    if args.device == "cpu":
+        # CPU time is steadier than wall time on a shared machine (with 1 thread it is the
+        # step's own work; with more it also counts the threads' spin-waits).
+        print(
+            f"  CPU time of a step: fused {cpu_fused / b * 1e3:.0f}ms, bev_pool "
+            f"{cpu_pool / b * 1e3:.0f}ms per sample: {cpu_pool / cpu_fused:.2f}x"
+        )
+    print(
+        f"  fused vs bev_pool: training step {t_pool / t_fused:.2f}x faster, inference "
+        f"{i_pool / i_fused:.2f}x; peak memory of a step {m_pool / 2**20:.0f} -> "
+        f"{m_fused / 2**20:.0f} MB, of an inference pass {im_pool / 2**20:.0f} -> "
+        f"{im_fused / 2**20:.0f} MB"
     )
     if "reference" in results:
         print(

@@ -306,7 +306,10 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--skip-large", action="store_true", help="skip config (b)")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
     bench_splat("(a) default", args.device, args.repeat, 4, 6, 41, 8, 22, 64, (200, 200, 1))
     if not args.skip_large:
