@@ -11,6 +11,11 @@ time in numpy (similarity to the whole gallery, drop the query's group, full arg
 sums); it is timed on a subset of the queries and extrapolated linearly, and its results on that
 subset are compared with ours. A second child ranks 1k queries against a 100k gallery to show that
 memory stays bounded by the chunk budget, not by the gallery.
+
+Re-ranking (``--rerank-views N``, 0 to skip): N views, every view a query against all others,
+ranked by the k-reciprocal distance (the ``retrieval_rerank`` protocol, k1 = 20, k2 = 6) and by
+plain cosine (``retrieval``) in two more children: time, peak memory, and the memory a dense
+[N, N] float32 matrix (the usual implementation holds several) would take.
 """
 
 from __future__ import annotations
@@ -99,9 +104,28 @@ def child(args: argparse.Namespace) -> None:
     print(json.dumps(out))
 
 
-def run_child(queries: int, gallery: int, ids: int, threads: int) -> dict:
+def rerank_child(args: argparse.Namespace) -> None:
+    """One protocol (``args.protocol``) over ``args.queries`` views as queries and gallery;
+    prints a JSON line: time, memory, the all-condition record."""
+    from bev_reid.reid.evaluator import ReIDEvaluator
+
+    torch.set_num_threads(args.threads)
+    (emb, ids, groups), _ = make_data(args.queries, 0, args.ids)
+    ev = ReIDEvaluator((args.protocol,), topk=TOPK, normalize=False, device="cpu")
+    ev.process(emb, ids, groups)
+    rss_before = _status_kb("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")
+    t = time.perf_counter()
+    (rec,) = ev.evaluate()
+    seconds = time.perf_counter() - t
+    print(json.dumps({"seconds": seconds, "rss_before_mb": rss_before / 1024,
+                      "hwm_mb": _status_kb("VmHWM") / 1024, "record": rec}))  # fmt: skip
+
+
+def run_child(queries: int, gallery: int, ids: int, threads: int, protocol: str = "") -> dict:
     cmd = [sys.executable, __file__, "--child", "--queries", str(queries), "--gallery",
            str(gallery), "--ids", str(ids), "--threads", str(threads)]  # fmt: skip
+    cmd += ["--protocol", protocol] if protocol else []
     proc = subprocess.run(cmd, check=True, capture_output=True, text=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -123,16 +147,25 @@ def main() -> None:
     p.add_argument("--big-gallery", type=int, default=100_000)
     p.add_argument("--big-queries", type=int, default=1_000)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--rerank-views", type=int, default=20_000)
+    p.add_argument("--only-rerank", action="store_true", help="skip the plain benchmark")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--protocol", default="", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        child(args)
+        if args.protocol:
+            rerank_child(args)
+        else:
+            child(args)
         return
 
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, numpy {np.__version__}, {args.threads} threads, CPU")
     print(f"data: D=128, {args.ids} identities, clustered; gallery chunk budget 256 MB")
 
+    if args.only_rerank:
+        bench_rerank(args)
+        return
     # Reference on a subset, and ours on the same subset for agreement.
     query, gallery = make_data(args.queries, args.gallery, args.ids)
     nq = min(args.ref_queries, args.queries)
@@ -187,6 +220,28 @@ def main() -> None:
     print(f"\n(a full [Q, G] float32 similarity matrix would be {full:.0f} MB)")
     if same_first < nq or ap_diff.max() > 1e-5 or inp_diff.max() > 1e-5:
         print("WARNING: ours and the reference disagree beyond float32 rounding")
+    bench_rerank(args)
+
+
+def bench_rerank(args: argparse.Namespace) -> None:
+    """The re-ranking part (module doc)."""
+    if args.rerank_views:
+        n = args.rerank_views
+        ids = max(1, n // 10)  # about ten views per identity, as in a ReID test set
+        plain = run_child(n, 0, ids, args.threads, "retrieval")
+        rr = run_child(n, 0, ids, args.threads, "retrieval_rerank")
+        print(f"\nre-ranking, {n} views ({ids} identities), each a query against all others:")
+        for name, r in (("plain cosine", plain), ("k-reciprocal", rr)):
+            rec = r["record"]
+            print(
+                f"  {name:13} {r['seconds']:6.1f} s, peak RSS {r['hwm_mb']:.0f} MB "
+                f"({r['hwm_mb'] - r['rss_before_mb']:.0f} MB above the data): "
+                f"R1={rec['rank1']:.3f} mAP={rec['mAP']:.3f}"
+            )
+        print(
+            f"  re-ranking costs {rr['seconds'] / plain['seconds']:.1f}x the plain ranking; "
+            f"one dense [N, N] float32 matrix would be {n * n * 4 / 2**20:.0f} MB"
+        )
 
 
 if __name__ == "__main__":

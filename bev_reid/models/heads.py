@@ -246,3 +246,99 @@ class BatchHardTripletHead(nn.Module):
             if self.margin is not None:  # share of anchors still inside the margin
                 extra["active"] = ((per_anchor > 0) & valid).sum() / denom
         return HeadOutput(loss, None, accuracy.float(), extra)
+
+
+@register_head("cosine-margin")
+class CosineMarginHead(CosineSoftmaxHead):
+    """Cosine softmax with an additive margin on the true class (CosFace / AM-softmax: Wang et
+    al., CVPR 2018): ``logits[n, k] = scale * (cos_nk - margin [k = y_n])``, cross-entropy.
+
+    The margin asks each view to lie closer to its own class direction than to any other by
+    ``margin`` in cosine: with few identities the plain softmax is satisfied by a thin boundary,
+    which unseen identities then fall across. The accuracy is that of the plain logits.
+
+    Args:
+        embedding_dim, num_classes, init_scale: as :class:`CosineSoftmaxHead`.
+        margin: the cosine margin (>= 0).
+    """
+
+    def __init__(
+        self, embedding_dim: int, num_classes: int, init_scale: float = 10.0, margin: float = 0.2
+    ):
+        super().__init__(embedding_dim, num_classes, init_scale)
+        if margin < 0:
+            raise ValueError(f"cosine-margin needs margin >= 0, got {margin}")
+        self.margin = margin
+
+    def forward(self, emb: torch.Tensor, labels: torch.Tensor) -> HeadOutput:
+        """emb [N, E] float, labels [N] int64 in [0, num_classes) -> HeadOutput."""
+        _check_batch(emb, labels, self.embedding_dim)
+        logits = self.logits(emb)  # N x K
+        target = F.one_hot(labels, self.num_classes).to(logits.dtype)  # N x K
+        loss = F.cross_entropy(logits - self.scale * self.margin * target, labels)
+        accuracy = (logits.detach().argmax(1) == labels).float().mean()
+        return HeadOutput(loss, logits, accuracy, {"scale": self.scale.detach()})
+
+
+def supervised_contrastive(
+    emb: torch.Tensor, labels: torch.Tensor, temperature: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Supervised contrastive terms (Khosla et al., NeurIPS 2020, L_out).
+
+    For anchor i with the other views P(i) of its identity in the batch and all other views A(i):
+    ``-1/|P(i)| sum_{p in P(i)} log(exp(z_i.z_p / t) / sum_{a in A(i)} exp(z_i.z_a / t))``.
+
+    Args:
+        emb: [N, E] L2-normalised embeddings.
+        labels: [N] identities.
+        temperature: t.
+
+    Returns:
+        per-anchor loss [N] and a [N] bool mask of anchors with at least one positive.
+    """
+    n = emb.shape[0]
+    logits = emb @ emb.t() / temperature  # N x N
+    self_mask = torch.eye(n, dtype=torch.bool, device=emb.device)
+    logits = logits.masked_fill(self_mask, -math.inf)  # an anchor is not its own contrast
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)  # N x N
+    pos = (labels[:, None] == labels[None, :]) & ~self_mask  # N x N
+    count = pos.sum(1)  # N
+    per_anchor = -torch.where(pos, log_prob, 0.0).sum(1) / count.clamp(min=1)
+    return per_anchor, count > 0
+
+
+@register_head("cosine-supcon")
+class CosineSupConHead(CosineSoftmaxHead):
+    """The cosine softmax plus a supervised contrastive term over the P x K batch (Khosla et al.
+    2020): ``loss = CE + weight * SupCon``.
+
+    The classifier pulls every view towards one direction per training identity; the contrastive
+    term asks views of one vehicle to be nearer each other than any other view in the batch,
+    which needs no class weights and so carries over to identities never seen.
+
+    Args:
+        embedding_dim, num_classes, init_scale: as :class:`CosineSoftmaxHead`.
+        temperature: of the contrastive term.
+        weight: of the contrastive term.
+    """
+
+    def __init__(
+        self, embedding_dim: int, num_classes: int, init_scale: float = 10.0,
+        temperature: float = 0.1, weight: float = 1.0,
+    ):  # fmt: skip
+        super().__init__(embedding_dim, num_classes, init_scale)
+        if temperature <= 0 or weight < 0:
+            raise ValueError(
+                f"cosine-supcon needs temperature > 0 and weight >= 0, got {temperature}, {weight}"
+            )
+        self.temperature, self.contrast_weight = temperature, weight
+
+    def forward(self, emb: torch.Tensor, labels: torch.Tensor) -> HeadOutput:
+        """emb [N, E] float, labels [N] int64 in [0, num_classes) -> HeadOutput."""
+        out = super().forward(emb, labels)
+        per_anchor, valid = supervised_contrastive(F.normalize(emb, dim=1), labels,
+                                                   self.temperature)  # fmt: skip
+        contrast = (per_anchor * valid).sum() / valid.sum().clamp(min=1)
+        out.extra["supcon"] = contrast.detach()
+        out.loss = out.loss + self.contrast_weight * contrast
+        return out

@@ -32,7 +32,7 @@ import torch
 
 ROW_CHUNK = 256  # rows per step of the set building (the expansion compares [c, k1, k1/2, k1])
 SIM_BUDGET = 64 * 2**20  # bytes of one [chunk, N] similarity block of the neighbour search
-PAIR_BUDGET = 4 * 2**20  # (query entry, gallery entry) pairs expanded at once (~24 bytes each)
+PAIR_BUDGET = 2**20  # (query entry, gallery entry) pairs expanded at once (~60 bytes each)
 
 
 def nearest(emb: torch.Tensor, k: int, budget: int = SIM_BUDGET) -> torch.Tensor:

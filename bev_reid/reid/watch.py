@@ -79,7 +79,8 @@ def step_of(sidecar: Path) -> int | None:
 
 
 def summary_line(records: Sequence[dict[str, Any]]) -> str:
-    """One line for the console: retrieval rank-1 and mAP, cmc rank-1, time."""
+    """One line for the console: retrieval rank-1 and mAP, the same after the gap and re-ranked
+    and for tracklets (when evaluated), cmc rank-1, time."""
 
     def get(protocol: str, key: str) -> str:
         for r in records:
@@ -89,9 +90,19 @@ def summary_line(records: Sequence[dict[str, Any]]) -> str:
         return "n/a"
 
     r0 = records[0]
+    present = {r["protocol"]: r for r in records if r["condition"] == "all"}
+    more = "".join(
+        f" | {name} rank1 {get(protocol, 'rank1')} mAP {get(protocol, 'mAP')}"
+        for protocol, name in (
+            ("retrieval_gap", f"gap {present.get('retrieval_gap', {}).get('min_gap_s')}s"),
+            ("retrieval_rerank", "re-ranked"),
+            ("tracklet", "tracklet"),
+        )
+        if protocol in present
+    )
     return (
         f"eval-reid: step {r0['step']} ({r0['checkpoint']}): retrieval rank1 "
-        f"{get('retrieval', 'rank1')} mAP {get('retrieval', 'mAP')} | cmc rank1 "
+        f"{get('retrieval', 'rank1')} mAP {get('retrieval', 'mAP')}{more} | cmc rank1 "
         f"{get('cmc', 'rank1')} [{r0.get('seconds', 0):.1f} s]"
     )
 

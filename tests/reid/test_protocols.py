@@ -219,4 +219,5 @@ def test_watcher_logs_every_default_protocol(reid_dataset, tmp_path, capsys):
     for r in records:
         if r["protocol"] != "cmc" and r["num_valid"]:
             assert 0 <= r["mAP"] <= 1 and not math.isnan(r["mAP"])
-    assert "retrieval rank1" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "retrieval rank1" in out and "| gap 3.0s rank1" in out and "| tracklet rank1" in out
