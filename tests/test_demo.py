@@ -53,7 +53,7 @@ def test_demo_end_to_end_and_rerun(tmp_path, capsys):
     assert set(saved["runs"]) == {"camera", "lidar", "both"}
     channels = {name: run["channels"] for name, run in saved["runs"].items()}
     assert channels == {"camera": 16, "lidar": 10, "both": 26}  # box raster with colour: 10
-    for name, run in saved["runs"].items():
+    for run in saved["runs"].values():
         retrieval = [
             r for r in run["trained"] if r["protocol"] == "retrieval" and r["condition"] == "all"
         ]

@@ -26,7 +26,9 @@ an ``.onnx`` file) run it in place of the checkpoint.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,11 +114,22 @@ def export_onnx(
     graph = EmbeddingGraph(model).eval()
     c, s = model.config["in_channels"], crop_size(model)
     example = torch.zeros(2, c, s, s)
-    program = torch.onnx.export(
-        graph, (example,), dynamo=True, input_names=[INPUT], output_names=[OUTPUT],
-        dynamic_shapes={"crops": {0: torch.export.Dim("batch")}}, opset_version=OPSET,
-        external_data=False, verbose=False,
-    )  # fmt: skip
+    # The exporter's own notes (no torchvision ops to register, deprecations inside torch) say
+    # nothing about this graph: kept off the user's console.
+    quiet = logging.getLogger("torch.onnx")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            program = torch.onnx.export(
+                graph, (example,), dynamo=True, input_names=[INPUT], output_names=[OUTPUT],
+                dynamic_shapes={"crops": {0: torch.export.Dim("batch")}},
+                opset_version=OPSET, external_data=False, verbose=False,
+            )  # fmt: skip
+    finally:
+        quiet.setLevel(level)
     data = program.model_proto.SerializeToString()
     diff = agreement(data, model, c, s) if check else None
     atomic_write_bytes(out, data)

@@ -306,9 +306,7 @@ def test_camera_modality_with_an_lss_checkpoint(synth_world, tmp_path):
             "build.min_views": 1,
         },
     )
-    with pytest.raises(
-        ValueError, match=r"the IoU filter dropped [1-9]\d*, .* leaving 0 views"
-    ):
+    with pytest.raises(ValueError, match=r"the IoU filter dropped [1-9]\d*, .* leaving 0 views"):
         build_dataset(strict)
 
 
