@@ -10,11 +10,16 @@ product, then plain torch). Prints the median time of a training step (forward, 
 backward, Adam step) and of an inference pass, taken in turns (one of each model per round, so
 that a machine whose load drifts weighs on all alike), the peak memory a training step and an
 inference pass add (as bench_ops.peak_memory measures it), and the ratios against bev_pool.
+
+Then what depth supervision from LiDAR (``train_lss.depth_weight`` > 0) costs: the loader's time
+per keyframe with and without the depth targets (projecting the LiDAR points into the six
+cameras), and the fused model's training step with and without the depth term.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import tempfile
 import time
@@ -54,7 +59,10 @@ def main() -> None:
         base = {"data.dataroot": str(world), "data.version": "v1.0-mini", "train_lss.amp": "none"}
         cfg = load_config(args.config, overrides=base)
         dataset = NuScenesKeyframes(cfg.data, cfg.grid, is_train=True, seed=0)
-        batch = collate([dataset[i] for i in range(args.batch)])
+        depth = (cfg.lss.downsample, cfg.grid.dbound)
+        with_depth = NuScenesKeyframes(cfg.data, cfg.grid, is_train=True, seed=0, depth=depth)
+        load_times = loader_times(dataset, with_depth, args.batch, args.repeat)
+        batch = collate([with_depth[i] for i in range(args.batch)])
     batch = {k: v.to(args.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
     splats = SPLATS[:2] if args.skip_reference else SPLATS
     torch.manual_seed(0)
@@ -141,6 +149,57 @@ def main() -> None:
         print(
             f"  fused vs reference: training step {results['reference'][0] / t_fused:.2f}x faster"
         )
+    depth_cost(models["fused"], batch, cfg, args, load_times)
+
+
+def loader_times(plain, with_depth, n: int, repeat: int) -> tuple[float, float]:
+    """Median seconds to load a keyframe without and with depth targets, in turns."""
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(repeat):
+        for i in range(n):
+            for dataset, out in ((plain, times[0]), (with_depth, times[1])):
+                t = time.perf_counter()
+                dataset[i]
+                out.append(time.perf_counter() - t)
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
+def depth_cost(model, batch, cfg, args, load_times: tuple[float, float]) -> None:
+    """Prints the fused model's training step without and with the depth term, and the loader's
+    time per keyframe without and with its targets."""
+    terms = {
+        "without": dataclasses.replace(cfg.train_lss, depth_weight=0.0),
+        "with": dataclasses.replace(cfg.train_lss, depth_weight=1.0),
+    }
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model.train()
+
+    def step(tc) -> float:
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        loss = dual_loss(forward(model, batch), batch, tc).total
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t
+
+    for tc in terms.values():
+        step(tc)  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in terms}
+    for _ in range(args.repeat):
+        for name, tc in terms.items():
+            times[name].append(step(tc))
+    off, on = (statistics.median(times[name]) / args.batch for name in terms)
+    load_off, load_on = load_times
+    print("Depth supervision (fused splat), per sample:")
+    print(
+        f"  training step {off * 1e3:.0f}ms without the depth term, {on * 1e3:.0f}ms with it "
+        f"({(on / off - 1) * 100:+.1f}%); loading a keyframe {load_off * 1e3:.0f}ms without "
+        f"depth targets, {load_on * 1e3:.0f}ms with them ({(load_on / load_off - 1) * 100:+.1f}%)"
+    )
 
 
 if __name__ == "__main__":

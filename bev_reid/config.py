@@ -148,6 +148,11 @@ class DataConfig(_Section):
     rot_lim: tuple[float, float] = num((-5.4, 5.4), -180, 180)  # degrees
     rand_flip: bool = True
     categories: tuple[str, ...] = ("vehicle",)  # category name prefixes that make the BEV mask
+    # Boxes below this nuScenes visibility level (1: 0-40% of the vehicle visible in the six
+    # cameras, 2: 40-60%, 3: 60-80%, 4: 80-100%) are left out of the BEV mask, in training and
+    # in val-lss. 0 keeps every box (lift-splat-shoot's protocol); 2 is the "visibility > 40%"
+    # protocol of CVT and Simple-BEV: no camera model can place a vehicle hidden behind a house.
+    min_visibility: int = num(0, 0, 4)
     num_workers: int = num(2, 0)
 
     def __post_init__(self) -> None:
@@ -324,6 +329,10 @@ class TrainLSSConfig(_Section):
     # With lss.image_seg: weight of the BCE of the image vehicle logits against whether each
     # cell's nearest LiDAR point lies in a vehicle box (cells with no point are left out).
     seg_weight: float = num(1.0, 0)
+    # Weight of a soft-Dice term on the BEV vehicle probabilities (1 - 2|P.G| / (|P| + |G|) per
+    # sample): it scores overlap as IoU does, so a small positive class is not drowned by the
+    # background the way per-cell BCE lets it be; 0 turns it off (the original recipe).
+    dice_weight: float = num(0.0, 0)
     lr_schedule: Literal["constant", "onecycle"] = "constant"  # onecycle: warm-up, then cosine
     warmup: float = num(0.1, 0, 1, below=True)  # share of the steps warming up (onecycle)
     amp: Literal["none", "bf16", "fp16"] = "none"  # autocast (GPU)
@@ -511,6 +520,10 @@ class EvalReIDConfig(_Section):
     SECTION = "eval_reid"
     eval_log_dir: str = "runs/reid-eval"  # tensorboard and metrics.jsonl under eval_log_dir/run_id
     once: bool = False  # evaluate what is there, then exit
+    # Also score the floors a trained model must beat (the raw crops, and the raw crops
+    # standardised per channel), once per evaluation folder, as checkpoints "raw-crops" and
+    # "raw-crops-standardised" (step null) in metrics.jsonl.
+    floors: bool = True
     poll_s: float = num(10.0, 0, above=True)
     split: Literal["train", "val", "all"] = "val"
     trials: int = num(10, 1)  # random single-shot galleries of the CMC protocol

@@ -121,7 +121,8 @@ class NuScenesKeyframes(Dataset):
             post_rots.append(post_rot)
             post_trans.append(post_tran)
         boxes = self.db.boxes(token)
-        mask = rasterize_boxes(category_boxes(boxes, self.cfg.categories), self.grid)
+        visible = [b for b in boxes if b.visibility >= self.cfg.min_visibility]
+        mask = rasterize_boxes(category_boxes(visible, self.cfg.categories), self.grid)
 
         def f32(arrays: list[np.ndarray]) -> torch.Tensor:
             return torch.from_numpy(np.stack(arrays).astype(np.float32))

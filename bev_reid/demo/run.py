@@ -199,10 +199,12 @@ def _eval_log(cfg: Config):
     return EvalLog(Path(cfg.eval_reid.eval_log_dir) / cfg.reid_run.run_id, cfg.eval_reid.topk)
 
 
-def _records(cfg: Config) -> list[dict[str, Any]]:
-    """The evaluation records of the last step evaluated."""
+def _records(cfg: Config, checkpoint: str | None = None) -> list[dict[str, Any]]:
+    """The evaluation records of the last step evaluated, or of a floor (its checkpoint name)."""
     records = _eval_log(cfg).records()
-    last = max(r["step"] for r in records)
+    if checkpoint is not None:
+        return [r for r in records if r["checkpoint"] == checkpoint]
+    last = max(r["step"] for r in records if r["step"] is not None)
     return [r for r in records if r["step"] == last]
 
 
@@ -253,7 +255,6 @@ def run_demo(cfg: Config, out: str | Path, force: bool = False) -> dict[str, Any
     """Runs (or reuses) every stage, writes the report; returns the summary."""
     from bev_reid.data.nuscenes import NuScenesDB
     from bev_reid.reid.dataset import ReIDDataset, read_object_data
-    from bev_reid.reid.evaluate import raw_crop_baseline
 
     out = Path(out)
     if force and out.exists():
@@ -279,8 +280,8 @@ def run_demo(cfg: Config, out: str | Path, force: bool = False) -> dict[str, Any
             "modalities": list(run.reid_run.modalities or cfg.build.modalities),
             "channels": len(val.channel_names),
             "trained": _records(run),
-            "raw": raw_crop_baseline(val, run),
-            "raw_standardised": raw_crop_baseline(val, run, standardise=True),
+            "raw": _records(run, "raw-crops"),  # the watcher scored the floors
+            "raw_standardised": _records(run, "raw-crops-standardised"),
         }
     db = NuScenesDB(cfg.synth.out, cfg.synth.version)
     keys = ("num_identities", "num_train_identities", "num_val_identities", "num_views",

@@ -4,8 +4,9 @@ With ``depth_weight`` > 0 a depth term joins (after BEVDepth, Li et al. 2023): t
 of the predicted depth distribution of each camera feature cell against the depth bin of its
 nearest LiDAR point (:mod:`bev_reid.data.depth`), over the cells that have one. It tells the
 lift where surfaces are from the first step, which the BEV losses alone learn only slowly.
-With ``lss.image_seg`` the same nearest points label each cell vehicle or not, and a BCE term
-(``seg_weight``) teaches the camera head to see vehicles in the image.
+``dice_weight`` adds a soft-Dice term on the BEV vehicle map, which scores overlap the way the
+IoU does. With ``lss.image_seg`` the same nearest points label each cell vehicle or not, and a
+BCE term (``seg_weight``) teaches the camera head to see vehicles in the image.
 
 The dual loss: ``bce_weight`` x BCE-with-logits (``pos_weight``) of the vehicle logits against the
 GT BEV mask, plus ``mse_weight`` x MSE between the BEV encoder's feature output and the splatted
@@ -31,6 +32,7 @@ class LossTerms:
     mse: torch.Tensor
     depth: torch.Tensor  # 0 when the depth term is off
     seg: torch.Tensor  # 0 without lss.image_seg
+    dice: torch.Tensor  # 0 when the dice term is off
 
 
 def depth_loss(depth_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -58,6 +60,15 @@ def seg_loss(seg_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(seg_logits.float()[known], target[known].float())
 
 
+def dice_loss(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Soft Dice of the vehicle probabilities [B, 1, X, Y] against the mask, averaged over the
+    batch; a sample with no vehicle and no predicted one scores 0 (the +1 smoothing)."""
+    prob = torch.sigmoid(logits.float()).flatten(1)
+    gt = mask.float().flatten(1)
+    overlap = (prob * gt).sum(1)
+    return (1 - (2 * overlap + 1) / (prob.sum(1) + gt.sum(1) + 1)).mean()
+
+
 def dual_loss(out: LSSOutput, batch: dict, cfg) -> LossTerms:
     """The dual loss and, with ``cfg.depth_weight`` > 0, the depth term (see the module doc).
 
@@ -71,14 +82,17 @@ def dual_loss(out: LSSOutput, batch: dict, cfg) -> LossTerms:
     bce = F.binary_cross_entropy_with_logits(out.logits.float(), mask, pos_weight=pos_weight)
     mse = F.mse_loss(out.bev.float(), out.splat.float())
     total = cfg.bce_weight * bce + cfg.mse_weight * mse
-    depth = seg = torch.zeros((), device=mask.device)
+    depth = seg = dice = torch.zeros((), device=mask.device)
+    if cfg.dice_weight > 0:
+        dice = dice_loss(out.logits, mask)
+        total = total + cfg.dice_weight * dice
     if cfg.depth_weight > 0:
         depth = depth_loss(out.depth_logits, batch["depth_target"])
         total = total + cfg.depth_weight * depth
     if out.seg_logits is not None and cfg.seg_weight > 0:
         seg = seg_loss(out.seg_logits, batch["vehicle_target"])
         total = total + cfg.seg_weight * seg
-    return LossTerms(total, bce, mse, depth, seg)
+    return LossTerms(total, bce, mse, depth, seg, dice)
 
 
 def iou_counts(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

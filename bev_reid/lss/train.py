@@ -188,6 +188,8 @@ def _train(cfg: Config, dist: DistInfo) -> Path:
                     writer.add_scalar("loss/depth", terms.depth.item(), step)
                 if cfg.lss.image_seg and tc.seg_weight > 0:
                     writer.add_scalar("loss/image_seg", terms.seg.item(), step)
+                if tc.dice_weight > 0:
+                    writer.add_scalar("loss/dice", terms.dice.item(), step)
                 writer.add_scalar("iou/train", iou, step)
                 writer.add_scalar("lr", optimizer.param_groups[0]["lr"], step)
                 writer.add_scalar("throughput/samples_per_s", seen / max(now - tick, 1e-9), step)

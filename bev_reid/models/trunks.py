@@ -8,7 +8,7 @@ or a weights-only torch file; pickles holding code are refused).
 - ``efficientnet-b0``: the original method's trunk (``EfficientNet.from_name``), its stride-16 and
   stride-32 endpoints fused to stride 16. Made for pretrained weights and GPUs.
 - ``resnet-tiny``: four ResNet stages of 32-64-96-128 channels, the coarser maps fused into the
-  one of the asked stride (8 or 16). At 64 x 176 images it takes a third of EfficientNet-B0's
+  one of the asked stride (4, 8 or 16). At 64 x 176 images it takes a third of EfficientNet-B0's
   multiply-adds at stride 16 (0.18 against 0.54 GFLOP an image) and 0.31 GFLOP at stride 8, in
   plain convolutions that run fast on a CPU, and from scratch it learns in minutes.
 """
@@ -159,8 +159,10 @@ class TinyResNet(nn.Module):
             stages.append(nn.Sequential(BasicBlock(cin, w, stride=2), BasicBlock(w, w)))
             cin = w
         self.stages = nn.ModuleList(stages)  # strides 4, 8, 16, 32
-        fuse_from = {8: 1, 16: 2}[stride]  # the stage whose output has the asked stride
+        fuse_from = {4: 0, 8: 1, 16: 2}[stride]  # the stage whose output has the asked stride
         self.fuse_from = fuse_from
+        if stride == 4:
+            out //= 2  # the fusing convolutions at stride 4 cost 4x those at 8 per channel
         self.up = UpConcat(widths[fuse_from] + sum(widths[fuse_from + 1 :]), out)
         self.out_channels = out
 
@@ -181,5 +183,5 @@ class TinyResNet(nn.Module):
 
 @register_trunk("resnet-tiny")
 def resnet_tiny(stride: int) -> nn.Module:
-    _need_stride("resnet-tiny", stride, (8, 16))
+    _need_stride("resnet-tiny", stride, (4, 8, 16))
     return TinyResNet(stride)

@@ -135,6 +135,9 @@ def evaluate_checkpoint(
     ]
 
 
+FLOORS = {"raw-crops": False, "raw-crops-standardised": True}  # name: standardised
+
+
 def raw_crop_baseline(
     dataset: ReIDDataset, cfg: Config, standardise: bool = False
 ) -> list[dict[str, Any]]:
@@ -156,5 +159,5 @@ def raw_crop_baseline(
 
     records = evaluate_model(RawCrops(), dataset, cfg)
     split = getattr(dataset, "split", None)
-    name = "raw-crops-standardised" if standardise else "raw-crops"
+    name = next(n for n, st in FLOORS.items() if st == standardise)
     return [{"checkpoint": name, "step": None, **r, "split": split} for r in records]

@@ -7,6 +7,9 @@ evaluated is kept by an :class:`EvalLog` under ``eval_reid.eval_log_dir/run_id``
 - ``metrics.jsonl``: one line per checkpoint x protocol x condition; the lines of one checkpoint
   in one write, fsynced;
 - ``errors.jsonl``: checkpoints that could not be evaluated, and why;
+- with ``eval_reid.floors``, the floors once (before the first checkpoint): the raw crops and the
+  standardised raw crops scored by the same protocols, as ``checkpoint`` ``raw-crops`` and
+  ``raw-crops-standardised`` with ``step`` null (not in tensorboard, which needs a step);
 - tensorboard scalars ``<protocol>/<condition>/<metric>`` at the checkpoint's step.
 
 Both files are the watcher's memory: a restarted watcher skips every checkpoint named in them.
@@ -28,8 +31,8 @@ from typing import Any, NamedTuple
 
 from bev_reid.config import Config
 from bev_reid.engine.checkpoint import CheckpointError, list_checkpoints
-from bev_reid.reid.dataset import ReIDDataset
-from bev_reid.reid.evaluate import evaluate_checkpoint
+from bev_reid.reid.dataset import ReIDDataset, modality_channels
+from bev_reid.reid.evaluate import FLOORS, evaluate_checkpoint, raw_crop_baseline
 
 METRICS_FILE = "metrics.jsonl"
 ERRORS_FILE = "errors.jsonl"
@@ -100,10 +103,11 @@ def summary_line(records: Sequence[dict[str, Any]]) -> str:
         )
         if protocol in present
     )
+    what = "floor" if r0["step"] is None else f"step {r0['step']}"
     return (
-        f"eval-reid: step {r0['step']} ({r0['checkpoint']}): retrieval rank1 "
+        f"eval-reid: {what} ({r0['checkpoint']}): retrieval rank1 "
         f"{get('retrieval', 'rank1')} mAP {get('retrieval', 'mAP')}{more} | cmc rank1 "
-        f"{get('cmc', 'rank1')} [{r0.get('seconds', 0):.1f} s]"
+        f"{get('cmc', 'rank1')}" + (f" [{r0['seconds']:.1f} s]" if "seconds" in r0 else "")
     )
 
 
@@ -131,6 +135,8 @@ class EvalLog:
 
             self._writer = SummaryWriter(str(self.folder))
         for r in records:
+            if r["step"] is None:  # a floor: no step to plot it at
+                continue
             for key in self.keys:
                 if r.get(key) is not None:
                     self._writer.add_scalar(
@@ -150,6 +156,19 @@ class EvalLog:
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
+
+
+def log_floors(log: EvalLog, dataset: ReIDDataset, cfg: Config) -> None:
+    """Scores and logs the floors not logged yet (module doc), on the channels of the run's
+    modalities (``reid_run.modalities``), which its checkpoints are trained on."""
+    views = dataset.with_channels(
+        modality_channels(dataset.meta["channels"], cfg.reid_run.modalities)
+    )
+    for name, standardise in FLOORS.items():
+        if name not in log.done:
+            records = raw_crop_baseline(views, cfg, standardise=standardise)
+            log.evaluated(records)
+            print(summary_line(records), flush=True)
 
 
 class WatchResult(NamedTuple):
@@ -212,6 +231,8 @@ def watch(
                     return WatchResult(evaluated, skipped)
                 if dataset is None:  # opened once a checkpoint needs it
                     dataset = ReIDDataset(cfg.reid_run.dataset_dir, ec.split)
+                    if ec.floors:
+                        log_floors(log, dataset, cfg)
                 try:
                     records = evaluate_checkpoint(sidecar, dataset, cfg)
                 except SKIPPABLE as e:

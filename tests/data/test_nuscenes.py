@@ -565,3 +565,30 @@ def test_picture_format_follows_the_suffix(dataroot, db, tmp_path):
     with pytest.raises(ValueError, match=r"'.*sample.txt'.*\.png, \.pdf, \.svg or \.jpg"):
         show_sample(dataroot.path, dataroot.version, token, tmp_path / "sample.txt")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sample.PDF", "sample.jpg"]
+
+
+def test_min_visibility_leaves_hidden_vehicles_out_of_the_mask(dataroot, db):
+    """data.min_visibility: the mask is that of the vehicle boxes whose visibility token (read
+    with the devkit) is at least the level; 0 keeps every box."""
+    from nuscenes import NuScenes
+
+    from bev_reid.data.raster import category_boxes, rasterize_boxes
+
+    nusc = NuScenes(version=dataroot.version, dataroot=str(dataroot.path), verbose=False)
+    every = NuScenesKeyframes(_data_cfg(dataroot), GRID, is_train=False, db=db)
+    checked = 0
+    for level in (2, 4):
+        ds = NuScenesKeyframes(_data_cfg(dataroot, min_visibility=level), GRID, db=db)
+        for index in _spread(len(ds), 2):
+            item, whole = ds[index], every[index]
+            sample = nusc.get("sample", item["sample_token"])
+            tokens = {
+                t for t in sample["anns"]
+                if int(nusc.get("sample_annotation", t)["visibility_token"]) >= level
+            }  # fmt: skip
+            kept = [b for b in db.boxes(item["sample_token"]) if b.token in tokens]
+            want = rasterize_boxes(category_boxes(kept, ds.cfg.categories), GRID)
+            assert np.array_equal(item["bev_mask"][0].numpy(), want)
+            assert bool((item["bev_mask"] <= whole["bev_mask"]).all())
+            checked += int(whole["bev_mask"].sum() > item["bev_mask"].sum())
+    assert checked >= 1  # some hidden vehicle was left out

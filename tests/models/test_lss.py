@@ -186,6 +186,20 @@ def test_depth_loss_is_the_cross_entropy_where_lidar_lands():
     assert depth_loss(logits, torch.full_like(target, -1)).item() == 0.0
 
 
+def test_dice_loss_against_hand_computed_overlap():
+    """Soft Dice per sample, by hand: probabilities 0.5 everywhere on a 2 x 2 map."""
+    from bev_reid.lss.losses import dice_loss
+
+    logits = torch.zeros(2, 1, 2, 2)  # sigmoid 0.5 in every cell
+    mask = torch.zeros(2, 1, 2, 2)
+    mask[0, 0, 0, 0] = 1  # one vehicle cell in the first sample, none in the second
+    first = 1 - (2 * 0.5 + 1) / (2.0 + 1 + 1)  # overlap 0.5, |P| 2, |G| 1
+    second = 1 - 1 / (2.0 + 0 + 1)
+    assert dice_loss(logits, mask).item() == pytest.approx((first + second) / 2, rel=1e-6)
+    perfect = torch.where(mask > 0, 50.0, -50.0)
+    assert dice_loss(perfect, mask).item() == pytest.approx(0.0, abs=1e-6)
+
+
 def test_overfitting_two_keyframes_lowers_loss_and_raises_iou(tmp_path_factory, tmp_path):
     world = generate_world(
         SynthConfig(scenes=1, keyframes=2, seed=3),

@@ -176,7 +176,8 @@ def lines(path: Path) -> list[dict]:
 
 
 def steps(path: Path) -> list[int]:
-    return list(dict.fromkeys(r["step"] for r in lines(path)))
+    """The checkpoint steps logged, in order (the floors, step null, left out)."""
+    return list(dict.fromkeys(r["step"] for r in lines(path) if r["step"] is not None))
 
 
 def test_watcher_evaluates_each_finished_checkpoint_once(reid_dataset, tmp_path, capsys):
@@ -232,7 +233,7 @@ def test_watcher_evaluates_each_finished_checkpoint_once(reid_dataset, tmp_path,
     assert not thread.is_alive() and "error" not in result
     assert result["watch"] == (3, 1)  # evaluated, skipped
 
-    records = lines(metrics)
+    records = [r for r in lines(metrics) if r["step"] is not None]  # the floors have their test
     conditions = {v["condition"] for v in ReIDDataset(reid_dataset, "val").views}
     keys = Counter((r["checkpoint"], r["protocol"], r["condition"]) for r in records)
     assert set(keys) == {(f"step_0000000{s}", p, c) for s in (1, 2, 5)
@@ -362,3 +363,35 @@ def test_ctrl_c_stops_the_watcher_cleanly(reid_dataset, tmp_path, capsys, monkey
     assert main(args) == 130
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "interrupted" in err and "Traceback" not in err
+
+
+def test_the_watcher_logs_the_floors_once_beside_the_checkpoints(reid_dataset, tmp_path, capsys):
+    """eval_reid.floors: the raw-crop floors are scored once, before the first checkpoint, with
+    the records raw_crop_baseline gives; a restarted watcher does not score them again."""
+    cfg = eval_config(reid_dataset, tmp_path, **{"eval_reid.once": True})
+    num_classes = ReIDDataset(reid_dataset, "train").num_classes
+    save(tmp_path / "runs" / "run" / "checkpoints", 1, tiny_model(num_classes, 1))
+    assert watch(cfg) == (1, 0)
+    logged = lines(tmp_path / "eval" / "run" / "metrics.jsonl")
+    assert [r["checkpoint"] for r in logged][:: len(logged) // 3] == [
+        "raw-crops", "raw-crops-standardised", "step_00000001",
+    ]  # fmt: skip
+    val = ReIDDataset(reid_dataset, "val")
+    for standardise, name in ((False, "raw-crops"), (True, "raw-crops-standardised")):
+        want = raw_crop_baseline(val, cfg, standardise=standardise)
+        got = [r for r in logged if r["checkpoint"] == name]
+        assert [(r["protocol"], r["condition"], r["mAP"]) for r in got] == [
+            (r["protocol"], r["condition"], r["mAP"]) for r in want
+        ]
+    assert "floor (raw-crops-standardised)" in capsys.readouterr().out
+    save(tmp_path / "runs" / "run" / "checkpoints", 2, tiny_model(num_classes, 2))
+    assert watch(cfg) == (1, 0)
+    again = lines(tmp_path / "eval" / "run" / "metrics.jsonl")
+    assert sum(r["checkpoint"] == "raw-crops" for r in again) == len(want)  # not scored twice
+    off = eval_config(reid_dataset, tmp_path / "off", **{"eval_reid.once": True,
+                                                          "eval_reid.floors": False})  # fmt: skip
+    save(tmp_path / "off" / "runs" / "run" / "checkpoints", 1, tiny_model(num_classes, 1))
+    assert watch(off) == (1, 0)
+    assert {
+        r["checkpoint"] for r in lines(tmp_path / "off" / "eval" / "run" / "metrics.jsonl")
+    } == {"step_00000001"}
