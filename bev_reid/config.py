@@ -326,6 +326,9 @@ class TrainLSSConfig(_Section):
     # feature cell's depth distribution against its nearest LiDAR point's bin; 0 turns it off
     # (the original recipe).
     depth_weight: float = num(0.0, 0)
+    # How much more a camera cell whose nearest LiDAR point lies on a vehicle counts in the depth
+    # term than one on the ground or a building (a vehicle's depth is what places it in BEV).
+    depth_vehicle_weight: float = num(1.0, 0, above=True)
     # With lss.image_seg: weight of the BCE of the image vehicle logits against whether each
     # cell's nearest LiDAR point lies in a vehicle box (cells with no point are left out).
     seg_weight: float = num(1.0, 0)

@@ -35,20 +35,28 @@ class LossTerms:
     dice: torch.Tensor  # 0 when the dice term is off
 
 
-def depth_loss(depth_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def depth_loss(
+    depth_logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
+) -> torch.Tensor:
     """Cross-entropy of the depth distributions against the LiDAR bins.
 
     Args:
         depth_logits: [B, N, D, fH, fW].
         target: [B, N, fH, fW] int64 bin, -1 where no LiDAR point falls (left out).
+        weight: [B, N, fH, fW] weight of each cell (None: all 1).
     Returns:
-        the mean over the cells with a target (0 when none has one).
+        the (weighted) mean over the cells with a target (0 when none has one).
     """
     logits = depth_logits.float().movedim(2, -1).reshape(-1, depth_logits.shape[2])  # P x D
     target = target.reshape(-1)
-    if not bool((target >= 0).any()):
+    known = target >= 0
+    if not bool(known.any()):
         return logits.sum() * 0.0
-    return F.cross_entropy(logits, target, ignore_index=-1)
+    if weight is None:
+        return F.cross_entropy(logits, target, ignore_index=-1)
+    ce = F.cross_entropy(logits[known], target[known], reduction="none")
+    w = weight.reshape(-1)[known].float()
+    return (ce * w).sum() / w.sum().clamp(min=1e-12)
 
 
 def seg_loss(seg_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -87,7 +95,11 @@ def dual_loss(out: LSSOutput, batch: dict, cfg) -> LossTerms:
         dice = dice_loss(out.logits, mask)
         total = total + cfg.dice_weight * dice
     if cfg.depth_weight > 0:
-        depth = depth_loss(out.depth_logits, batch["depth_target"])
+        weight = None
+        if cfg.depth_vehicle_weight != 1.0:  # cells whose nearest point is on a vehicle
+            on_vehicle = batch["vehicle_target"] == 1
+            weight = torch.where(on_vehicle, cfg.depth_vehicle_weight, 1.0)
+        depth = depth_loss(out.depth_logits, batch["depth_target"], weight)
         total = total + cfg.depth_weight * depth
     if out.seg_logits is not None and cfg.seg_weight > 0:
         seg = seg_loss(out.seg_logits, batch["vehicle_target"])

@@ -184,6 +184,13 @@ def test_depth_loss_is_the_cross_entropy_where_lidar_lands():
     want = -math.log(math.exp(2) / (math.exp(2) + 2))
     assert depth_loss(logits, target).item() == pytest.approx(want, rel=1e-6)
     assert depth_loss(logits, torch.full_like(target, -1)).item() == 0.0
+    # Weighted: cells weigh by hand; the second cell (no target) is left out whatever its weight.
+    both = torch.tensor([[[[0, 2]]]])
+    ce = [want, -math.log(1 / 3)]  # the second cell's logits are all 0: uniform over 3 bins
+    weight = torch.tensor([[[[3.0, 1.0]]]])
+    got = depth_loss(logits, both, weight).item()
+    assert got == pytest.approx((3 * ce[0] + ce[1]) / 4, rel=1e-6)
+    assert depth_loss(logits, target, weight).item() == pytest.approx(want, rel=1e-6)
 
 
 def test_dice_loss_against_hand_computed_overlap():
