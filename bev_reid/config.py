@@ -147,6 +147,13 @@ class DataConfig(_Section):
     bot_pct_lim: tuple[float, float] = num((0.0, 0.22), 0, 1)
     rot_lim: tuple[float, float] = num((-5.4, 5.4), -180, 180)  # degrees
     rand_flip: bool = True
+    # BEV augmentation in training (after BEVDet, Huang et al. 2021): the ego frame turned about
+    # its z axis by an angle drawn from bev_rot_lim (degrees) and, with bev_flip, mirrored across
+    # its x and/or y axis at random; cameras, boxes and LiDAR points move with it, the images do
+    # not. It keeps the BEV encoder from learning where vehicles tend to stand in the few
+    # training scenes. (0, 0) and False: off (lift-splat-shoot's recipe).
+    bev_rot_lim: tuple[float, float] = num((0.0, 0.0), -180, 180)
+    bev_flip: bool = False
     categories: tuple[str, ...] = ("vehicle",)  # category name prefixes that make the BEV mask
     # Boxes below this nuScenes visibility level (1: 0-40% of the vehicle visible in the six
     # cameras, 2: 40-60%, 3: 60-80%, 4: 80-100%) are left out of the BEV mask, in training and
@@ -157,7 +164,7 @@ class DataConfig(_Section):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("resize_lim", "bot_pct_lim", "rot_lim"):
+        for name in ("resize_lim", "bot_pct_lim", "rot_lim", "bev_rot_lim"):
             lo, hi = getattr(self, name)
             if lo > hi:
                 raise ConfigError(f"data.{name} must be (min, max) with min <= max; got {(lo, hi)}")

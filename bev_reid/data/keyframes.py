@@ -93,6 +93,23 @@ class NuScenesKeyframes(Dataset):
         rng = np.random.default_rng(None if self.seed is None else (self.seed, self.epoch, index))
         return [sample_augmentation(self.cfg, c.width, c.height, rng) for c in cameras]
 
+    def bev_augmentation(self, index: int) -> np.ndarray | None:
+        """The BEV augmentation of a training keyframe: [3, 3], new ego = matrix @ old (a turn
+        about z drawn from ``data.bev_rot_lim``, then with ``data.bev_flip`` a mirroring across
+        x and / or y, each with probability 1/2); None when off or not training."""
+        lo, hi = self.cfg.bev_rot_lim
+        if not self.is_train or (lo == hi == 0 and not self.cfg.bev_flip):
+            return None
+        key = None if self.seed is None else (self.seed, self.epoch, index, 1)
+        rng = np.random.default_rng(key)  # its own stream: the image draws stay as they were
+        angle = np.deg2rad(rng.uniform(lo, hi))
+        c, s = np.cos(angle), np.sin(angle)
+        matrix = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+        if self.cfg.bev_flip:
+            mirror = np.where(rng.random(2) < 0.5, -1.0, 1.0)  # across y (x -> -x), across x
+            matrix = np.diag([mirror[0], mirror[1], 1.0]) @ matrix
+        return matrix
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         """A keyframe. N cameras, H x W = final_dim, X x Y = the grid:
 
@@ -105,6 +122,8 @@ class NuScenesKeyframes(Dataset):
         depth_target [N, H / downsample, W / downsample] int64 (-1 where no LiDAR point falls)
         and vehicle_target (same shape: 1 where the cell's nearest point lies in a box of
         ``data.categories``, 0 where it does not, -1 where no point falls).
+        With BEV augmentation (:meth:`bev_augmentation`) rots, trans, the mask, boxes and lidar
+        are in the augmented ego frame; depth targets, being in the images, do not change.
         """
         scene, token = self.samples[index]
         cameras = [self.db.camera(token, ch) for ch in self.cfg.cameras]
@@ -120,8 +139,10 @@ class NuScenesKeyframes(Dataset):
             post_rot, post_tran = aug.matrices()
             post_rots.append(post_rot)
             post_trans.append(post_tran)
-        boxes = self.db.boxes(token)
-        visible = [b for b in boxes if b.visibility >= self.cfg.min_visibility]
+        boxes = self.db.boxes(token)  # in the true ego frame, as the LiDAR points
+        bda = self.bev_augmentation(index)
+        shown = boxes if bda is None else [b.moved(bda) for b in boxes]  # in the augmented one
+        visible = [b for b in shown if b.visibility >= self.cfg.min_visibility]
         mask = rasterize_boxes(category_boxes(visible, self.cfg.categories), self.grid)
 
         def f32(arrays: list[np.ndarray]) -> torch.Tensor:
@@ -131,8 +152,8 @@ class NuScenesKeyframes(Dataset):
         if self.images:
             camera_items = {
                 "imgs": torch.stack(imgs),  # N x 3 x H x W
-                "rots": f32([c.rot for c in cameras]),  # N x 3 x 3
-                "trans": f32([c.trans for c in cameras]),  # N x 3
+                "rots": f32([c.rot if bda is None else bda @ c.rot for c in cameras]),  # N x 3 x 3
+                "trans": f32([c.trans if bda is None else bda @ c.trans for c in cameras]),  # N x 3
                 "intrins": f32([c.intrinsics for c in cameras]),  # N x 3 x 3
                 "post_rots": f32(post_rots),  # N x 3 x 3
                 "post_trans": f32(post_trans),  # N x 3
@@ -153,10 +174,13 @@ class NuScenesKeyframes(Dataset):
                 for c in cameras
             ]
             camera_items["lidar_rgb"] = torch.from_numpy(paint_points(lidar, cameras, small))
+        if bda is not None:  # after the depth targets and painting, which need the true frame
+            lidar = lidar.copy()
+            lidar[:, :3] = lidar[:, :3] @ bda.T.astype(np.float32)
         return {
             **camera_items,
             "bev_mask": torch.from_numpy(mask)[None],  # 1 x X x Y
-            "boxes": [b.as_dict() for b in boxes if box_in_grid(b, self.grid)],
+            "boxes": [b.as_dict() for b in shown if box_in_grid(b, self.grid)],
             "lidar": torch.from_numpy(lidar),
             "sample_token": token,
             "scene": scene,

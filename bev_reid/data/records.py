@@ -3,6 +3,7 @@ errors of the data layer (each names the file, table or name at fault)."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import re
@@ -91,6 +92,18 @@ class AnnotatedBox:
             [[half_l, half_w], [half_l, -half_w], [-half_l, -half_w], [-half_l, half_w]]
         )
         return local @ np.array([[c, s], [-s, c]]) + self.center[:2]
+
+    def moved(self, matrix: np.ndarray) -> AnnotatedBox:
+        """The box in a frame ``matrix`` [3, 3] away (new = matrix @ old), for a turn about z and
+        mirrorings across x or y: centre moved, heading turned (a mirrored box is the box of the
+        mirrored heading, its footprint being symmetric); pitch and roll are dropped."""
+        heading = matrix @ np.array([math.cos(self.yaw), math.sin(self.yaw), 0.0])
+        yaw = math.atan2(heading[1], heading[0])
+        return dataclasses.replace(
+            self,
+            center=matrix @ self.center,
+            rotation=Quaternion(axis=[0.0, 0.0, 1.0], angle=yaw),
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """Plain Python values (cheap to pass between DataLoader workers, JSON-ready)."""

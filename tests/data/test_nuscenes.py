@@ -592,3 +592,53 @@ def test_min_visibility_leaves_hidden_vehicles_out_of_the_mask(dataroot, db):
             assert bool((item["bev_mask"] <= whole["bev_mask"]).all())
             checked += int(whole["bev_mask"].sum() > item["bev_mask"].sum())
     assert checked >= 1  # some hidden vehicle was left out
+
+
+def test_bev_augmentation_moves_cameras_boxes_and_points_together(dataroot, db):
+    """data.bev_rot_lim / bev_flip: each camera sees every LiDAR point where it saw it before
+    (camera-frame coordinates unchanged), the points inside vehicle boxes land on the moved
+    mask, the images and depth targets stay; seeded draws repeat; off in evaluation."""
+    cfg = _data_cfg(dataroot, bev_rot_lim=(-180.0, 180.0), bev_flip=True)
+    plain = NuScenesKeyframes(
+        _data_cfg(dataroot), GRID, is_train=True, db=db, seed=3, depth=(16, GRID.dbound)
+    )
+    moved = NuScenesKeyframes(cfg, GRID, is_train=True, db=db, seed=3, depth=(16, GRID.dbound))
+    assert NuScenesKeyframes(cfg, GRID, is_train=False, db=db).bev_augmentation(0) is None
+    assert np.array_equal(moved.bev_augmentation(1), moved.bev_augmentation(1))
+    for index in _spread(len(moved), 2):
+        a, b = plain[index], moved[index]
+        matrix = moved.bev_augmentation(index)
+        assert torch.equal(a["imgs"], b["imgs"]) and torch.equal(
+            a["depth_target"], b["depth_target"]
+        )
+        pa, pb = a["lidar"][:, :3].double(), b["lidar"][:, :3].double()
+        assert torch.allclose(pb, pa @ torch.from_numpy(matrix).T, atol=1e-4)
+        for n in range(a["rots"].shape[0]):
+            cam_a = (pa - a["trans"][n].double()) @ a["rots"][n].double()  # rots^T (p - t)
+            cam_b = (pb - b["trans"][n].double()) @ b["rots"][n].double()
+            assert torch.allclose(cam_a, cam_b, atol=1e-3)
+        # Points well inside a vehicle box (true frame, devkit) fall on the moved mask.
+        points = pa.numpy()
+        mask = b["bev_mask"][0].numpy()
+        for box in db.boxes(a["sample_token"]):
+            if not box.category.startswith(cfg.categories) or box.wlh[0] < 1.2:
+                continue
+            shrunk = Box(box.center, box.wlh - 0.8, box.rotation)  # 0.4 m margin each side
+            inside = points_in_box(shrunk, points.T)
+            cells = _cell_of(pb.numpy()[inside][:, :2])
+            on = ((cells >= 0) & (cells < GRID.shape[:2])).all(1)
+            assert np.all(mask[cells[on, 0], cells[on, 1]] == 1)
+
+
+def test_bev_augmentation_draws_turns_and_mirrorings():
+    """The draws: angles spread over the limits, each mirroring about half the time."""
+    import types
+
+    ds = NuScenesKeyframes.__new__(NuScenesKeyframes)
+    ds.is_train, ds.seed, ds.epoch = True, 0, 0
+    ds.cfg = types.SimpleNamespace(bev_rot_lim=(-30.0, 30.0), bev_flip=True)
+    mats = np.stack([ds.bev_augmentation(i) for i in range(400)])
+    assert np.allclose(np.abs(np.linalg.det(mats)), 1.0)
+    assert 0.35 < (np.linalg.det(mats) < 0).mean() < 0.65
+    angles = np.degrees(np.arctan2(np.abs(mats[:, 1, 0]), np.abs(mats[:, 0, 0])))
+    assert angles.max() <= 30.0 + 1e-9 and angles.max() > 25.0
