@@ -299,6 +299,10 @@ class LSSConfig(_Section):
     # The depth head also sees where each pixel's ray meets the ground (from the calibration and
     # the image augmentation): camera-aware depth, as BEVDepth feeds it the camera parameters.
     ray_features: bool = False
+    # Three context channels carry the image's own colour (the input pixels of each feature cell,
+    # averaged) instead of learned features: splatted where the depth puts them, they give the
+    # BEV map, and so the ReID crops, each vehicle's colour from the first step.
+    image_colour: bool = False
     # How the lifted features reach the grid: fused (our op, no frustum tensor), bev_pool (the
     # outer product, then our op) or reference (the outer product, then plain torch).
     splat: Literal["fused", "bev_pool", "reference"] = "fused"

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from bev_reid.config import DataConfig, GridConfig, LSSConfig
@@ -34,7 +35,8 @@ class CamEncoder(nn.Module):
 
     With ``image_seg`` the head also predicts a vehicle logit per cell; its probability is the
     last context channel, so the splat carries "a vehicle is seen here" to the BEV cells along
-    the ray where the depth distribution puts it.
+    the ray where the depth distribution puts it. With ``image_colour`` the three channels
+    before it (or the last three) are the cell's mean input colour, not learned.
     """
 
     def __init__(
@@ -46,9 +48,16 @@ class CamEncoder(nn.Module):
         weights: str = "",
         image_seg: bool = False,
         ray_channels: int = 0,
+        image_colour: bool = False,
     ):
         super().__init__()
         self.depth_bins, self.channels, self.image_seg = depth_bins, channels, image_seg
+        self.stride, self.image_colour = stride, image_colour
+        if channels < 1 + 3 * image_colour + image_seg:
+            raise ValueError(
+                f"lss.channels ({channels}) leaves no learned context channel beside the "
+                "image colour and vehicle channels"
+            )
         self.trunk = build_trunk(trunk, stride, weights)
         self.depthnet = nn.Conv2d(
             self.trunk.out_channels + ray_channels, depth_bins + channels, kernel_size=1
@@ -59,16 +68,19 @@ class CamEncoder(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """[M, 3, H, W] images (and [M, R, fH, fW] ray features) -> depth logits [M, D, fH, fW],
         context [M, C, fH, fW], and with ``image_seg`` the vehicle logits [M, fH, fW]."""
+        colour = F.avg_pool2d(x, self.stride) if self.image_colour else None  # M x 3 x fH x fW
         x = self.trunk(x)  # M x F x fH x fW
         if rays is not None:
             x = torch.cat([x, rays.to(x.dtype)], 1)
         x = self.depthnet(x)  # M x (D + C) x fH x fW
         depth, context = x[:, : self.depth_bins], x[:, self.depth_bins :]
-        if not self.image_seg:
-            return depth, context, None
-        seg = context[:, -1]  # M x fH x fW
-        context = torch.cat([context[:, :-1], torch.sigmoid(context[:, -1:])], 1)
-        return depth, context, seg
+        seg = context[:, -1] if self.image_seg else None  # M x fH x fW
+        parts = [context[:, : self.channels - 3 * self.image_colour - self.image_seg]]
+        if colour is not None:  # the channels before the vehicle one
+            parts.append(colour.to(context.dtype))
+        if seg is not None:  # the last channel
+            parts.append(torch.sigmoid(seg)[:, None])
+        return depth, torch.cat(parts, 1) if len(parts) > 1 else context, seg
 
 
 class BEVEncoder(nn.Module):
@@ -189,6 +201,7 @@ class LiftSplatShoot(nn.Module):
             model.trunk_weights,
             model.image_seg,
             RAY_CHANNELS if model.ray_features else 0,
+            model.image_colour,
         )
         self.bevencode = BEVEncoder(
             model.channels * grid.shape[2], model.bev_channels, model.bev_width, model.bev_decoder

@@ -327,3 +327,22 @@ def test_val_lss_reports_iou(synth_world, tmp_path):
     path = train_lss(cfg)
     r = validate_lss(path, cfg, nvals=2, device="cpu")
     assert r["keyframes"] == 2 and 0 <= r["iou_min"] <= r["iou_mean"] <= r["iou_max"] <= 1
+
+
+def test_image_colour_context_is_the_pooled_input_beside_the_vehicle_channel():
+    """lss.image_colour: three context channels are the input averaged over each feature cell
+    (by hand with a reshape), the vehicle probability stays last, the rest is learned."""
+    from bev_reid.models.lss import CamEncoder
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 64, 176)
+    by_hand = x.reshape(2, 3, 8, 8, 22, 8).mean((3, 5))  # 8 x 8 pixels per cell
+    enc = CamEncoder(5, 8, "resnet-tiny", 8, image_seg=True, image_colour=True).eval()
+    depth, context, seg = enc(x)
+    assert depth.shape == (2, 5, 8, 22) and context.shape == (2, 8, 8, 22)
+    assert torch.allclose(context[:, 4:7], by_hand, atol=1e-6)
+    assert torch.allclose(context[:, 7], torch.sigmoid(seg))
+    plain = CamEncoder(5, 8, "resnet-tiny", 8, image_colour=True).eval()
+    assert torch.allclose(plain(x)[1][:, 5:8], by_hand, atol=1e-6)
+    with pytest.raises(ValueError, match="no learned context channel"):
+        CamEncoder(5, 4, "resnet-tiny", 8, image_seg=True, image_colour=True)
