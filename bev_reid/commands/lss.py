@@ -52,6 +52,9 @@ def val_lss(args: argparse.Namespace, cfg: Config) -> int:
     if not cfg.val_lss.checkpoint:
         raise ValueError("val-lss needs --checkpoint (or val_lss.checkpoint in the config)")
     r = validate_lss(cfg.val_lss.checkpoint, cfg, cfg.val_lss.nvals or None, cfg.val_lss.device)
+    level = cfg.data.min_visibility
+    seen = "every vehicle" if level == 0 else f"vehicles of visibility level >= {level}"
+    print(f"val-lss: the mask holds {seen} (data.min_visibility)")
     print(
         f"IoU over {int(r['keyframes'])} keyframes: "
         f"min {r['iou_min']:.4f}  max {r['iou_max']:.4f}  "

@@ -22,14 +22,19 @@ def validate_lss(
 ) -> dict[str, float]:
     """IoU of the vehicle mask on up to ``nvals`` validation keyframes.
 
-    Data comes from ``cfg.data`` (its dataroot, version, scenes) with the model's own grid and
-    image size. Returns min / max / mean of the per-keyframe IoU and the IoU of all keyframes
-    pooled (intersections over unions summed).
+    Data comes from ``cfg.data`` (its dataroot, version, scenes, and ``min_visibility``: which
+    vehicles the mask holds is the evaluation's protocol, not the model's) with the model's own
+    grid and image size. Returns min / max / mean of the per-keyframe IoU and the IoU of all
+    keyframes pooled (intersections over unions summed).
     """
     dev = pick_device(device)
     model, trained = load_lss(checkpoint, dev)
     data = dataclasses.replace(
-        trained.data, dataroot=cfg.data.dataroot, version=cfg.data.version, scenes=cfg.data.scenes
+        trained.data,
+        dataroot=cfg.data.dataroot,
+        version=cfg.data.version,
+        scenes=cfg.data.scenes,
+        min_visibility=cfg.data.min_visibility,
     )
     dataset = NuScenesKeyframes(data, trained.grid, is_train=False, split="val")
     n = len(dataset) if nvals is None else min(nvals, len(dataset))

@@ -13,7 +13,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from bev_reid.config import SynthConfig, load_config
 from bev_reid.data.keyframes import NuScenesKeyframes, collate
 from bev_reid.engine.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
-from bev_reid.lss.model import CAMERA_KEYS, build_model, load_lss
+from bev_reid.lss.model import CAMERA_KEYS, build_model, forward, load_lss
 from bev_reid.lss.train import train_lss
 from bev_reid.lss.validate import validate_lss
 from bev_reid.synth.generate import generate_world
@@ -327,6 +327,21 @@ def test_val_lss_reports_iou(synth_world, tmp_path):
     path = train_lss(cfg)
     r = validate_lss(path, cfg, nvals=2, device="cpu")
     assert r["keyframes"] == 2 and 0 <= r["iou_min"] <= r["iou_mean"] <= r["iou_max"] <= 1
+    # The mask's protocol is the evaluation's (cfg.data.min_visibility), scored here by hand.
+    import dataclasses
+
+    strict = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, min_visibility=4))
+    got = validate_lss(path, strict, nvals=2, device="cpu")
+    model, trained = load_lss(path)
+    data = dataclasses.replace(trained.data, min_visibility=4, num_workers=0)
+    views = NuScenesKeyframes(data, trained.grid, is_train=False, split="val")
+    ious = []
+    with torch.no_grad():
+        for i in range(2):
+            batch = collate([views[i]])
+            pred, gt = forward(model, batch).logits > 0, batch["bev_mask"] > 0.5
+            ious.append(float((pred & gt).sum()) / max(1.0, float((pred | gt).sum())))
+    assert got["iou_mean"] == pytest.approx(sum(ious) / 2, abs=1e-6)
 
 
 def test_image_colour_context_is_the_pooled_input_beside_the_vehicle_channel():
