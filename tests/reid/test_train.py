@@ -239,7 +239,11 @@ def test_triplet_mode_trains_and_an_unknown_mode_is_a_clear_error(reid_dataset, 
     )
 
     # Refused when the config is read, before any work: the valid names are the registered heads.
-    with pytest.raises(ConfigError, match="registered head: cosine-softmax, triplet.*'arcface'"):
+    from bev_reid.models.heads import HEADS
+
+    assert {"cosine-softmax", "triplet", "cosine-margin", "cosine-supcon"} <= set(HEADS)
+    names = ", ".join(sorted(HEADS))
+    with pytest.raises(ConfigError, match=f"registered head: {names}; got 'arcface'"):
         run_config(reid_dataset, tmp_path / "bad", **{"train_reid.loss_mode": "arcface"})
     assert not (tmp_path / "bad").exists()
 
