@@ -199,13 +199,16 @@ def _eval_log(cfg: Config):
     return EvalLog(Path(cfg.eval_reid.eval_log_dir) / cfg.reid_run.run_id, cfg.eval_reid.topk)
 
 
-def _records(cfg: Config, checkpoint: str | None = None) -> list[dict[str, Any]]:
-    """The evaluation records of the last step evaluated, or of a floor (its checkpoint name)."""
+def _records(cfg: Config) -> dict[str, list[dict[str, Any]]]:
+    """The run's evaluation records: those of the last step evaluated ("trained") and of the
+    floors the watcher scored ("raw", "raw_standardised"), read once."""
     records = _eval_log(cfg).records()
-    if checkpoint is not None:
-        return [r for r in records if r["checkpoint"] == checkpoint]
     last = max(r["step"] for r in records if r["step"] is not None)
-    return [r for r in records if r["step"] == last]
+    return {
+        "trained": [r for r in records if r["step"] == last],
+        "raw": [r for r in records if r["checkpoint"] == "raw-crops"],
+        "raw_standardised": [r for r in records if r["checkpoint"] == "raw-crops-standardised"],
+    }
 
 
 def _table(summary: dict[str, Any]) -> str:
@@ -279,9 +282,7 @@ def run_demo(cfg: Config, out: str | Path, force: bool = False) -> dict[str, Any
         results[name] = {
             "modalities": list(run.reid_run.modalities or cfg.build.modalities),
             "channels": len(val.channel_names),
-            "trained": _records(run),
-            "raw": _records(run, "raw-crops"),  # the watcher scored the floors
-            "raw_standardised": _records(run, "raw-crops-standardised"),
+            **_records(run),  # trained, and the floors the watcher scored
         }
     db = NuScenesDB(cfg.synth.out, cfg.synth.version)
     keys = ("num_identities", "num_train_identities", "num_val_identities", "num_views",

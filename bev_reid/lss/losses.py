@@ -52,9 +52,9 @@ def depth_loss(
     known = target >= 0
     if not bool(known.any()):
         return logits.sum() * 0.0
-    if weight is None:
-        return F.cross_entropy(logits, target, ignore_index=-1)
     ce = F.cross_entropy(logits[known], target[known], reduction="none")
+    if weight is None:
+        return ce.mean()
     w = weight.reshape(-1)[known].float()
     return (ce * w).sum() / w.sum().clamp(min=1e-12)
 
