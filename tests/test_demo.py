@@ -36,6 +36,7 @@ REPORT = (
     "cmc_curve.png",
     "ranked_retrieval.png",
     "bev_prediction.png",
+    "tracks.png",
     "config.yaml",
 )
 
@@ -69,11 +70,28 @@ def test_demo_end_to_end_and_rerun(tmp_path, capsys):
     for folder in ("lss", "reid/camera", "reid/lidar", "reid/both", "eval/camera", "eval/both"):
         assert list((tmp_path / folder).glob("events.out.tfevents.*")), folder
 
+    # Tracking: a second world of the next seed, motion alone and with the "both" embedding,
+    # each scored by the devkit (its own metrics_summary.json beside the report's figures).
+    tracking = saved["tracking"]
+    assert tracking["world_seed"] == 3 and tracking["reid_run"] == "both"
+    world = json.loads((tmp_path / "track/world/v1.0-mini/scene.json").read_text())
+    assert len(world) == 2
+    for mode in ("motion", "reid"):
+        devkit = json.loads((tmp_path / f"track/eval_{mode}/metrics_summary.json").read_text())
+        assert tracking["results"][mode]["ids"] == devkit["ids"]
+        assert tracking["results"][mode]["car"]["ids"] == devkit["label_metrics"]["ids"]["car"]
+        assert 0.0 <= tracking["results"][mode]["amota"] <= 1.0
+        assert tracking["results"][mode]["keyframes_per_s"] > 0
+        tracks = json.loads((tmp_path / f"track/tracks_{mode}.json").read_text())
+        assert tracks["meta"]["use_camera"] == (mode == "reid")  # "both" holds camera channels
+    assert "motion + ReID (both)" in out and "motion alone" in out
+
     again = run_demo(cfg, tmp_path)  # finished stages are reused
     assert all(
         again["times"][stage] is None
-        for stage in ("synth", "train-lss", "build-dataset", "train-reid", "eval-reid")
+        for stage in ("synth", "train-lss", "build-dataset", "train-reid", "eval-reid", "track")
     )
+    assert again["tracking"] == tracking
 
 
 def test_demo_cli_reports_a_bad_override(capsys):

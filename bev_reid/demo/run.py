@@ -4,9 +4,11 @@ Stages, each in its own folder under ``--out``: a synthetic world (``world/``), 
 training (``lss/``), the ReID dataset with every modality the build config names
 (``dataset/``), then one ReID run per modality set, trained (``reid/RUN/``) and evaluated
 (``eval/RUN/``): ``camera`` (the camera BEV features only), ``lidar`` (the LiDAR channels only)
-and ``both``. A finished stage is reused on the next run (``--force`` starts over); an
-interrupted one resumes. The report folder holds the pictures, the resolved config, a summary
-(JSON and text: each run beside its floors) and the tensorboard commands.
+and ``both``; last, tracking on a second, unseen world with motion alone and with the embedding
+(``track/``, see :mod:`bev_reid.demo.tracking`). A finished stage is reused on the next run
+(``--force`` starts over); an interrupted one resumes. The report folder holds the pictures,
+the resolved config, a summary (JSON and text: each run beside its floors, the two trackers)
+and the tensorboard commands.
 """
 
 from __future__ import annotations
@@ -22,10 +24,11 @@ from typing import Any
 import torch
 
 from bev_reid.config import Config, save_config
+from bev_reid.demo.tracking import run_tracking_stage, summary_path, tracking_table
 from bev_reid.engine.checkpoint import latest_checkpoint, load_checkpoint
 from bev_reid.engine.io import atomic_write_text
 
-STAGES = ("synth", "train-lss", "build-dataset", "train-reid", "eval-reid")
+STAGES = ("synth", "train-lss", "build-dataset", "train-reid", "eval-reid", "track")
 # The ReID runs: name -> the crop modalities it trains on (() = all the dataset has).
 RUNS: dict[str, tuple[str, ...]] = {"camera": ("camera",), "lidar": ("lidar",), "both": ()}
 # The demo's sizes: configs/demo.yaml of the source tree (editable installs), or of the working
@@ -86,6 +89,10 @@ def _run_finished(cfg: Config, stage: str) -> bool:
     return last is not None and last.stem in _eval_log(cfg).done
 
 
+def _track_dir(cfg: Config) -> Path:
+    return Path(cfg.synth.out).parent / "track"
+
+
 def _finished(cfg: Config, stage: str) -> bool:
     if stage == "synth":
         return (Path(cfg.synth.out) / cfg.synth.version / "scene.json").exists()
@@ -94,6 +101,8 @@ def _finished(cfg: Config, stage: str) -> bool:
         return last is not None and load_checkpoint(last).step >= cfg.train_lss.max_steps
     if stage == "build-dataset":
         return (Path(cfg.build.out) / "object_data.json").exists()
+    if stage == "track":
+        return summary_path(_track_dir(cfg)).exists()
     return all(_run_finished(run, stage) for run in demo_runs(cfg).values())
 
 
@@ -119,6 +128,7 @@ def _run_stages(cfg: Config) -> dict[str, Any]:
         "build-dataset": lambda: build_dataset(cfg),
         "train-reid": each_run(train_reid, "train-reid"),
         "eval-reid": each_run(watch, "eval-reid"),
+        "track": lambda: run_tracking_stage(cfg, demo_runs(cfg), _track_dir(cfg)),
     }
     times: dict[str, Any] = {}
     for stage in STAGES:
@@ -247,6 +257,7 @@ def _table(summary: dict[str, Any]) -> str:
                 f"rank-1 {f(cmc[0]['rank1'])}, rank-5 {f(cmc[0]['rank5'])}"
             )
         lines.append("")
+    lines += [*tracking_table(summary["tracking"]), ""]
     lines.append(
         "  stage times (s): "
         + ", ".join(f"{k} {'reused' if v is None else v}" for k, v in summary["times"].items())
@@ -261,7 +272,7 @@ def run_demo(cfg: Config, out: str | Path, force: bool = False) -> dict[str, Any
 
     out = Path(out)
     if force and out.exists():
-        for name in ("world", "lss", "dataset", "reid", "eval", "report"):
+        for name in ("world", "lss", "dataset", "reid", "eval", "track", "report"):
             shutil.rmtree(out / name, ignore_errors=True)
     cfg = demo_config(cfg, out)
     report = out / "report"
@@ -294,6 +305,7 @@ def run_demo(cfg: Config, out: str | Path, force: bool = False) -> dict[str, Any
         "dataset": {k: meta[k] for k in keys},
         "runs": results,
         "cmc_curves": pictures["cmc"],
+        "tracking": json.loads(summary_path(_track_dir(cfg)).read_text(encoding="utf-8")),
         "times": {**times, "total": round(time.perf_counter() - start, 1)},
     }
     atomic_write_text(report / "summary.json", json.dumps(summary, indent=1))
@@ -301,7 +313,8 @@ def run_demo(cfg: Config, out: str | Path, force: bool = False) -> dict[str, Any
     atomic_write_text(report / "summary.txt", table + "\n")
     atomic_write_text(
         report / "README.txt",
-        "Pictures: bev_prediction.png, cmc_curve.png, ranked_retrieval.png. Config: config.yaml.\n"
+        "Pictures: bev_prediction.png, cmc_curve.png, ranked_retrieval.png, tracks.png. "
+        "Config: config.yaml.\n"
         f"Tensorboard: tensorboard --logdir {out} "
         "(LSS in lss/, ReID training in reid/RUN/, evaluation in eval/RUN/)\n",
     )

@@ -110,7 +110,8 @@ def draw_tracks(cfg: Config) -> tuple[Path, int]:
             ax.scatter(s[:, 0], s[:, 1], marker="x", s=90, c="red", lw=2.5, zorder=4,
                        label="identity switch")  # fmt: skip
         total += len(switches)
-        ax.set_title(f"{scene}: {len(tracks)} tracks, {len(switches)} identity switches")
+        plural = "" if len(switches) == 1 else "es"
+        ax.set_title(f"{scene}: {len(tracks)} tracks, {len(switches)} identity switch{plural}")
         ax.set_xlabel("x (m, from the first ego pose)")
         ax.set_ylabel("y (m)")
         ax.set_aspect("equal")
