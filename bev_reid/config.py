@@ -500,7 +500,12 @@ class TrainReIDConfig(_Section):
     mirror: bool = True  # flip half the crops across the heading axis (the other side of a vehicle)
     shift: float = num(0.0, 0)  # random shift of each crop, up to this many cells along each axis
     rotate: float = num(0.0, 0, 180)  # random rotation of each crop, up to this many degrees
-    cell_dropout: float = num(0.5, 0, 1, below=True)  # share of cells zeroed at random
+    # Share of cells whose LiDAR channels are zeroed at random (sparser returns); camera
+    # channels are dense BEV features and are never dropped.
+    cell_dropout: float = num(0.5, 0, 1, below=True)
+    # With a spread, each crop draws its share uniformly from cell_dropout +- spread (clipped
+    # to 0..0.95): views from near (dense) to far (sparse) in one batch.
+    cell_dropout_spread: float = num(0.0, 0, 1)
     lr: float = num(1e-3, 0)  # 0 freezes the weights
     weight_decay: float = num(0.0, 0)
     max_steps: int = num(20000, 1)

@@ -127,14 +127,20 @@ def init_net_from(model: BEVReIDModel, path: str) -> None:
 
 
 def augment_crops(
-    crops: torch.Tensor, mirror: bool, shift: float, rotate: float, cell_dropout: float
+    crops: torch.Tensor,
+    mirror: bool,
+    shift: float,
+    rotate: float,
+    cell_dropout: float | torch.Tensor,
+    dropout_channels: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Random training views of heading-aligned crops [B, C, S, S] (the torch RNG of the step).
 
     - ``mirror``: half the crops flipped across the heading axis (the vehicle's other side);
     - ``rotate`` / ``shift``: each crop turned by up to ``rotate`` degrees and moved by up to
       ``shift`` cells along each axis (heading and box errors), see :func:`turn_and_shift`;
-    - ``cell_dropout``: that share of cells zeroed in every channel (fewer LiDAR returns).
+    - ``cell_dropout``: that share of cells zeroed (fewer LiDAR returns), one share or one per
+      crop ([B]), in the channels ``dropout_channels`` marks (a bool [C]; None: every channel).
     """
     b, _, s, _ = crops.shape
     if mirror:
@@ -144,8 +150,11 @@ def augment_crops(
         angle = (torch.rand(b, device=crops.device) * 2 - 1) * math.radians(rotate)  # B
         move = (torch.rand(b, 2, device=crops.device) * 2 - 1) * shift  # B x 2 cells
         crops = turn_and_shift(crops, angle, move)
-    if cell_dropout > 0:
-        keep = torch.rand(b, 1, s, s, device=crops.device) >= cell_dropout
+    share = torch.as_tensor(cell_dropout, dtype=crops.dtype, device=crops.device)
+    if bool((share > 0).any()):
+        keep = torch.rand(b, 1, s, s, device=crops.device) >= share.reshape(-1, 1, 1, 1)
+        if dropout_channels is not None:
+            keep = keep | ~dropout_channels.to(crops.device).view(1, -1, 1, 1)
         crops = crops * keep
     return crops
 
@@ -208,6 +217,9 @@ def _train(cfg: Config, dist: DistInfo) -> Path:
             f"0..{num_classes - 1} (num_train_identities of object_data.json)"
         )
     in_channels = len(dataset.channel_names)
+    # Cell dropout mimics missing LiDAR returns: camera BEV features are dense and keep theirs.
+    dropout_channels = torch.zeros(in_channels, dtype=torch.bool)
+    dropout_channels[dataset.lidar_channels] = True
     torch.manual_seed(step_seed(tc.seed, 0, dist.rank))  # the model's initial weights
     model = build_reid_model(cfg, in_channels, num_classes)
     model.set_input_statistics(*crop_statistics(dataset, tc.seed))
@@ -269,7 +281,13 @@ def _train(cfg: Config, dist: DistInfo) -> Path:
         torch.manual_seed(
             step_seed(tc.seed, step + 1, dist.rank)
         )  # dropout and mirror of this step
-        crops = augment_crops(crops, tc.mirror, tc.shift, tc.rotate, tc.cell_dropout)
+        dropout = tc.cell_dropout  # one share, or one per crop around it (spread)
+        if tc.cell_dropout_spread > 0:
+            offset = (
+                torch.rand(crops.shape[0], device=crops.device) * 2 - 1
+            ) * tc.cell_dropout_spread
+            dropout = (tc.cell_dropout + offset).clamp(0.0, 0.95)
+        crops = augment_crops(crops, tc.mirror, tc.shift, tc.rotate, dropout, dropout_channels)
         out = net(crops, ids)
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()

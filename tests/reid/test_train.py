@@ -93,6 +93,18 @@ def test_augment_crops_mirrors_some_and_drops_whole_cells():
     assert torch.equal(zero.all(1), zero.any(1))  # a cell is dropped in every channel or none
     assert torch.equal(d[~zero], x[~zero])
     assert 0.25 < zero[:, 0].float().mean().item() < 0.35
+    # Only the marked (LiDAR) channels lose cells; the others (camera features) keep all.
+    lidar = torch.tensor([False, True, True])
+    torch.manual_seed(1)
+    d = augment_crops(x, False, 0.0, 0.0, 0.3, dropout_channels=lidar)
+    assert torch.equal(d[:, 0], x[:, 0])
+    zero = d[:, 1:] == 0
+    assert torch.equal(zero[:, 0], zero[:, 1]) and 0.25 < zero.float().mean().item() < 0.35
+    # One share per crop: crops 0-31 lose none of their cells, crops 32-63 lose about 80 %.
+    share = torch.tensor([0.0] * 32 + [0.8] * 32)
+    d = augment_crops(torch.rand(64, 1, 30, 30) + 0.5, False, 0.0, 0.0, share)
+    lost = (d == 0).flatten(1).float().mean(1)
+    assert lost[:32].max().item() == 0.0 and 0.75 < lost[32:].mean().item() < 0.85
 
 
 # ---------------------------------------------------------------------------------------------
@@ -204,6 +216,7 @@ def test_resume_takes_the_same_steps_as_an_uninterrupted_run(reid_dataset, tmp_p
     common = {
         "train_reid.max_steps": 6, "train_reid.checkpoint_every": 3, "reid.dropout": 0.5,
         "train_reid.shift": 1.0, "train_reid.rotate": 10.0, "train_reid.cell_dropout": 0.2,
+        "train_reid.cell_dropout_spread": 0.15,
     }  # fmt: skip
     whole = train_reid(run_config(reid_dataset, tmp_path / "whole", **common))
     half = {**common, "train_reid.max_steps": 3}
