@@ -218,8 +218,8 @@ def _train(cfg: Config, dist: DistInfo) -> Path:
         )
     in_channels = len(dataset.channel_names)
     # Cell dropout mimics missing LiDAR returns: camera BEV features are dense and keep theirs.
-    dropout_channels = torch.zeros(in_channels, dtype=torch.bool)
-    dropout_channels[dataset.lidar_channels] = True
+    dropout_channels = torch.zeros(in_channels, dtype=torch.bool, device=dist.device)
+    dropout_channels[dataset.lidar_channels] = True  # made on the device once, not per step
     torch.manual_seed(step_seed(tc.seed, 0, dist.rank))  # the model's initial weights
     model = build_reid_model(cfg, in_channels, num_classes)
     model.set_input_statistics(*crop_statistics(dataset, tc.seed))
