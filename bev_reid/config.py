@@ -397,6 +397,10 @@ class BuildConfig(_Section):
     zero_outside: bool = True  # zero the crop outside the box footprint (the original's choice)
     crop_cell: float = 0.0  # metres per crop cell; 0 = the grid's cell (0.5 m)
     modalities: tuple[Literal["camera", "lidar"], ...] = ("camera",)  # camera, lidar, or both
+    # Camera channels: "bev" samples the LSS BEV features (needs `checkpoint`); "texture" reads
+    # the image colour on each box's cells at `texture_levels` heights (bev_reid/reid/texture.py).
+    camera_crops: tuple[Literal["bev", "texture"], ...] = ("bev",)
+    texture_levels: int = num(4, 1, 16)  # height levels of the camera texture
     # LiDAR channels: "grid" samples the ego BEV raster (occupancy, max height, mean intensity)
     # like the camera features; "box" rasterises the points in each box's frame at the crop
     # cells, with heights from the box bottom and point counts per height band.
@@ -427,6 +431,11 @@ class BuildConfig(_Section):
             )
         if self.crop_size < 2:
             raise ConfigError(f"build.crop_size must be >= 2 cells, got {self.crop_size}")
+        if not self.camera_crops or len(set(self.camera_crops)) != len(self.camera_crops):
+            raise ConfigError(
+                "build.camera_crops must name bev, texture or both, once each; got "
+                f"{list(self.camera_crops)}"
+            )
         if self.crop_cell < 0:
             raise ConfigError(f"build.crop_cell must be >= 0 metres, got {self.crop_cell}")
         bands = list(self.lidar_bands)

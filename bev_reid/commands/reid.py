@@ -13,7 +13,7 @@ from bev_reid.config import Config
 def _build_args(p: argparse.ArgumentParser) -> None:
     data_args(p)
     config_option(
-        p, "--checkpoint", "build.checkpoint", "LSS checkpoint (not needed with --modalities lidar)"
+        p, "--checkpoint", "build.checkpoint", "LSS checkpoint (for camera BEV features)"
     )
     config_option(p, "--out", "build.out", "dataset folder to write")
     config_option(p, "--categories", "build.categories", "comma-separated category name prefixes")
@@ -34,6 +34,13 @@ def _build_args(p: argparse.ArgumentParser) -> None:
     config_option(p, "--align-heading", "build.align_heading", "rotate crops to the box heading")
     config_option(p, "--zero-outside", "build.zero_outside", "zero crop cells outside the box")
     config_option(p, "--modalities", "build.modalities", "camera, lidar or camera,lidar")
+    config_option(
+        p,
+        "--camera-crops",
+        "build.camera_crops",
+        "camera channels: bev (LSS features), texture (image colour on the box) or bev,texture",
+    )
+    config_option(p, "--texture-levels", "build.texture_levels", "height levels of the texture")
     config_option(
         p, "--val-scenes", "build.val_scenes", "scenes whose identities form the validation split"
     )

@@ -44,6 +44,9 @@ class NuScenesKeyframes(Dataset):
             intrins, post_rots, post_trans), for LiDAR-only users.
         paint: add ``lidar_rgb``, the camera colour under each LiDAR point (see
             :func:`bev_reid.data.lidar.paint_points`), from the images read at 1 / PAINT_SCALE.
+        texture: add ``cameras`` (the :class:`CameraFrame` of each camera, true ego frame) and
+            ``paint_images`` (each camera's image read at 1 / PAINT_SCALE, [H, W, 3] uint8), what
+            :func:`bev_reid.reid.texture.texture_crops` reads; not with training augmentation.
         depth: ``(downsample, dbound)``: add ``depth_target``, the LiDAR depth bin of each camera
             feature cell (see :mod:`bev_reid.data.depth`); None leaves it out.
     """
@@ -59,9 +62,12 @@ class NuScenesKeyframes(Dataset):
         images: bool = True,
         paint: bool = False,
         depth: tuple[int, Sequence[float]] | None = None,
+        texture: bool = False,
     ):
         self.cfg, self.grid, self.is_train, self.seed, self.epoch = data, grid, is_train, seed, 0
-        self.images, self.paint, self.depth = images, paint, depth
+        self.images, self.paint, self.depth, self.texture = images, paint, depth, texture
+        if texture and is_train:
+            raise ValueError("texture images are read in the true ego frame: not for training")
         if depth is not None and not images:
             raise ValueError("depth targets belong to the camera images: images=False has none")
         self.db = db if db is not None else NuScenesDB(data.dataroot, data.version)
@@ -121,7 +127,8 @@ class NuScenesKeyframes(Dataset):
         timestamp (us), conditions (list of 'day'/'night' and 'rain'); with ``depth``
         depth_target [N, H / downsample, W / downsample] int64 (-1 where no LiDAR point falls)
         and vehicle_target (same shape: 1 where the cell's nearest point lies in a box of
-        ``data.categories``, 0 where it does not, -1 where no point falls).
+        ``data.categories``, 0 where it does not, -1 where no point falls); with ``texture``
+        cameras (N CameraFrame) and paint_images (N uint8 [H', W', 3]).
         With BEV augmentation (:meth:`bev_augmentation`) rots, trans, the mask, boxes and lidar
         are in the augmented ego frame; depth targets, being in the images, do not change.
         """
@@ -168,12 +175,15 @@ class NuScenesKeyframes(Dataset):
             on_vehicle = points_in_boxes(lidar, category_boxes(boxes, self.cfg.categories))
             seen = np.where(nearest >= 0, on_vehicle[np.maximum(nearest, 0)], NO_TARGET)
             camera_items["vehicle_target"] = torch.from_numpy(seen.astype(np.int64))
-        if self.paint:
+        if self.paint or self.texture:
             small = [
                 np.asarray(read_image(c.path, (c.width // PAINT_SCALE, c.height // PAINT_SCALE)))
                 for c in cameras
             ]
-            camera_items["lidar_rgb"] = torch.from_numpy(paint_points(lidar, cameras, small))
+            if self.paint:
+                camera_items["lidar_rgb"] = torch.from_numpy(paint_points(lidar, cameras, small))
+            if self.texture:
+                camera_items["cameras"], camera_items["paint_images"] = cameras, small
         if bda is not None:  # after the depth targets and painting, which need the true frame
             lidar = lidar.copy()
             lidar[:, :3] = lidar[:, :3] @ bda.T.astype(np.float32)

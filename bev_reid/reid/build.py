@@ -40,6 +40,7 @@ from bev_reid.reid.dataset import (
     OBJECT_DATA,
     camera_channel_names,
 )
+from bev_reid.reid.texture import texture_channel_names, texture_crops
 
 PARTS = "parts"
 
@@ -61,13 +62,15 @@ def open_source(cfg: Config) -> Source:
     device = pick_device(bc.device)
     data: DataConfig = cfg.data
     grid, model, ckpt_info, channels = cfg.grid, None, None, []
-    if "camera" in bc.modalities:
+    camera = "camera" in bc.modalities
+    if camera and "bev" in bc.camera_crops:
         from bev_reid.engine.checkpoint import load_checkpoint
         from bev_reid.lss.model import lss_from_checkpoint
 
         if not bc.checkpoint:
             raise ValueError(
-                "build-dataset with the camera modality needs --checkpoint (an LSS checkpoint)"
+                "build-dataset with camera BEV features (build.camera_crops: bev) needs "
+                "--checkpoint (an LSS checkpoint)"
             )
         ckpt = load_checkpoint(bc.checkpoint)  # read and verified once
         model, trained = lss_from_checkpoint(ckpt, device)
@@ -82,6 +85,8 @@ def open_source(cfg: Config) -> Source:
             num_workers=data.num_workers,
         )
         channels += camera_channel_names(trained.lss.bev_channels)
+    if camera and "texture" in bc.camera_crops:
+        channels += texture_channel_names(bc.texture_levels)
     if "lidar" in bc.modalities:
         channels += (
             lidar_box_channel_names(bc.lidar_bands, bc.lidar_colour)
@@ -95,19 +100,20 @@ def open_source(cfg: Config) -> Source:
         split=bc.split or None,
         images=model is not None,
         paint="lidar" in bc.modalities and bc.lidar_colour,
+        texture=camera and "texture" in bc.camera_crops,
     )
     return Source(dataset, grid, model, device, ckpt_info, channels)
 
 
 def box_cell(bc: BuildConfig, grid: GridConfig) -> float:
-    """Metres per crop cell of the LiDAR box raster: ``build.crop_cell``, else the grid's
-    (square) cell."""
+    """Metres per crop cell of the rasters cut in each box's frame (LiDAR box raster, camera
+    texture): ``build.crop_cell``, else the grid's (square) cell."""
     if bc.crop_cell > 0:
         return bc.crop_cell
     if grid.xbound[2] != grid.ybound[2]:
         raise ValueError(
             f"the grid's cells are not square ({grid.xbound[2]} x {grid.ybound[2]} m): "
-            "set build.crop_cell for build.lidar_raster = box"
+            "set build.crop_cell for the LiDAR box raster and the camera texture"
         )
     return grid.xbound[2]
 
@@ -219,15 +225,37 @@ def cut_crops(
     grid: GridConfig,
     device: torch.device,
 ) -> torch.Tensor:
-    """The crops [K, C, S, S] of the boxes ``geometry`` (:func:`box_geometry`) of one keyframe:
-    sampled from ``maps`` (:func:`bev_maps`), then the LiDAR box raster, as ``bc`` says."""
+    """The crops [K, C, S, S] of the boxes ``geometry`` (:func:`box_geometry`) of one keyframe,
+    channels in the order of the dataset's names: camera BEV features (sampled from the first
+    of ``maps``, :func:`bev_maps`), camera texture, LiDAR (the grid raster, sampled from the
+    last map, or the box raster), as ``bc`` says."""
     size, align = bc.crop_size, bc.align_heading
+    camera = "camera" in bc.modalities
     parts = []
-    if maps:
-        feature_map = torch.cat(maps, 0)  # C x X x Y
+
+    def sample(chosen: list[torch.Tensor]) -> None:
+        if chosen:
+            feature_map = torch.cat(chosen, 0)  # C x X x Y
+            parts.append(
+                crop_boxes(feature_map, geometry, grid, size, align, bc.zero_outside, bc.crop_cell)
+            )
+
+    bev = 1 if camera and "bev" in bc.camera_crops else 0
+    sample(maps[:bev])
+    if camera and "texture" in bc.camera_crops:
         parts.append(
-            crop_boxes(feature_map, geometry, grid, size, align, bc.zero_outside, bc.crop_cell)
+            texture_crops(
+                geometry,
+                batch["cameras"][0],
+                batch["paint_images"][0],
+                size,
+                box_cell(bc, grid),
+                bc.texture_levels,
+                align,
+                bc.zero_outside,
+            )
         )
+    sample(maps[bev:])
     if "lidar" in bc.modalities and bc.lidar_raster == "box":
         colours = batch["lidar_rgb"][0] if "lidar_rgb" in batch else None  # P x 3, or None
         points = batch["lidar"][0].to(device)
@@ -492,6 +520,8 @@ def merge_parts(cfg: Config, source: Source, parts: list[int]) -> Path:
             "lidar_colour": bc.lidar_colour and "lidar" in bc.modalities,
             "lidar_bands": list(bc.lidar_bands),
             "lidar_margin": bc.lidar_margin,
+            "camera_crops": list(bc.camera_crops) if "camera" in bc.modalities else None,
+            "texture_levels": bc.texture_levels,
             "align_heading": bc.align_heading,
             "zero_outside": bc.zero_outside,
         },

@@ -54,8 +54,17 @@ class CropRecipe:
 
     @property
     def needs_cameras(self) -> bool:
-        """Camera BEV features, or painted LiDAR (the colour of the images)."""
+        """Camera BEV features or texture, or painted LiDAR (the colour of the images)."""
         return "camera" in self.build.modalities or self.build.lidar_colour
+
+    @property
+    def needs_lss(self) -> bool:
+        """Camera BEV features: the LSS model's BEV pass."""
+        return "camera" in self.build.modalities and "bev" in self.build.camera_crops
+
+    @property
+    def needs_texture(self) -> bool:
+        return "camera" in self.build.modalities and "texture" in self.build.camera_crops
 
     def covers(self, category: str) -> bool:
         """Whether boxes of this nuScenes category (e.g. ``vehicle.car``) are what the embedding
@@ -106,6 +115,8 @@ def recipe_from_meta(meta: dict[str, Any], where: str) -> CropRecipe:
             lidar_colour=bool(crop.get("lidar_colour", False)),
             lidar_bands=tuple(crop.get("lidar_bands", defaults.lidar_bands)),
             lidar_margin=float(crop.get("lidar_margin", defaults.lidar_margin)),
+            camera_crops=tuple(crop.get("camera_crops") or defaults.camera_crops),
+            texture_levels=int(crop.get("texture_levels", defaults.texture_levels)),
             categories=tuple((recipe.get("filters") or {}).get("categories", defaults.categories)),
             min_iou=0.0,
         )
@@ -152,7 +163,7 @@ def check_sensors(
     )
     why = {
         REF_CHANNEL: f"its crops hold LiDAR channels ({recipe.build.lidar_raster} raster)",
-        "camera": "its crops hold camera BEV features"
+        "camera": "its crops hold camera channels"
         if "camera" in recipe.build.modalities
         else "its LiDAR is painted with the camera colour (build.lidar_colour)",
     }
@@ -196,7 +207,7 @@ class CropCutter:
         data: DataConfig | None = None,
     ):
         self.recipe = recipe
-        if "camera" in recipe.build.modalities and not lss_checkpoint:
+        if recipe.needs_lss and not lss_checkpoint:
             recorded = recipe.lss_checkpoint or {}
             raise CheckpointError(
                 "the ReID checkpoint's crops hold camera BEV features: pass --lss-checkpoint (its "
@@ -208,7 +219,7 @@ class CropCutter:
         cfg = Config(data=data or DataConfig(), grid=recipe.grid, build=build_cfg)
         self.cfg = cfg
         self.model, self.grid, self.device = None, recipe.grid, torch.device(str(device))
-        if "camera" in recipe.build.modalities:
+        if recipe.needs_lss:
             self._load_lss(str(lss_checkpoint))
 
     def _load_lss(self, path: str) -> None:
@@ -256,6 +267,7 @@ class CropCutter:
             db=db,
             images=self.model is not None,
             paint=self.recipe.needs_lidar and self.recipe.build.lidar_colour,
+            texture=self.recipe.needs_texture,
         )
         tokens = [t for _, t in dataset.samples]
         check_sensors(dataset.db, tokens, self.recipe, self.cfg.data.cameras)

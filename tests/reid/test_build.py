@@ -207,6 +207,51 @@ def test_box_raster_crops_come_from_the_points_in_each_box(
         assert moved < 0.02, f"{view['annotation_token']}: {moved:.3f} of the cells differ"
 
 
+def test_texture_crops_need_no_lss_and_come_from_the_images(synth_world, clean_run, tmp_path):
+    """build.camera_crops = texture: camera channels without an LSS checkpoint, each crop the
+    view's box textured from the keyframe's six images read back at 1 / PAINT_SCALE; beside
+    painted LiDAR, camera channels come first."""
+    from bev_reid.data.files import read_image
+    from bev_reid.data.keyframes import PAINT_SCALE
+    from bev_reid.data.nuscenes import NuScenesDB
+    from bev_reid.reid.texture import texture_channel_names, texture_crops
+
+    cfg = cfg_for(synth_world, tmp_path / "tex", **{
+        "build.modalities": ["camera", "lidar"], "build.camera_crops": ["texture"],
+        "build.texture_levels": 3, "build.lidar_raster": "box", "build.crop_cell": 0.25,
+    })  # fmt: skip
+    meta = json.loads(build_dataset(cfg).read_text())
+    assert meta["channels"] == texture_channel_names(3) + lidar_box_channel_names((0.5, 1.0, 1.5))
+    assert meta["lss_checkpoint"] is None and meta["crop"]["camera_crops"] == ["texture"]
+    ds = ReIDDataset(tmp_path / "tex", "all")
+    assert ds.camera_channels == list(range(9))
+    db = NuScenesDB(synth_world.path, synth_world.version)
+    lit = 0
+    for view in ds.views[:: max(1, len(ds) // 10)]:
+        cams = [db.camera(view["sample_token"], ch) for ch in cfg.data.cameras]
+        images = [np.asarray(read_image(c.path, (c.width // PAINT_SCALE, c.height // PAINT_SCALE)))
+                  for c in cams]  # fmt: skip
+        (x, y, z), (w, length, h) = view["center"], view["wlh"]
+        box = {
+            "center": torch.tensor([[x, y]]), "yaw": torch.tensor([view["yaw"]]),
+            "length": torch.tensor([length]), "width": torch.tensor([w]),
+            "bottom": torch.tensor([z - h / 2]), "height": torch.tensor([h]),
+        }  # fmt: skip
+        want = texture_crops(box, cams, images, 24, 0.25, 3)[0]
+        got = ds[ds.views.index(view)][0][:9]
+        lit += int(want.abs().sum() > 0)
+        # float16 storage, and boxes rounded to the millimetre: a point on a pixel edge may
+        # take the neighbouring pixel
+        far = (got - want).abs() > 1e-3 + 2e-3 * want.abs()  # C x S x S
+        moved = far.any(0).float().mean()
+        assert moved < 0.03, f"{view['annotation_token']}: {moved:.3f} of the cells differ"
+    assert lit >= 5
+    # camera BEV features beside the texture: the LSS checkpoint is needed again
+    with pytest.raises(ValueError, match="needs --checkpoint"):
+        build_dataset(cfg_for(synth_world, tmp_path / "c", **{
+            "build.modalities": ["camera"], "build.camera_crops": ["bev", "texture"]}))  # fmt: skip
+
+
 def test_kill_and_rerun_equals_one_clean_run(synth_world, clean_run, tmp_path, monkeypatch):
     real = build_module.process_part
     calls = []

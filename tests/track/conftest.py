@@ -31,7 +31,8 @@ def world_config(world, **overrides):
 
 @pytest.fixture(scope="session")
 def track_dataset(synth_world, tmp_path_factory) -> Path:
-    """A painted LiDAR box-raster ReID dataset of the synthetic world (the demo's recipe)."""
+    """Camera texture beside a painted LiDAR box raster, of the synthetic world (the demo's
+    recipe)."""
     from bev_reid.reid.build import build_dataset
 
     out = tmp_path_factory.mktemp("track-dataset")
@@ -39,7 +40,8 @@ def track_dataset(synth_world, tmp_path_factory) -> Path:
         synth_world,
         **{
             "build.out": str(out),
-            "build.modalities": ["lidar"],
+            "build.modalities": ["camera", "lidar"],
+            "build.camera_crops": ["texture"],
             "build.lidar_raster": "box",
             "build.crop_cell": 0.25,
             "build.lidar_colour": True,
