@@ -401,6 +401,8 @@ class BuildConfig(_Section):
     # the image colour on each box's cells at `texture_levels` heights (bev_reid/reid/texture.py).
     camera_crops: tuple[Literal["bev", "texture"], ...] = ("bev",)
     texture_levels: int = num(4, 1, 16)  # height levels of the camera texture
+    # The texture leaves out what other boxes of the keyframe hide (occluded points stay 0).
+    texture_occlusion: bool = True
     # LiDAR channels: "grid" samples the ego BEV raster (occupancy, max height, mean intensity)
     # like the camera features; "box" rasterises the points in each box's frame at the crop
     # cells, with heights from the box bottom and point counts per height band.

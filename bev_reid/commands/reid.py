@@ -12,9 +12,7 @@ from bev_reid.config import Config
 
 def _build_args(p: argparse.ArgumentParser) -> None:
     data_args(p)
-    config_option(
-        p, "--checkpoint", "build.checkpoint", "LSS checkpoint (for camera BEV features)"
-    )
+    config_option(p, "--checkpoint", "build.checkpoint", "LSS checkpoint (for camera BEV features)")
     config_option(p, "--out", "build.out", "dataset folder to write")
     config_option(p, "--categories", "build.categories", "comma-separated category name prefixes")
     config_option(

@@ -3,7 +3,7 @@ LiDAR points painted with the colour of the camera pixel they fall in."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -89,7 +89,10 @@ def lidar_bev_rasters(
 
 
 def paint_points(
-    points_ego: np.ndarray, cameras: Sequence[CameraFrame], images: Sequence[np.ndarray]
+    points_ego: np.ndarray,
+    cameras: Sequence[CameraFrame],
+    images: Sequence[np.ndarray],
+    hidden: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
 ) -> np.ndarray:
     """The camera colour under each LiDAR point ("painted" LiDAR).
 
@@ -105,6 +108,9 @@ def paint_points(
             ``width`` / ``height``).
         images: per camera an [H, W, 3] uint8 RGB image at any scale of the full-size one
             (e.g. decoded at 1/4 size): pixel coordinates are scaled by W / width, H / height.
+        hidden: ``hidden(origin [3], rows [M]) -> [M] bool``: whether the points ``rows`` are
+            hidden from a camera at ego ``origin`` (an occlusion test); a hidden point is left
+            to the next camera. None: nothing is hidden.
     Returns:
         [P, 3] float32 RGB in [0, 1]; NaN for points no camera sees.
     """
@@ -115,6 +121,9 @@ def paint_points(
         uv, depth = cam.project(points_ego[todo])
         u, v = uv[:, 0] * (w / cam.width), uv[:, 1] * (h / cam.height)
         seen = (depth > MIN_PAINT_DEPTH) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
+        if hidden is not None and seen.any():
+            rows = np.nonzero(seen)[0]
+            seen[rows[hidden(np.asarray(cam.trans, np.float64), todo[rows])]] = False
         hit = todo[seen]
         out[hit] = image[v[seen].astype(np.int64), u[seen].astype(np.int64)] / np.float32(255)
         todo = todo[~seen]

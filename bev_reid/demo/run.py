@@ -187,9 +187,10 @@ def _reid_pictures(runs: dict[str, Config], report: Path) -> dict[str, Any]:
         model = BEVReIDModel.from_checkpoint(
             Path(cfg.reid_run.log_dir) / cfg.reid_run.run_id / "checkpoints"
         )
-        dataset = ReIDDataset(
-            cfg.reid_run.dataset_dir, cfg.eval_reid.split, model.checkpoint_meta["channels"]
-        )
+        # One set of views for every curve: those with something in each modality.
+        whole = ReIDDataset(cfg.reid_run.dataset_dir, cfg.eval_reid.split)
+        whole.views = [v for v in whole.views if not v.get("empty_modalities")]
+        dataset = whole.with_channels(model.checkpoint_meta["channels"])
         emb, ids, views = embed_dataset(model, dataset, cfg.eval_reid.batch_size)
         embeddings[f"{name} embedding"] = emb
         if shown is None or name == "camera":

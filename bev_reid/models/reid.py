@@ -182,6 +182,7 @@ class BEVReIDModel(nn.Module):
         keyframe: dict[str, Any],
         boxes: Sequence[dict[str, Any]],
         lss_checkpoint: str | os.PathLike = "",
+        occluders: Sequence[dict[str, Any]] | None = None,
     ) -> torch.Tensor:
         """Embeddings [K, E] of ``boxes`` in one keyframe, cut exactly as this checkpoint's
         training crops were (the recipe its sidecar records; see :mod:`bev_reid.reid.extract`).
@@ -191,14 +192,16 @@ class BEVReIDModel(nn.Module):
                 Dataset reading what the recipe needs), or a collated batch of one.
             boxes: K ego-frame box dicts with ``center`` (3), ``wlh`` (3) and ``yaw`` (as
                 ``AnnotatedBox.as_dict`` gives them).
-            lss_checkpoint: the LSS checkpoint, when the crops hold camera channels.
+            lss_checkpoint: the LSS checkpoint, when the crops hold camera BEV features.
+            occluders: every box of the keyframe (same dicts), which hide the camera texture
+                behind them; None: ``boxes``.
         """
         from bev_reid.reid.extract import cutter_for  # lazily: models/ does not import reid/
 
         key = str(lss_checkpoint)
         if getattr(self, "_cutter", None) is None or self._cutter[0] != key:
             self._cutter = (key, cutter_for(self, lss_checkpoint))
-        crops = self._cutter[1].crops(keyframe, boxes)  # K x C x S x S
+        crops = self._cutter[1].crops(keyframe, boxes, occluders)  # K x C x S x S
         return self.embed(crops.to(self.input_mean.device))
 
     @classmethod

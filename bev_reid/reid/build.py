@@ -224,11 +224,14 @@ def cut_crops(
     bc: BuildConfig,
     grid: GridConfig,
     device: torch.device,
+    occluders: dict[str, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """The crops [K, C, S, S] of the boxes ``geometry`` (:func:`box_geometry`) of one keyframe,
     channels in the order of the dataset's names: camera BEV features (sampled from the first
     of ``maps``, :func:`bev_maps`), camera texture, LiDAR (the grid raster, sampled from the
-    last map, or the box raster), as ``bc`` says."""
+    last map, or the box raster), as ``bc`` says. ``occluders`` (:func:`box_geometry` of every
+    box of the keyframe; None: the boxes ``geometry``) hide texture behind them when
+    ``bc.texture_occlusion``."""
     size, align = bc.crop_size, bc.align_heading
     camera = "camera" in bc.modalities
     parts = []
@@ -253,6 +256,7 @@ def cut_crops(
                 bc.texture_levels,
                 align,
                 bc.zero_outside,
+                (geometry if occluders is None else occluders) if bc.texture_occlusion else None,
             )
         )
     sample(maps[bev:])
@@ -285,6 +289,10 @@ def process_part(
     # "boxes": boxes of the categories on the grid; then how many each filter dropped, in order.
     dropped: dict[str, Any] = dict.fromkeys(("boxes", *DROP_REASONS), 0)
     dropped["empty_views"] = []
+    modality_of = [name.split("_", 1)[0] for name in source.channels]
+    by_modality = [
+        (m, [i for i, n in enumerate(modality_of) if n == m]) for m in sorted(set(modality_of))
+    ]
     for batch in loader:
         maps, pred_mask = bev_maps(source.model, batch, bc, source.grid, source.device)
         token = batch["sample_token"][0]
@@ -309,7 +317,8 @@ def process_part(
         if not keep:
             continue
         geometry = {k: v[keep] for k, v in geometry.items()}
-        crop = cut_crops(maps, batch, geometry, bc, source.grid, source.device)  # K x C x S x S
+        every_box = box_geometry(batch["boxes"][0], source.device)  # texture occluders
+        crop = cut_crops(maps, batch, geometry, bc, source.grid, source.device, every_box)
         # A crop with nothing in it (a box past the raster, a box whose points all fell outside
         # it) teaches and tests nothing.
         full = crop.flatten(1).ne(0).any(1).tolist()
@@ -322,9 +331,12 @@ def process_part(
         if not keep:
             continue
         crops.append(crop.cpu().numpy().astype(np.float16))  # K x C x S x S
+        # Per view, the modalities with nothing in them (a camera texture hidden behind a
+        # parked row, a box no LiDAR return fell in): a run on that modality alone skips it.
+        blank = {m: (~crop[:, idx].flatten(1).ne(0).any(1)).tolist() for m, idx in by_modality}
         cams = [source.dataset.db.camera(token, ch) for ch in source.dataset.cfg.cameras]
         conditions = list(batch["conditions"][0])
-        for i in keep:
+        for n, i in enumerate(keep):
             b = boxes[i]
             views.append(
                 {
@@ -343,6 +355,7 @@ def process_part(
                     "center": [round(float(v), 3) for v in b["center"]],
                     "wlh": [round(float(v), 3) for v in b["wlh"]],
                     "yaw": round(float(b["yaw"]), 4),
+                    "empty_modalities": [m for m, empty in blank.items() if empty[n]],
                 }
             )
     channels = len(source.channels)
@@ -522,6 +535,7 @@ def merge_parts(cfg: Config, source: Source, parts: list[int]) -> Path:
             "lidar_margin": bc.lidar_margin,
             "camera_crops": list(bc.camera_crops) if "camera" in bc.modalities else None,
             "texture_levels": bc.texture_levels,
+            "texture_occlusion": bc.texture_occlusion,
             "align_heading": bc.align_heading,
             "zero_outside": bc.zero_outside,
         },

@@ -7,7 +7,7 @@ Layout:
   is whole. Training identities have ids 0..T-1, validation ones T..N-1.
 - ``views.jsonl``: one record per view (row ``index`` of crops.npy, identity ``id``, split,
   instance and sample tokens, scene, timestamp, cameras that see it, IoU, LiDAR points,
-  visibility, condition).
+  visibility, condition, the modalities whose channels are all zero).
 - ``crops.npy``: [V, C, S, S] float16, memory-mapped, so datasets larger than RAM train fine.
 """
 
@@ -70,7 +70,10 @@ class ReIDDataset(Dataset):
         split: ``train``, ``val`` or ``all``.
         channels: the channels the crops keep, by name, in this order (e.g. a trained model's);
             None keeps all. See :func:`modality_channels` to pick them by modality.
-    Items: ``(crop [C, S, S] float32 tensor, identity id, view record dict)``.
+    Items: ``(crop [C, S, S] float32 tensor, identity id, view record dict)``. Views with
+    nothing in the chosen channels (their modalities are all among the view's
+    ``empty_modalities``: e.g. a camera texture hidden behind other vehicles) are left out, as
+    the builder leaves out empty crops.
     """
 
     def __init__(
@@ -83,7 +86,7 @@ class ReIDDataset(Dataset):
         self.split = split
         with open(self.root / "views.jsonl", encoding="utf-8") as f:
             views = [json.loads(line) for line in f if line.strip()]
-        self.views = [v for v in views if split == "all" or v["split"] == split]
+        views = [v for v in views if split == "all" or v["split"] == split]
         self._crops: np.ndarray | None = None  # opened lazily, once per DataLoader worker
         stored = list(self.meta["channels"])
         names = stored if channels is None else list(channels)
@@ -97,13 +100,15 @@ class ReIDDataset(Dataset):
         self._channel_index: list[int] | slice = (
             slice(None) if names == stored else [stored.index(n) for n in names]
         )
-        self.channel_names: list[str] = names
-        self.camera_channels = [
-            i for i, n in enumerate(self.channel_names) if n.startswith("camera_")
-        ]
-        self.lidar_channels = [
-            i for i, n in enumerate(self.channel_names) if n.startswith("lidar_")
-        ]
+        self._use(names, views)
+
+    def _use(self, names: Sequence[str], views: list[dict[str, Any]]) -> None:
+        """Keeps the channels ``names``, and those of ``views`` with something in them."""
+        self.channel_names: list[str] = list(names)
+        self.camera_channels = [i for i, n in enumerate(names) if n.startswith("camera_")]
+        self.lidar_channels = [i for i, n in enumerate(names) if n.startswith("lidar_")]
+        used = {n.split("_", 1)[0] for n in names}
+        self.views = [v for v in views if not used <= set(v.get("empty_modalities", ()))]
 
     @property
     def crops(self) -> np.ndarray:
@@ -148,7 +153,8 @@ class ReIDDataset(Dataset):
         return cls(path, split, names)
 
     def with_channels(self, names: Sequence[str]) -> ReIDDataset:
-        """The same views with other channels of the same folder (nothing is re-read)."""
+        """The same views with other channels of the same folder (nothing is re-read), less
+        those with nothing in the new channels."""
         if list(names) == self.channel_names:
             return self
         other = copy.copy(self)
@@ -160,9 +166,7 @@ class ReIDDataset(Dataset):
                 f"it has {', '.join(stored)}"
             )
         other._channel_index = [stored.index(n) for n in names]
-        other.channel_names = list(names)
-        other.camera_channels = [i for i, n in enumerate(names) if n.startswith("camera_")]
-        other.lidar_channels = [i for i, n in enumerate(names) if n.startswith("lidar_")]
+        other._use(names, self.views)
         return other
 
     def crop_array(self, rows: int | Sequence[int] | np.ndarray) -> np.ndarray:

@@ -117,6 +117,7 @@ def recipe_from_meta(meta: dict[str, Any], where: str) -> CropRecipe:
             lidar_margin=float(crop.get("lidar_margin", defaults.lidar_margin)),
             camera_crops=tuple(crop.get("camera_crops") or defaults.camera_crops),
             texture_levels=int(crop.get("texture_levels", defaults.texture_levels)),
+            texture_occlusion=bool(crop.get("texture_occlusion", defaults.texture_occlusion)),
             categories=tuple((recipe.get("filters") or {}).get("categories", defaults.categories)),
             min_iou=0.0,
         )
@@ -274,13 +275,20 @@ class CropCutter:
         return dataset
 
     @torch.no_grad()
-    def crops(self, keyframe: dict[str, Any], boxes: Sequence[dict[str, Any]]) -> torch.Tensor:
+    def crops(
+        self,
+        keyframe: dict[str, Any],
+        boxes: Sequence[dict[str, Any]],
+        occluders: Sequence[dict[str, Any]] | None = None,
+    ) -> torch.Tensor:
         """Crops [K, C, S, S] float32 of ``boxes`` in one keyframe.
 
         Args:
             keyframe: an item of :meth:`keyframes` (or a collated batch of one).
             boxes: ego-frame box dicts with ``center`` (3), ``wlh`` (3) and ``yaw`` (see
                 :meth:`bev_reid.data.records.AnnotatedBox.as_dict`).
+            occluders: every box of the keyframe (same dicts), which hide the camera texture
+                behind them; None: ``boxes``.
         """
         batch = keyframe if isinstance(keyframe.get("sample_token"), list) else collate([keyframe])
         bc, size = self.cfg.build, self.recipe.build.crop_size
@@ -288,7 +296,8 @@ class CropCutter:
             return torch.zeros(0, len(self.recipe.channels), size, size)
         maps, _ = build.bev_maps(self.model, batch, bc, self.grid, self.device)
         geometry = build.box_geometry(list(boxes), self.device)
-        crops = build.cut_crops(maps, batch, geometry, bc, self.grid, self.device)
+        walls = None if occluders is None else build.box_geometry(list(occluders), self.device)
+        crops = build.cut_crops(maps, batch, geometry, bc, self.grid, self.device, walls)
         if crops.shape[1] != len(self.recipe.channels):
             raise CheckpointError(
                 f"crops have {crops.shape[1]} channels, the ReID checkpoint's recipe "

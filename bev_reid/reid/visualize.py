@@ -21,7 +21,8 @@ def crops_to_rgb(crops: torch.Tensor, channel_names: list[str]) -> np.ndarray:
 
     Painted LiDAR (``lidar_mean_red`` / ``green`` / ``blue``), when present, shows as the camera
     colour itself, with occupied cells that no camera painted in grey; else LiDAR channels show
-    as (occupancy, height, intensity), stretched to [0, 1] over these crops; camera features as
+    as (occupancy, height, intensity), stretched to [0, 1] over these crops; camera texture
+    (``camera_texture_*``) as its colour averaged over the height levels; camera BEV features as
     their first three principal components, so like features get like colours.
     """
     lidar = [i for i, n in enumerate(channel_names) if n.startswith("lidar_")]
@@ -33,6 +34,10 @@ def crops_to_rgb(crops: torch.Tensor, channel_names: list[str]) -> np.ndarray:
         unpainted = (occupied & (colour.sum(1) == 0)).unsqueeze(1)
         colour = torch.where(unpainted, torch.full_like(colour, UNPAINTED_GREY), colour)
         return colour.clamp(0, 1).permute(0, 2, 3, 1).numpy()
+    texture = [i for i, n in enumerate(channel_names) if n.startswith("camera_texture_")]
+    if texture:  # the mean over the height levels: the vehicle's colour
+        rgb = x[:, texture].view(x.shape[0], -1, 3, x.shape[2], x.shape[3]).mean(1)
+        return rgb.clamp(0, 1).permute(0, 2, 3, 1).numpy()
     if lidar:
         rgb = x[:, lidar[:3]]  # K x 3 x S x S
     else:
@@ -98,8 +103,13 @@ def draw_dataset(
                 ax.set_ylabel(
                     f"id {v['id']} ({v['split']})\n{v['category'].split('.')[-1]}", fontsize=7
                 )
+    names = ds.channel_names
     channels = (
-        "LiDAR (occupancy, height, intensity)"
+        "painted LiDAR (camera colour)"
+        if "lidar_mean_red" in names
+        else "camera texture (colour, mean over heights)"
+        if any(n.startswith("camera_texture_") for n in names)
+        else "LiDAR (occupancy, height, intensity)"
         if ds.lidar_channels
         else "camera BEV features (first 3 PCs)"
     )

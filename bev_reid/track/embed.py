@@ -71,8 +71,9 @@ class DetectionEmbedder:
         rows = [i for i, d in enumerate(detections) if self.covered(d)]
         if rows:
             token = keyframe["sample_token"][0]
-            boxes = ego_boxes(self.db, token, [detections[i] for i in rows])
-            crops = self.cutter.crops(keyframe, boxes)  # K' x C x S x S
+            every = ego_boxes(self.db, token, detections)  # all classes hide what is behind
+            boxes = [every[i] for i in rows]
+            crops = self.cutter.crops(keyframe, boxes, every)  # K' x C x S x S
             # An empty crop (no LiDAR return in the box) says nothing of the vehicle: all empty
             # crops share one embedding, which would make strangers look alike.
             full = crops.flatten(1).ne(0).any(1)  # K'

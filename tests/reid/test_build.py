@@ -214,6 +214,7 @@ def test_texture_crops_need_no_lss_and_come_from_the_images(synth_world, clean_r
     from bev_reid.data.files import read_image
     from bev_reid.data.keyframes import PAINT_SCALE
     from bev_reid.data.nuscenes import NuScenesDB
+    from bev_reid.data.raster import box_in_grid
     from bev_reid.reid.texture import texture_channel_names, texture_crops
 
     cfg = cfg_for(synth_world, tmp_path / "tex", **{
@@ -237,7 +238,16 @@ def test_texture_crops_need_no_lss_and_come_from_the_images(synth_world, clean_r
             "length": torch.tensor([length]), "width": torch.tensor([w]),
             "bottom": torch.tensor([z - h / 2]), "height": torch.tensor([h]),
         }  # fmt: skip
-        want = texture_crops(box, cams, images, 24, 0.25, 3)[0]
+        walls = [b for b in db.boxes(view["sample_token"]) if box_in_grid(b, cfg.grid)]
+        occluders = {
+            "center": torch.tensor(np.array([b.center[:2] for b in walls])),
+            "yaw": torch.tensor([b.yaw for b in walls]),
+            "length": torch.tensor([b.wlh[1] for b in walls]),
+            "width": torch.tensor([b.wlh[0] for b in walls]),
+            "bottom": torch.tensor([b.center[2] - b.wlh[2] / 2 for b in walls]),
+            "height": torch.tensor([b.wlh[2] for b in walls]),
+        }
+        want = texture_crops(box, cams, images, 24, 0.25, 3, occluders=occluders)[0]
         got = ds[ds.views.index(view)][0][:9]
         lit += int(want.abs().sum() > 0)
         # float16 storage, and boxes rounded to the millimetre: a point on a pixel edge may
@@ -246,6 +256,15 @@ def test_texture_crops_need_no_lss_and_come_from_the_images(synth_world, clean_r
         moved = far.any(0).float().mean()
         assert moved < 0.03, f"{view['annotation_token']}: {moved:.3f} of the cells differ"
     assert lit >= 5
+    # Views hidden from every camera keep their LiDAR; a camera-only run leaves them out.
+    for i, view in enumerate(ds.views):
+        crop = ds[i][0]
+        assert ("camera" in view["empty_modalities"]) == (crop[:9].abs().sum() == 0)
+        assert ("lidar" in view["empty_modalities"]) == (crop[9:].abs().sum() == 0)
+    hidden = [v for v in ds.views if "camera" in v["empty_modalities"]]
+    camera_only = ReIDDataset.of_modalities(tmp_path / "tex", "all", ["camera"])
+    assert len(camera_only) == len(ds) - len(hidden) and hidden
+    assert ds.with_channels(camera_only.channel_names).views == camera_only.views
     # camera BEV features beside the texture: the LSS checkpoint is needed again
     with pytest.raises(ValueError, match="needs --checkpoint"):
         build_dataset(cfg_for(synth_world, tmp_path / "c", **{

@@ -108,3 +108,50 @@ def test_config_names_bad_camera_crops():
         load_config(overrides={"build.camera_crops": ["pixels"]})
     with pytest.raises(ConfigError, match="texture_levels"):
         load_config(overrides={"build.texture_levels": 0})
+
+
+def test_pictures_show_the_texture_colour_averaged_over_heights():
+    from bev_reid.reid.visualize import crops_to_rgb
+
+    crops = texture_crops(box(), [camera()], [quarters()], 8, 0.5, 2)  # level 0 red|blue, 1 green
+    rgb = crops_to_rgb(crops, texture_channel_names(2))  # 1 x 8 x 8 x 3
+    assert np.allclose(rgb[0, 3, 4], [0.5, 0.5, 0.0]) and np.allclose(rgb[0, 3, 3], [0, 0.5, 0.5])
+    assert np.allclose(rgb[0, 0, 0], 0.0)
+
+
+def test_segments_through_other_boxes_are_blocked():
+    from bev_reid.reid.texture import segments_blocked
+
+    wall = {"center": np.array([[5.0, 0, 0]]), "half": np.array([[0.5, 1, 1]]), "yaw": np.zeros(1)}
+    origin = np.zeros(3)
+    points = np.array([[10.0, 0, 0], [10, 5, 0], [3, 0, 0], [5.2, 0.5, 0.5], [10, 0, 3]])
+    # behind the wall: blocked; beside it, before it, inside it, over it: not
+    assert segments_blocked(origin, points, wall).tolist() == [True, False, False, False, False]
+    # turned by 90 degrees the wall is 2 m deep and 1 m wide: the line to (10, 1.6) crosses
+    # x = 4.5..5.5 at y = 0.72..0.88 (inside the wall's +-1), but x = 4..6 at y = 0.64..0.96
+    # (outside the turned wall's +-0.5)
+    turned = dict(wall, yaw=np.array([np.pi / 2]))
+    beside = np.array([[10.0, 1.6, 0], [10.0, 2.4, 0]])
+    assert segments_blocked(origin, beside, wall).tolist() == [True, False]
+    assert segments_blocked(origin, beside, turned).tolist() == [False, False]
+
+
+def test_occluded_texture_stays_zero():
+    target = box()
+    clear = texture_crops(target, [camera()], [quarters()], 8, 0.5, 2)
+    # a box of its own holds every point: nothing is hidden
+    assert torch.equal(
+        texture_crops(target, [camera()], [quarters()], 8, 0.5, 2, occluders=target), clear
+    )
+    # a car between the lens and the target hides it all; one beside the line of sight nothing
+    front = box(x=5.0, length=1.0, width=4.0, height=4.0)
+    hidden = texture_crops(target, [camera()], [quarters()], 8, 0.5, 2, occluders=front)
+    assert hidden.abs().sum() == 0
+    aside = box(x=5.0, y=6.0, length=1.0, width=4.0, height=4.0)
+    assert torch.equal(
+        texture_crops(target, [camera()], [quarters()], 8, 0.5, 2, occluders=aside), clear
+    )
+    # a low wall hides the bottom level only
+    low = box(x=5.0, length=1.0, width=4.0, bottom=-2.0, height=2.0)  # top at the lens height
+    half = texture_crops(target, [camera()], [quarters()], 8, 0.5, 2, occluders=low)
+    assert half[0, :3].abs().sum() == 0 and torch.equal(half[0, 3:], clear[0, 3:])
