@@ -30,7 +30,6 @@ Shapes: K boxes, L levels, S crop size, P points.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -103,21 +102,33 @@ def segments_blocked(
         [P] bool.
     """
     blocked = np.zeros(len(points), dtype=bool)
-    for centre, half, yaw in zip(
-        occluders["center"], occluders["half"], occluders["yaw"], strict=True
-    ):
-        c, s = math.cos(yaw), math.sin(yaw)
-        to_box = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])  # box -> ego rotation
-        start = (origin - centre) @ to_box  # 3, in the box frame
-        end = (points - centre) @ to_box  # P x 3
-        step = end - start  # P x 3
-        with np.errstate(divide="ignore", invalid="ignore"):
-            t1, t2 = (-half - start) / step, (half - start) / step  # slab crossings, P x 3
-        t_in = np.nan_to_num(np.minimum(t1, t2), nan=np.inf).max(1)  # P
-        t_out = np.nan_to_num(np.maximum(t1, t2), nan=-np.inf).min(1)
-        crosses = (t_out >= np.maximum(t_in, 0.0)) & (t_in <= 1.0)
-        holds = (np.abs(end) <= half).all(1)
-        blocked |= crosses & ~holds
+    if not len(points) or not len(occluders["yaw"]):
+        return blocked
+    # Candidates: the box's circle on the ground comes within reach of the segment (P x B).
+    ray = points[:, :2] - origin[:2]  # P x 2
+    to_centre = occluders["center"][:, :2] - origin[:2]  # B x 2
+    along = np.clip((ray @ to_centre.T) / np.maximum((ray**2).sum(1), 1e-12)[:, None], 0, 1)
+    gap_x = to_centre[None, :, 0] - along * ray[:, None, 0]  # P x B
+    gap_y = to_centre[None, :, 1] - along * ray[:, None, 1]
+    reach = (occluders["half"][:, :2] ** 2).sum(1)  # B: squared radius of the footprint
+    p_i, b_i = np.nonzero(gap_x**2 + gap_y**2 <= reach[None, :])  # M pairs
+    # Exact test on the pairs: the segment against the box's slabs, in the box frame.
+    c, s = np.cos(occluders["yaw"][b_i]), np.sin(occluders["yaw"][b_i])  # M
+
+    def box_frame(v: np.ndarray) -> np.ndarray:  # M x 3 ego offsets -> box frame
+        return np.stack([c * v[:, 0] + s * v[:, 1], -s * v[:, 0] + c * v[:, 1], v[:, 2]], 1)
+
+    centre, half = occluders["center"][b_i], occluders["half"][b_i]  # M x 3
+    start = box_frame(origin[None, :] - centre)
+    end = box_frame(points[p_i] - centre)
+    step = end - start
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t1, t2 = (-half - start) / step, (half - start) / step  # slab crossings, M x 3
+    t_in = np.nan_to_num(np.minimum(t1, t2), nan=np.inf, posinf=np.inf, neginf=-np.inf).max(1)
+    t_out = np.nan_to_num(np.maximum(t1, t2), nan=-np.inf, posinf=np.inf, neginf=-np.inf).min(1)
+    crosses = (t_out >= np.maximum(t_in, 0.0)) & (t_in <= 1.0)
+    holds = (np.abs(end) <= half).all(1)
+    blocked[p_i[crosses & ~holds]] = True
     return blocked
 
 
