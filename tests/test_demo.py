@@ -53,7 +53,8 @@ def test_demo_end_to_end_and_rerun(tmp_path, capsys):
     # One ReID run per modality set, each beside its own floors.
     assert set(saved["runs"]) == {"camera", "lidar", "both"}
     channels = {name: run["channels"] for name, run in saved["runs"].items()}
-    assert channels == {"camera": 16, "lidar": 10, "both": 26}  # box raster with colour: 10
+    # camera texture at 4 heights: 12; box raster with colour: 10
+    assert channels == {"camera": 12, "lidar": 10, "both": 22}
     for run in saved["runs"].values():
         retrieval = [
             r for r in run["trained"] if r["protocol"] == "retrieval" and r["condition"] == "all"
@@ -62,7 +63,8 @@ def test_demo_end_to_end_and_rerun(tmp_path, capsys):
         assert {r["checkpoint"] for r in run["raw_standardised"]} == {"raw-crops-standardised"}
         assert {r["checkpoint"] for r in run["raw"]} == {"raw-crops"}
     assert len(saved["cmc_curves"]["camera embedding"]) == 20
-    assert len(saved["dataset"]["channels"]) == 16 + 10
+    assert len(saved["dataset"]["channels"]) == 12 + 10
+    assert saved["dataset"]["channels"][0] == "camera_texture_0_red"
     assert all(isinstance(t, float) for k, t in summary["times"].items())
     out = capsys.readouterr().out
     assert "rank-1" in out and "camera: trained, all" in out
