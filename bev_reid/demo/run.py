@@ -3,7 +3,7 @@
 Stages, each in its own folder under ``--out``: a synthetic world (``world/``), brief LSS
 training (``lss/``), the ReID dataset with every modality the build config names
 (``dataset/``), then one ReID run per modality set, trained (``reid/RUN/``) and evaluated
-(``eval/RUN/``): ``camera`` (the camera BEV features only), ``lidar`` (the LiDAR channels only)
+(``eval/RUN/``): ``camera`` (the camera channels only), ``lidar`` (the LiDAR channels only)
 and ``both``; last, tracking on a second, unseen world with motion alone and with the embedding
 (``track/``, see :mod:`bev_reid.demo.tracking`). A finished stage is reused on the next run
 (``--force`` starts over); an interrupted one resumes. The report folder holds the pictures,
