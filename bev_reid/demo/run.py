@@ -52,6 +52,7 @@ def default_config() -> Path:
 def demo_config(cfg: Config, out: Path) -> Config:
     """``cfg`` with every folder placed under ``out``."""
     world = out / "world"
+    bev_crops = "camera" in cfg.build.modalities and "bev" in cfg.build.camera_crops
     return dataclasses.replace(
         cfg,
         synth=dataclasses.replace(cfg.synth, out=str(world)),
@@ -60,7 +61,10 @@ def demo_config(cfg: Config, out: Path) -> Config:
         ),
         train_lss=dataclasses.replace(cfg.train_lss, logdir=str(out / "lss"), resume=True),
         build=dataclasses.replace(
-            cfg.build, out=str(out / "dataset"), checkpoint=str(out / "lss" / "checkpoints")
+            cfg.build,
+            out=str(out / "dataset"),
+            # the LSS features, when the camera crops hold them
+            checkpoint=str(out / "lss" / "checkpoints") if bev_crops else "",
         ),
         reid_run=dataclasses.replace(
             cfg.reid_run, dataset_dir=str(out / "dataset"), log_dir=str(out / "reid"), run_id="both"

@@ -16,6 +16,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,13 @@ def open_source(cfg: Config) -> Source:
     data: DataConfig = cfg.data
     grid, model, ckpt_info, channels = cfg.grid, None, None, []
     camera = "camera" in bc.modalities
+    if bc.checkpoint and not (camera and "bev" in bc.camera_crops):
+        print(
+            f"build-dataset: the LSS checkpoint {bc.checkpoint!r} is not read: no crop holds "
+            f"camera BEV features (modalities {list(bc.modalities)}, camera_crops "
+            f"{list(bc.camera_crops)})",
+            file=sys.stderr,
+        )
     if camera and "bev" in bc.camera_crops:
         from bev_reid.engine.checkpoint import load_checkpoint
         from bev_reid.lss.model import lss_from_checkpoint

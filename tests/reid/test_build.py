@@ -207,7 +207,9 @@ def test_box_raster_crops_come_from_the_points_in_each_box(
         assert moved < 0.02, f"{view['annotation_token']}: {moved:.3f} of the cells differ"
 
 
-def test_texture_crops_need_no_lss_and_come_from_the_images(synth_world, clean_run, tmp_path):
+def test_texture_crops_need_no_lss_and_come_from_the_images(
+    synth_world, clean_run, tmp_path, capsys
+):
     """build.camera_crops = texture: camera channels without an LSS checkpoint, each crop the
     view's box textured from the keyframe's six images read back at 1 / PAINT_SCALE; beside
     painted LiDAR, camera channels come first."""
@@ -220,8 +222,13 @@ def test_texture_crops_need_no_lss_and_come_from_the_images(synth_world, clean_r
     cfg = cfg_for(synth_world, tmp_path / "tex", **{
         "build.modalities": ["camera", "lidar"], "build.camera_crops": ["texture"],
         "build.texture_levels": 3, "build.lidar_raster": "box", "build.crop_cell": 0.25,
+        "build.checkpoint": str(tmp_path / "never-read.json"),
     })  # fmt: skip
     meta = json.loads(build_dataset(cfg).read_text())
+    # a checkpoint given but not needed is not read, and the user is told
+    assert "never-read.json' is not read: no crop holds camera BEV features" in (
+        capsys.readouterr().err
+    )
     assert meta["channels"] == texture_channel_names(3) + lidar_box_channel_names((0.5, 1.0, 1.5))
     assert meta["lss_checkpoint"] is None and meta["crop"]["camera_crops"] == ["texture"]
     ds = ReIDDataset(tmp_path / "tex", "all")
