@@ -325,7 +325,12 @@ def process_part(
         if not keep:
             continue
         geometry = {k: v[keep] for k, v in geometry.items()}
-        every_box = box_geometry(batch["boxes"][0], source.device)  # texture occluders
+        occluding = "camera" in bc.modalities and "texture" in bc.camera_crops
+        every_box = (  # what hides camera texture: every box of the keyframe
+            box_geometry(batch["boxes"][0], source.device)
+            if occluding and bc.texture_occlusion
+            else None
+        )
         crop = cut_crops(maps, batch, geometry, bc, source.grid, source.device, every_box)
         # A crop with nothing in it (a box past the raster, a box whose points all fell outside
         # it) teaches and tests nothing.

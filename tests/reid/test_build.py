@@ -48,6 +48,26 @@ def digest(folder: Path) -> dict[str, str]:
     return {f: hashlib.sha256((folder / f).read_bytes()).hexdigest() for f in FILES}
 
 
+def view_box(view: dict) -> dict[str, torch.Tensor]:
+    """The box of a view record as the crop functions take it (one box)."""
+    (x, y, z), (w, length, h) = view["center"], view["wlh"]
+    return {
+        "center": torch.tensor([[x, y]]), "yaw": torch.tensor([view["yaw"]]),
+        "length": torch.tensor([length]), "width": torch.tensor([w]),
+        "bottom": torch.tensor([z - h / 2]), "height": torch.tensor([h]),
+    }  # fmt: skip
+
+
+def painting_images(db, token: str, channels) -> tuple[list, list[np.ndarray]]:
+    """A keyframe's cameras and their images read at 1 / PAINT_SCALE, as the builder reads them."""
+    from bev_reid.data.files import read_image
+    from bev_reid.data.keyframes import PAINT_SCALE
+
+    cams = [db.camera(token, ch) for ch in channels]
+    size = [(c.width // PAINT_SCALE, c.height // PAINT_SCALE) for c in cams]
+    return cams, [np.asarray(read_image(c.path, s)) for c, s in zip(cams, size, strict=True)]
+
+
 @pytest.fixture(scope="module")
 def clean_run(synth_world, tmp_path_factory):
     out = tmp_path_factory.mktemp("clean")
@@ -152,8 +172,6 @@ def test_box_raster_crops_come_from_the_points_in_each_box(
     build.lidar_colour, painted from the keyframe's six images read at 1 / PAINT_SCALE."""
     from nuscenes.utils.data_classes import LidarPointCloud
 
-    from bev_reid.data.files import read_image
-    from bev_reid.data.keyframes import PAINT_SCALE
     from bev_reid.data.lidar import paint_points
     from bev_reid.data.nuscenes import NuScenesDB
     from bev_reid.reid.crops import lidar_box_crops
@@ -185,17 +203,10 @@ def test_box_raster_crops_come_from_the_points_in_each_box(
         sensor = nusc.get("calibrated_sensor", lidar["calibrated_sensor_token"])
         cloud.rotate(__import__("pyquaternion").Quaternion(sensor["rotation"]).rotation_matrix)
         cloud.translate(np.array(sensor["translation"]))  # sensor -> ego frame
-        (x, y, z), (w, length, h) = view["center"], view["wlh"]
-        box = {
-            "center": torch.tensor([[x, y]]), "yaw": torch.tensor([view["yaw"]]),
-            "length": torch.tensor([length]), "width": torch.tensor([w]),
-            "bottom": torch.tensor([z - h / 2]), "height": torch.tensor([h]),
-        }  # fmt: skip
+        box = view_box(view)
         points, colours = cloud.points.T.copy(), None
         if colour:
-            cams = [db.camera(view["sample_token"], ch) for ch in cfg.data.cameras]
-            size = [(c.width // PAINT_SCALE, c.height // PAINT_SCALE) for c in cams]
-            images = [np.asarray(read_image(c.path, s)) for c, s in zip(cams, size, strict=True)]
+            cams, images = painting_images(db, view["sample_token"], cfg.data.cameras)
             colours = torch.from_numpy(paint_points(points, cams, images))
         want = lidar_box_crops(torch.from_numpy(points), box, 24, 0.25, (0.4, 1.2), colours=colours)
         got = ds[ds.views.index(view)][0]
@@ -213,8 +224,6 @@ def test_texture_crops_need_no_lss_and_come_from_the_images(
     """build.camera_crops = texture: camera channels without an LSS checkpoint, each crop the
     view's box textured from the keyframe's six images read back at 1 / PAINT_SCALE; beside
     painted LiDAR, camera channels come first."""
-    from bev_reid.data.files import read_image
-    from bev_reid.data.keyframes import PAINT_SCALE
     from bev_reid.data.nuscenes import NuScenesDB
     from bev_reid.data.raster import box_in_grid
     from bev_reid.reid.texture import texture_channel_names, texture_crops
@@ -236,15 +245,8 @@ def test_texture_crops_need_no_lss_and_come_from_the_images(
     db = NuScenesDB(synth_world.path, synth_world.version)
     lit = 0
     for view in ds.views[:: max(1, len(ds) // 10)]:
-        cams = [db.camera(view["sample_token"], ch) for ch in cfg.data.cameras]
-        images = [np.asarray(read_image(c.path, (c.width // PAINT_SCALE, c.height // PAINT_SCALE)))
-                  for c in cams]  # fmt: skip
-        (x, y, z), (w, length, h) = view["center"], view["wlh"]
-        box = {
-            "center": torch.tensor([[x, y]]), "yaw": torch.tensor([view["yaw"]]),
-            "length": torch.tensor([length]), "width": torch.tensor([w]),
-            "bottom": torch.tensor([z - h / 2]), "height": torch.tensor([h]),
-        }  # fmt: skip
+        cams, images = painting_images(db, view["sample_token"], cfg.data.cameras)
+        box = view_box(view)
         walls = [b for b in db.boxes(view["sample_token"]) if box_in_grid(b, cfg.grid)]
         occluders = {
             "center": torch.tensor(np.array([b.center[:2] for b in walls])),
