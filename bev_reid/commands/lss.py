@@ -19,7 +19,9 @@ def _train_lss_args(p: argparse.ArgumentParser) -> None:
     config_option(p, "--max-steps", "train_lss.max_steps", "stop after this many optimizer steps")
     config_option(p, "--device", "train_lss.device", "auto, cpu or cuda")
     config_option(p, "--batch-size", "train_lss.batch_size", "keyframes per step and process")
-    config_option(p, "--amp", "train_lss.amp", "mixed precision on GPU: none, bf16 or fp16")
+    config_option(
+        p, "--amp", "train_lss.amp", "autocast: none, auto (bf16 where fast), bf16 or fp16"
+    )
     config_option(
         p, "--resume", "train_lss.resume", "continue from the latest checkpoint in the run folder"
     )

@@ -22,6 +22,59 @@ from bev_reid.data.records import AnnotatedBox, CameraFrame
 NO_TARGET = -1  # the depth bin of a cell with no LiDAR point
 
 
+def project_points(
+    points_ego: np.ndarray, cameras: Sequence[CameraFrame], min_depth: float = 0.0
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The points in front of each camera, in its full-size image: what :func:`nearest_points`
+    needs that does not change with the image augmentation (the keyframe Dataset keeps it).
+
+    Args:
+        points_ego: [P, >= 3] LiDAR points in the keyframe's ego frame.
+        cameras: N cameras of the keyframe.
+        min_depth: points nearer than this (metres along the optical axis) are left out.
+    Returns:
+        per camera (uv [Q, 2] float64 original pixels, depth [Q] float32 metres, the rows [Q]
+        int64 of those points in ``points_ego``).
+    """
+    rows = np.arange(len(points_ego))
+    out = []
+    for cam in cameras:
+        uv, depth = cam.project(points_ego)  # P x 2 original pixels, P metres
+        front = depth > max(min_depth, 1e-3)
+        out.append((uv[front], depth[front].astype(np.float32), rows[front]))
+    return out
+
+
+def nearest_in_cells(
+    projected: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    post_rots: Sequence[np.ndarray],
+    post_trans: Sequence[np.ndarray],
+    final_dim: tuple[int, int],
+    downsample: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`nearest_points` of points already projected by :func:`project_points`."""
+    feat_h, feat_w = final_dim[0] // downsample, final_dim[1] // downsample
+    depth_out = np.full((len(projected), feat_h, feat_w), np.inf, dtype=np.float32)
+    index_out = np.full((len(projected), feat_h, feat_w), -1, dtype=np.int64)
+    for n, ((uv, depth, which), rot, tran) in enumerate(
+        zip(projected, post_rots, post_trans, strict=True)
+    ):
+        moved = uv @ np.asarray(rot, np.float64)[:2, :2].T + np.asarray(tran, np.float64)[:2]
+        col = np.floor(moved[:, 0] / downsample).astype(np.int64)
+        row = np.floor(moved[:, 1] / downsample).astype(np.int64)
+        inside = (col >= 0) & (col < feat_w) & (row >= 0) & (row < feat_h)
+        cell = (row * feat_w + col)[inside]
+        depth_in, which_in = depth[inside], which[inside]
+        # Per cell, the nearest point: sort by (cell, depth) and keep each cell's first.
+        order = np.lexsort((depth_in, cell))
+        first = np.ones(order.size, dtype=bool)
+        first[1:] = cell[order][1:] != cell[order][:-1]
+        keep = order[first]
+        depth_out[n].reshape(-1)[cell[keep]] = depth_in[keep]
+        index_out[n].reshape(-1)[cell[keep]] = which_in[keep]
+    return depth_out, index_out
+
+
 def nearest_points(
     points_ego: np.ndarray,
     cameras: Sequence[CameraFrame],
@@ -45,28 +98,8 @@ def nearest_points(
         depth [N, H / downsample, W / downsample] float32 metres, inf where no point falls; and
         the row of that point in ``points_ego`` (int64, -1 where none).
     """
-    feat_h, feat_w = final_dim[0] // downsample, final_dim[1] // downsample
-    depth_out = np.full((len(cameras), feat_h, feat_w), np.inf, dtype=np.float32)
-    index_out = np.full((len(cameras), feat_h, feat_w), -1, dtype=np.int64)
-    rows = np.arange(len(points_ego))
-    for n, (cam, rot, tran) in enumerate(zip(cameras, post_rots, post_trans, strict=True)):
-        uv, depth = cam.project(points_ego)  # P x 2 original pixels, P metres
-        front = depth > max(min_depth, 1e-3)
-        uv, depth, which = uv[front], depth[front].astype(np.float32), rows[front]
-        moved = uv @ np.asarray(rot, np.float64)[:2, :2].T + np.asarray(tran, np.float64)[:2]
-        col = np.floor(moved[:, 0] / downsample).astype(np.int64)
-        row = np.floor(moved[:, 1] / downsample).astype(np.int64)
-        inside = (col >= 0) & (col < feat_w) & (row >= 0) & (row < feat_h)
-        cell = (row * feat_w + col)[inside]
-        depth, which = depth[inside], which[inside]
-        # Per cell, the nearest point: sort by (cell, depth) and keep each cell's first.
-        order = np.lexsort((depth, cell))
-        first = np.ones(order.size, dtype=bool)
-        first[1:] = cell[order][1:] != cell[order][:-1]
-        keep = order[first]
-        depth_out[n].reshape(-1)[cell[keep]] = depth[keep]
-        index_out[n].reshape(-1)[cell[keep]] = which[keep]
-    return depth_out, index_out
+    projected = project_points(points_ego, cameras, min_depth)
+    return nearest_in_cells(projected, post_rots, post_trans, final_dim, downsample)
 
 
 def depth_maps(

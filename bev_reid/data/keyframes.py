@@ -3,7 +3,10 @@ the GT vehicle mask, boxes and LiDAR points of each nuScenes keyframe."""
 
 from __future__ import annotations
 
+import math
+from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -12,12 +15,18 @@ from torch.utils.data import Dataset
 
 from bev_reid.config import DataConfig, GridConfig
 from bev_reid.data.augment import ImageAug, sample_augmentation
-from bev_reid.data.depth import NO_TARGET, depth_bins, nearest_points, points_in_boxes
+from bev_reid.data.depth import (
+    NO_TARGET,
+    depth_bins,
+    nearest_in_cells,
+    points_in_boxes,
+    project_points,
+)
 from bev_reid.data.files import read_image
 from bev_reid.data.lidar import paint_points
 from bev_reid.data.nuscenes import NuScenesDB, resolve_scenes
 from bev_reid.data.raster import box_in_grid, category_boxes, rasterize_boxes
-from bev_reid.data.records import CameraFrame, NuScenesFormatError, few
+from bev_reid.data.records import AnnotatedBox, CameraFrame, NuScenesFormatError, few
 
 # Statistics of the ImageNet-pretrained trunk's inputs (a fact of the weights, not a setting).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -26,6 +35,20 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 VARIABLE_SIZE_KEYS = ("lidar", "lidar_rgb")
 # Painted LiDAR reads the images at this fraction of their size (JPEG DCT scaling: fast).
 PAINT_SCALE = 4
+
+
+@dataclass
+class _Keyframe:
+    """What a keyframe gives whatever the augmentation: read once, kept by the Dataset's cache
+    (``data.cache_keyframes``) and augmented anew each time it is asked for."""
+
+    cameras: list[CameraFrame]
+    boxes: list[AnnotatedBox]
+    lidar: np.ndarray  # P x 5
+    images: list  # PIL images, decoded at the size the largest augmentation needs
+    projected: list | None = None  # the LiDAR points in each camera (depth targets)
+    on_vehicle: np.ndarray | None = None  # P bool: the point lies in a vehicle box
+    mask: np.ndarray | None = None  # the GT mask without BEV augmentation
 
 
 class NuScenesKeyframes(Dataset):
@@ -49,6 +72,13 @@ class NuScenesKeyframes(Dataset):
             :func:`bev_reid.reid.texture.texture_crops` reads; not with training augmentation.
         depth: ``(downsample, dbound)``: add ``depth_target``, the LiDAR depth bin of each camera
             feature cell (see :mod:`bev_reid.data.depth`); None leaves it out.
+
+    What does not change with the augmentation (calibration, boxes, LiDAR points and their
+    projections, the images decoded at the size the largest augmentation needs) is kept for the
+    last ``data.cache_keyframes`` keyframes of each process, so a training run that comes back
+    to the same keyframes every epoch reads and projects each once. An index may be a pair
+    ``(epoch, index)``: that epoch's augmentation, whatever :meth:`set_epoch` said (what a
+    DataLoader whose workers live through every epoch passes).
     """
 
     def __init__(
@@ -78,6 +108,7 @@ class NuScenesKeyframes(Dataset):
         if not self.samples:
             raise NuScenesFormatError(f"scenes {few(self.scenes)} hold no keyframes")
         self._index = {token: i for i, (_, token) in enumerate(self.samples)}
+        self._cache: OrderedDict[int, _Keyframe] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -92,21 +123,53 @@ class NuScenesKeyframes(Dataset):
             )
         return self._index[sample_token]
 
-    def image_augmentations(self, index: int, cameras: Sequence[CameraFrame]) -> list[ImageAug]:
+    def image_augmentations(
+        self, index: int, cameras: Sequence[CameraFrame], epoch: int | None = None
+    ) -> list[ImageAug]:
         """One augmentation per camera: random (reproducible when seeded) in training."""
         if not self.is_train:
             return [sample_augmentation(self.cfg, c.width, c.height, None) for c in cameras]
-        rng = np.random.default_rng(None if self.seed is None else (self.seed, self.epoch, index))
+        epoch = self.epoch if epoch is None else epoch
+        rng = np.random.default_rng(None if self.seed is None else (self.seed, epoch, index))
         return [sample_augmentation(self.cfg, c.width, c.height, rng) for c in cameras]
 
-    def bev_augmentation(self, index: int) -> np.ndarray | None:
+    def _decode_size(self, cam: CameraFrame) -> tuple[int, int]:
+        """(W, H) the largest resize of this camera's image can ask for: the images are
+        decoded once at the smallest JPEG scale at least this large."""
+        final_h, final_w = self.cfg.final_dim
+        scale = max(final_h / cam.height, final_w / cam.width)  # validation's resize
+        if self.is_train:
+            scale = max(scale, self.cfg.resize_lim[1])
+        return math.ceil(cam.width * scale), math.ceil(cam.height * scale)
+
+    def _keyframe(self, index: int) -> _Keyframe:
+        """The augmentation-free part of a keyframe, from the cache when it holds it."""
+        if index in self._cache:
+            self._cache.move_to_end(index)
+            return self._cache[index]
+        token = self.samples[index][1]
+        cameras = [self.db.camera(token, ch) for ch in self.cfg.cameras]
+        images = [read_image(c.path, self._decode_size(c)) for c in cameras] if self.images else []
+        frame = _Keyframe(cameras, self.db.boxes(token), self.db.lidar_points(token), images)
+        if self.depth is not None:
+            frame.projected = project_points(frame.lidar, cameras)
+            vehicles = category_boxes(frame.boxes, self.cfg.categories)
+            frame.on_vehicle = points_in_boxes(frame.lidar, vehicles)
+        if self.cfg.cache_keyframes > 0:
+            self._cache[index] = frame
+            while len(self._cache) > self.cfg.cache_keyframes:
+                self._cache.popitem(last=False)
+        return frame
+
+    def bev_augmentation(self, index: int, epoch: int | None = None) -> np.ndarray | None:
         """The BEV augmentation of a training keyframe: [3, 3], new ego = matrix @ old (a turn
         about z drawn from ``data.bev_rot_lim``, then with ``data.bev_flip`` a mirroring across
         x and / or y, each with probability 1/2); None when off or not training."""
         lo, hi = self.cfg.bev_rot_lim
         if not self.is_train or (lo == hi == 0 and not self.cfg.bev_flip):
             return None
-        key = None if self.seed is None else (self.seed, self.epoch, index, 1)
+        epoch = self.epoch if epoch is None else epoch
+        key = None if self.seed is None else (self.seed, epoch, index, 1)
         rng = np.random.default_rng(key)  # its own stream: the image draws stay as they were
         angle = np.deg2rad(rng.uniform(lo, hi))
         c, s = np.cos(angle), np.sin(angle)
@@ -116,8 +179,9 @@ class NuScenesKeyframes(Dataset):
             matrix = np.diag([mirror[0], mirror[1], 1.0]) @ matrix
         return matrix
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        """A keyframe. N cameras, H x W = final_dim, X x Y = the grid:
+    def __getitem__(self, index: int | tuple[int, int]) -> dict[str, Any]:
+        """A keyframe (``index``, or ``(epoch, index)``: see the class doc). N cameras,
+        H x W = final_dim, X x Y = the grid:
 
         imgs [N, 3, H, W] float32 (ImageNet-normalised), rots [N, 3, 3], trans [N, 3],
         intrins [N, 3, 3], post_rots [N, 3, 3], post_trans [N, 3], bev_mask [1, X, Y] float32,
@@ -132,13 +196,14 @@ class NuScenesKeyframes(Dataset):
         With BEV augmentation (:meth:`bev_augmentation`) rots, trans, the mask, boxes and lidar
         are in the augmented ego frame; depth targets, being in the images, do not change.
         """
+        epoch, index = index if isinstance(index, tuple) else (self.epoch, index)
         scene, token = self.samples[index]
-        cameras = [self.db.camera(token, ch) for ch in self.cfg.cameras]
-        augs = self.image_augmentations(index, cameras)
+        frame = self._keyframe(index)
+        cameras, boxes, lidar = frame.cameras, frame.boxes, frame.lidar
+        augs = self.image_augmentations(index, cameras, epoch)
         mean, std = np.asarray(IMAGENET_MEAN, np.float32), np.asarray(IMAGENET_STD, np.float32)
         imgs, post_rots, post_trans = [], [], []
-        for cam, aug in zip(cameras if self.images else [], augs, strict=False):
-            img = read_image(cam.path, at_least=aug.resize_dims)
+        for img, aug in zip(frame.images, augs, strict=False):
             img = np.asarray(aug.apply(img), dtype=np.float32) / 255.0  # H x W x 3
             imgs.append(
                 torch.from_numpy(((img - mean) / std).transpose(2, 0, 1).copy())
@@ -146,11 +211,14 @@ class NuScenesKeyframes(Dataset):
             post_rot, post_tran = aug.matrices()
             post_rots.append(post_rot)
             post_trans.append(post_tran)
-        boxes = self.db.boxes(token)  # in the true ego frame, as the LiDAR points
-        bda = self.bev_augmentation(index)
+        bda = self.bev_augmentation(index, epoch)  # boxes and LiDAR are in the true ego frame
         shown = boxes if bda is None else [b.moved(bda) for b in boxes]  # in the augmented one
-        visible = [b for b in shown if b.visibility >= self.cfg.min_visibility]
-        mask = rasterize_boxes(category_boxes(visible, self.cfg.categories), self.grid)
+        mask = frame.mask if bda is None else None
+        if mask is None:
+            visible = [b for b in shown if b.visibility >= self.cfg.min_visibility]
+            mask = rasterize_boxes(category_boxes(visible, self.cfg.categories), self.grid)
+            if bda is None:
+                frame.mask = mask
 
         def f32(arrays: list[np.ndarray]) -> torch.Tensor:
             return torch.from_numpy(np.stack(arrays).astype(np.float32))
@@ -165,14 +233,13 @@ class NuScenesKeyframes(Dataset):
                 "post_rots": f32(post_rots),  # N x 3 x 3
                 "post_trans": f32(post_trans),  # N x 3
             }
-        lidar = self.db.lidar_points(token)  # P x 5
         if self.depth is not None:
             downsample, dbound = self.depth
-            metres, nearest = nearest_points(
-                lidar, cameras, post_rots, post_trans, self.cfg.final_dim, downsample
+            metres, nearest = nearest_in_cells(
+                frame.projected, post_rots, post_trans, self.cfg.final_dim, downsample
             )  # N x fH x fW each
             camera_items["depth_target"] = torch.from_numpy(depth_bins(metres, dbound))
-            on_vehicle = points_in_boxes(lidar, category_boxes(boxes, self.cfg.categories))
+            on_vehicle = frame.on_vehicle
             seen = np.where(nearest >= 0, on_vehicle[np.maximum(nearest, 0)], NO_TARGET)
             camera_items["vehicle_target"] = torch.from_numpy(seen.astype(np.int64))
         if self.paint or self.texture:
@@ -183,13 +250,15 @@ class NuScenesKeyframes(Dataset):
             if self.paint:
                 camera_items["lidar_rgb"] = torch.from_numpy(paint_points(lidar, cameras, small))
             if self.texture:
-                camera_items["cameras"], camera_items["paint_images"] = cameras, small
+                camera_items["cameras"], camera_items["paint_images"] = list(cameras), small
         if bda is not None:  # after the depth targets and painting, which need the true frame
             lidar = lidar.copy()
             lidar[:, :3] = lidar[:, :3] @ bda.T.astype(np.float32)
+        elif self.cfg.cache_keyframes > 0:
+            lidar = lidar.copy()  # the cache's own stays as it is whatever the caller does
         return {
             **camera_items,
-            "bev_mask": torch.from_numpy(mask)[None],  # 1 x X x Y
+            "bev_mask": torch.from_numpy(mask.copy())[None],  # 1 x X x Y
             "boxes": [b.as_dict() for b in shown if box_in_grid(b, self.grid)],
             "lidar": torch.from_numpy(lidar),
             "sample_token": token,

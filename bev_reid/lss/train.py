@@ -8,6 +8,7 @@ run takes the same next step as an uninterrupted one.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,40 +29,43 @@ from bev_reid.engine.distributed import (
 from bev_reid.engine.loop import Every, resume_or_start, save_and_prune
 from bev_reid.engine.run import last_checkpoint, open_run, wrap_ddp
 from bev_reid.lss.losses import dual_loss, iou_counts
-from bev_reid.lss.model import build_model, forward, to_device
+from bev_reid.lss.model import build_model, forward, resolve_amp, to_device
 
 
-class EpochBatches(Sampler[list[int]]):
-    """Batches of one epoch: a permutation seeded by (seed, epoch), this rank's share of it,
-    cut into full batches, starting at batch ``start``."""
+class RunBatches(Sampler[list[tuple[int, int]]]):
+    """The batches of a run from step ``start`` to ``max_steps``, as lists of (epoch, keyframe
+    index) pairs: each epoch a permutation seeded by (seed, epoch), this rank's share of it, cut
+    into full batches. One DataLoader serves the whole run, so its workers (and the keyframes
+    they keep read, ``data.cache_keyframes``) live through every epoch; the epoch in each pair
+    draws that epoch's augmentation."""
 
     def __init__(
-        self, size: int, batch_size: int, seed: int, epoch: int, dist: DistInfo, start: int = 0
+        self, size: int, batch_size: int, seed: int, dist: DistInfo, start: int, max_steps: int
     ):
-        self.size, self.batch_size, self.seed, self.epoch, self.dist, self.start = (
-            size,
-            batch_size,
-            seed,
-            epoch,
-            dist,
-            start,
-        )
+        self.size, self.batch_size, self.seed, self.dist = size, batch_size, seed, dist
+        self.start, self.max_steps = start, max_steps
 
     @staticmethod
     def per_epoch(size: int, batch_size: int, world_size: int) -> int:
         return (size // world_size) // batch_size
 
-    def __iter__(self) -> Iterator[list[int]]:
-        g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
-        order = torch.randperm(self.size, generator=g)[
-            self.dist.rank :: self.dist.world_size
-        ].tolist()
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         n = self.per_epoch(self.size, self.batch_size, self.dist.world_size)
-        for b in range(self.start, n):
-            yield order[b * self.batch_size : (b + 1) * self.batch_size]
+        step = self.start
+        while step < self.max_steps:
+            epoch, first = divmod(step, n)
+            g = torch.Generator().manual_seed(self.seed * 100003 + epoch)
+            order = torch.randperm(self.size, generator=g)[
+                self.dist.rank :: self.dist.world_size
+            ].tolist()
+            for b in range(first, n):
+                if step >= self.max_steps:
+                    return
+                yield [(epoch, i) for i in order[b * self.batch_size : (b + 1) * self.batch_size]]
+                step += 1
 
     def __len__(self) -> int:
-        return self.per_epoch(self.size, self.batch_size, self.dist.world_size) - self.start
+        return max(0, self.max_steps - self.start)
 
 
 def bev_image(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -122,7 +126,7 @@ def _train(cfg: Config, dist: DistInfo) -> Path:
     dataset = NuScenesKeyframes(
         cfg.data, cfg.grid, is_train=True, split=tc.split, seed=tc.seed, depth=depth
     )
-    per_epoch = EpochBatches.per_epoch(len(dataset), tc.batch_size, dist.world_size)
+    per_epoch = RunBatches.per_epoch(len(dataset), tc.batch_size, dist.world_size)
     if per_epoch == 0:
         raise ValueError(
             f"{len(dataset)} training keyframes are fewer than "
@@ -130,7 +134,10 @@ def _train(cfg: Config, dist: DistInfo) -> Path:
         )
     model = build_model(cfg).to(dist.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    scaler = torch.amp.GradScaler(dist.device.type, enabled=tc.amp == "fp16")
+    amp = resolve_amp(tc.amp, dist.device)
+    if tc.amp == "auto" and dist.is_main:
+        print(f"train-lss: train_lss.amp auto: {amp} on {dist.device.type}", file=sys.stderr)
+    scaler = torch.amp.GradScaler(dist.device.type, enabled=amp == "fp16")
     step = 0
     ckpt = resume_or_start(ckpt_dir, tc.resume, "train-lss", announce=dist.is_main)
     if ckpt is not None:
@@ -150,65 +157,60 @@ def _train(cfg: Config, dist: DistInfo) -> Path:
     )
     net.train()
     tick, seen = time.perf_counter(), 0
-    while step < tc.max_steps:
-        epoch, start = divmod(step, per_epoch)
-        dataset.set_epoch(epoch)
-        loader = DataLoader(
-            dataset,
-            batch_sampler=EpochBatches(len(dataset), tc.batch_size, tc.seed, epoch, dist, start),
-            num_workers=cfg.data.num_workers,
-            collate_fn=collate,
-            generator=torch.Generator().manual_seed(tc.seed),  # leaves the global RNG alone
-        )
-        for batch in loader:
-            batch = to_device(batch, dist.device)
-            for group in optimizer.param_groups:
-                group["lr"] = tc.lr * lr_factor(step, tc.max_steps, tc.lr_schedule, tc.warmup)
-            out = forward(net, batch, tc.amp, dist.device)
-            terms = dual_loss(out, batch, tc)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(terms.total).backward()
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            step += 1
-            seen += batch["imgs"].shape[0] * dist.world_size
-            counts = all_reduce_mean(iou_counts(out.logits, batch["bev_mask"]).sum(0))
-            iou = float(counts[0] / counts[1].clamp(min=1))
-            bar.update(1)
-            bar.set_postfix(loss=f"{terms.total.item():.4f}", iou=f"{iou:.3f}")
-            last = step >= tc.max_steps
-            if log_due.due(step, last) and writer is not None:
-                now = time.perf_counter()
-                writer.add_scalar("loss/total", terms.total.item(), step)
-                writer.add_scalar("loss/bce", terms.bce.item(), step)
-                writer.add_scalar("loss/mse", terms.mse.item(), step)
-                if tc.depth_weight > 0:
-                    writer.add_scalar("loss/depth", terms.depth.item(), step)
-                if cfg.lss.image_seg and tc.seg_weight > 0:
-                    writer.add_scalar("loss/image_seg", terms.seg.item(), step)
-                if tc.dice_weight > 0:
-                    writer.add_scalar("loss/dice", terms.dice.item(), step)
-                writer.add_scalar("iou/train", iou, step)
-                writer.add_scalar("lr", optimizer.param_groups[0]["lr"], step)
-                writer.add_scalar("throughput/samples_per_s", seen / max(now - tick, 1e-9), step)
-                tick, seen = now, 0
-            if image_due.due(step) and writer is not None:
-                writer.add_image("bev/pred_vs_gt", bev_image(out.logits, batch["bev_mask"]), step)
-                if tc.depth_weight > 0:
-                    picture = depth_image(out.depth_logits, batch["depth_target"], cfg.grid.dbound)
-                    writer.add_image("depth/pred_vs_lidar", picture, step)
-            # The last step is always saved: the run's result (and the demo's resume point).
-            if (save_due.due(step) or last) and dist.is_main:
-                meta = {
-                    "kind": "lss",
-                    "config": to_dict(cfg),
-                    "metrics": {"loss": terms.total.item(), "iou": iou},
-                }
-                save_and_prune(ckpt_dir, step, model, optimizer, meta, tc.keep_checkpoints)
-            if last:
-                break
+    loader = DataLoader(
+        dataset,
+        batch_sampler=RunBatches(len(dataset), tc.batch_size, tc.seed, dist, step, tc.max_steps),
+        num_workers=cfg.data.num_workers,
+        collate_fn=collate,
+        generator=torch.Generator().manual_seed(tc.seed),  # leaves the global RNG alone
+    )
+    for batch in loader:
+        batch = to_device(batch, dist.device)
+        for group in optimizer.param_groups:
+            group["lr"] = tc.lr * lr_factor(step, tc.max_steps, tc.lr_schedule, tc.warmup)
+        out = forward(net, batch, amp, dist.device)
+        terms = dual_loss(out, batch, tc)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(terms.total).backward()
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        step += 1
+        seen += batch["imgs"].shape[0] * dist.world_size
+        counts = all_reduce_mean(iou_counts(out.logits, batch["bev_mask"]).sum(0))
+        iou = float(counts[0] / counts[1].clamp(min=1))
+        bar.update(1)
+        bar.set_postfix(loss=f"{terms.total.item():.4f}", iou=f"{iou:.3f}")
+        last = step >= tc.max_steps
+        if log_due.due(step, last) and writer is not None:
+            now = time.perf_counter()
+            writer.add_scalar("loss/total", terms.total.item(), step)
+            writer.add_scalar("loss/bce", terms.bce.item(), step)
+            writer.add_scalar("loss/mse", terms.mse.item(), step)
+            if tc.depth_weight > 0:
+                writer.add_scalar("loss/depth", terms.depth.item(), step)
+            if cfg.lss.image_seg and tc.seg_weight > 0:
+                writer.add_scalar("loss/image_seg", terms.seg.item(), step)
+            if tc.dice_weight > 0:
+                writer.add_scalar("loss/dice", terms.dice.item(), step)
+            writer.add_scalar("iou/train", iou, step)
+            writer.add_scalar("lr", optimizer.param_groups[0]["lr"], step)
+            writer.add_scalar("throughput/samples_per_s", seen / max(now - tick, 1e-9), step)
+            tick, seen = now, 0
+        if image_due.due(step) and writer is not None:
+            writer.add_image("bev/pred_vs_gt", bev_image(out.logits, batch["bev_mask"]), step)
+            if tc.depth_weight > 0:
+                picture = depth_image(out.depth_logits, batch["depth_target"], cfg.grid.dbound)
+                writer.add_image("depth/pred_vs_lidar", picture, step)
+        # The last step is always saved: the run's result (and the demo's resume point).
+        if (save_due.due(step) or last) and dist.is_main:
+            meta = {
+                "kind": "lss",
+                "config": to_dict(cfg),
+                "metrics": {"loss": terms.total.item(), "iou": iou},
+            }
+            save_and_prune(ckpt_dir, step, model, optimizer, meta, tc.keep_checkpoints)
     bar.close()
     if writer is not None:
         writer.close()

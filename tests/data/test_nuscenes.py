@@ -113,6 +113,38 @@ def test_training_augmentation_is_seeded(dataroot, db):
     assert first != ds.image_augmentations(0, cams)
 
 
+def test_cached_keyframes_equal_fresh_reads(dataroot, db):
+    """With data.cache_keyframes a training keyframe is read, decoded and projected once; every
+    later epoch's item equals what a Dataset without the cache reads from disk for the same
+    (epoch, index), and what a caller does to an item leaves the cache as it was."""
+    depth = (8, (4.0, 36.0, 1.0))
+    kw = {"final_dim": (64, 176), "resize_lim": (0.105, 0.125), "bot_pct_lim": (0.0, 0.1)}
+    fresh = NuScenesKeyframes(_data_cfg(dataroot, **kw), GRID, True, db=db, seed=5, depth=depth)
+    cfg = _data_cfg(dataroot, cache_keyframes=2, **kw)
+    cached = NuScenesKeyframes(cfg, GRID, True, db=db, seed=5, depth=depth)
+    keys = (
+        "imgs",
+        "post_rots",
+        "post_trans",
+        "bev_mask",
+        "lidar",
+        "depth_target",
+        "vehicle_target",
+    )
+    for epoch, index in [(0, 0), (0, 1), (1, 0), (2, 1), (0, 2), (3, 0)]:
+        got, want = cached[(epoch, index)], fresh[(epoch, index)]
+        for key in keys:
+            torch.testing.assert_close(got[key], want[key], rtol=0, atol=0, msg=key)
+        assert got["boxes"] == want["boxes"]
+        got["lidar"].zero_()
+        got["bev_mask"].zero_()
+    assert sorted(cached._cache) == [0, 2]  # at most two kept, the least recently used dropped
+    # (epoch, index) is the augmentation set_epoch(epoch) gives index.
+    fresh.set_epoch(3)
+    torch.testing.assert_close(fresh[0]["imgs"], cached[(3, 0)]["imgs"], rtol=0, atol=0)
+    torch.testing.assert_close(fresh[0]["lidar"], cached[(3, 0)]["lidar"], rtol=0, atol=0)
+
+
 # ---------------------------------------------------------------------------------------------
 # GT BEV mask against the devkit's points_in_box
 

@@ -12,9 +12,15 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from bev_reid.config import SynthConfig, load_config
 from bev_reid.data.keyframes import NuScenesKeyframes, collate
-from bev_reid.engine.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
-from bev_reid.lss.model import CAMERA_KEYS, build_model, forward, load_lss
-from bev_reid.lss.train import train_lss
+from bev_reid.engine.checkpoint import (
+    CheckpointError,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from bev_reid.engine.distributed import DistInfo
+from bev_reid.lss.model import CAMERA_KEYS, build_model, forward, load_lss, resolve_amp
+from bev_reid.lss.train import RunBatches, train_lss
 from bev_reid.lss.validate import validate_lss
 from bev_reid.synth.generate import generate_world
 
@@ -235,6 +241,52 @@ def test_overfitting_two_keyframes_lowers_loss_and_raises_iou(tmp_path_factory, 
     assert last < 0.7 * first, (first, last)
     # IoU per step is noisy (batch norm in training mode on two samples): compare ten-step means.
     assert sum(iou[-10:]) / 10 > sum(iou[:10]) / 10 + 0.05, iou
+
+
+def test_run_batches_cross_epochs_and_resume_mid_run():
+    """One sampler serves the whole run: each epoch is the permutation seeded by (seed, epoch)
+    cut into full batches (the leftover keyframe waits for the next epoch), every index carries
+    its epoch, and starting at step k gives the tail of the run from step 0."""
+    dist = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+    run = list(RunBatches(7, 2, seed=4, dist=dist, start=0, max_steps=8))
+    assert len(run) == 8 == len(RunBatches(7, 2, 4, dist, 0, 8))
+    expected = []
+    for epoch in range(3):
+        order = torch.randperm(7, generator=torch.Generator().manual_seed(4 * 100003 + epoch))
+        expected += [[(epoch, int(i)) for i in order[b : b + 2]] for b in (0, 2, 4)]
+    assert run == expected[:8]
+    assert list(RunBatches(7, 2, 4, dist, 5, 8)) == run[5:]
+    assert list(RunBatches(7, 2, 4, dist, 8, 8)) == []
+    # Two processes share each epoch's permutation, each its own half.
+    halves = [
+        list(RunBatches(8, 2, 4, DistInfo(r, 2, r, torch.device("cpu")), 0, 4)) for r in (0, 1)
+    ]
+    seen = [i for half in halves for batch in half[:2] for _, i in batch]
+    assert sorted(seen) == list(range(8))
+
+
+def test_auto_amp_is_bf16_only_where_it_is_fast():
+    cpu = torch.device("cpu")
+    assert resolve_amp("none", cpu) == "none" and resolve_amp("fp16", cpu) == "fp16"
+    flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").exists() else []
+    if not flags:
+        pytest.skip("no /proc/cpuinfo to tell whether this CPU has AMX tiles")
+    assert resolve_amp("auto", cpu) == ("bf16" if "amx_tile" in flags else "none")
+
+
+def test_channels_last_weights_save_and_load_to_the_same_outputs(synth_world, tmp_path):
+    """The network's convolutions are channels-last (build_model); a checkpoint of them loads
+    into a fresh network that gives the same outputs."""
+    cfg = tiny(synth_world)
+    model = build_model(cfg).eval()
+    conv = model.bevencode.stem[0].weight  # 7 x 7: the two layouts differ
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    path = save_checkpoint(tmp_path, 1, model, meta={"kind": "lss"})
+    loaded = build_model(cfg).eval()
+    loaded.load_state_dict(load_checkpoint(path).model_state())
+    batch = batch_of(cfg, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(forward(loaded, batch).logits, forward(model, batch).logits)
 
 
 def test_resume_takes_the_same_next_step(synth_world, tmp_path):
