@@ -14,6 +14,11 @@ inference pass add (as bench_ops.peak_memory measures it), and the ratios agains
 Then what depth supervision from LiDAR (``train_lss.depth_weight`` > 0) costs: the loader's time
 per keyframe with and without the depth targets (projecting the LiDAR points into the six
 cameras), and the fused model's training step with and without the depth term.
+
+Last what makes a step fast on a CPU: a keyframe loaded from the Dataset's cache
+(``data.cache_keyframes``: images decoded and LiDAR projected once) against read anew, and the
+fused model's training step with its convolution weights channels-last (what ``build_model``
+makes) against the plain layout, in float32 and under ``train_lss.amp: auto``.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from bench_ops import peak_memory  # the same measure in every benchmark
 from bev_reid.config import SynthConfig, load_config
 from bev_reid.data.keyframes import NuScenesKeyframes, collate
 from bev_reid.lss.losses import dual_loss
-from bev_reid.lss.model import build_model, forward
+from bev_reid.lss.model import build_model, forward, resolve_amp
 from bev_reid.synth.generate import generate_world
 
 SPLATS = ("fused", "bev_pool", "reference")
@@ -58,10 +63,21 @@ def main() -> None:
         )
         base = {"data.dataroot": str(world), "data.version": "v1.0-mini", "train_lss.amp": "none"}
         cfg = load_config(args.config, overrides=base)
-        dataset = NuScenesKeyframes(cfg.data, cfg.grid, is_train=True, seed=0)
+        fresh = dataclasses.replace(cfg.data, cache_keyframes=0)  # each keyframe read anew
+        dataset = NuScenesKeyframes(fresh, cfg.grid, is_train=True, seed=0)
         depth = (cfg.lss.downsample, cfg.grid.dbound)
-        with_depth = NuScenesKeyframes(cfg.data, cfg.grid, is_train=True, seed=0, depth=depth)
+        with_depth = NuScenesKeyframes(fresh, cfg.grid, is_train=True, seed=0, depth=depth)
         load_times = loader_times(dataset, with_depth, args.batch, args.repeat)
+        cached = NuScenesKeyframes(
+            dataclasses.replace(cfg.data, cache_keyframes=args.batch),
+            cfg.grid,
+            is_train=True,
+            seed=0,
+            depth=depth,
+        )
+        for i in range(args.batch):
+            cached[i]  # fills the cache
+        cache_times = loader_times(with_depth, cached, args.batch, args.repeat)
         batch = collate([with_depth[i] for i in range(args.batch)])
     batch = {k: v.to(args.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
     splats = SPLATS[:2] if args.skip_reference else SPLATS
@@ -150,6 +166,7 @@ def main() -> None:
             f"  fused vs reference: training step {results['reference'][0] / t_fused:.2f}x faster"
         )
     depth_cost(models["fused"], batch, cfg, args, load_times)
+    layout_cost(models["fused"], batch, cfg, args, cache_times)
 
 
 def loader_times(plain, with_depth, n: int, repeat: int) -> tuple[float, float]:
@@ -199,6 +216,54 @@ def depth_cost(model, batch, cfg, args, load_times: tuple[float, float]) -> None
         f"  training step {off * 1e3:.0f}ms without the depth term, {on * 1e3:.0f}ms with it "
         f"({(on / off - 1) * 100:+.1f}%); loading a keyframe {load_off * 1e3:.0f}ms without "
         f"depth targets, {load_on * 1e3:.0f}ms with them ({(load_on / load_off - 1) * 100:+.1f}%)"
+    )
+
+
+def layout_cost(model, batch, cfg, args, cache_times: tuple[float, float]) -> None:
+    """Prints the fused model's training step in the plain layout and channels-last, in float32
+    and under amp auto, and the loader's time per keyframe read anew and from the cache."""
+    device = torch.device(args.device)
+    auto = resolve_amp("auto", device)
+    plain = build_model(cfg).to(device).to(memory_format=torch.contiguous_format)
+    plain.load_state_dict(model.state_dict())
+    runs = {"plain float32": (plain, "none"), "channels-last float32": (model, "none")}
+    if auto != "none":
+        runs[f"channels-last {auto} (amp auto)"] = (model, auto)
+    optimizers = {name: torch.optim.Adam(m.parameters(), lr=1e-3) for name, (m, _) in runs.items()}
+
+    def step(name: str) -> float:
+        net, amp = runs[name]
+        net.train()
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        loss = dual_loss(forward(net, batch, amp), batch, cfg.train_lss).total
+        optimizers[name].zero_grad(set_to_none=True)
+        loss.backward()
+        optimizers[name].step()
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t
+
+    for name in runs:
+        step(name)  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(args.repeat):
+        for name in runs:
+            times[name].append(step(name))
+    base = statistics.median(times["plain float32"])
+    print(
+        f"Layout and precision (fused splat, amp auto is {auto!r} here), training step per sample:"
+    )
+    for name in runs:
+        t = statistics.median(times[name])
+        print(
+            f"  {name:32s} {t / args.batch * 1e3:6.0f}ms  {base / t:5.2f}x the plain float32 step"
+        )
+    fresh, cached = cache_times
+    print(
+        f"  loading a keyframe with depth targets: {fresh * 1e3:.0f}ms read anew, "
+        f"{cached * 1e3:.0f}ms from the cache ({fresh / cached:.1f}x)"
     )
 
 
