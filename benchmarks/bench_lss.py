@@ -181,6 +181,21 @@ def loader_times(plain, with_depth, n: int, repeat: int) -> tuple[float, float]:
     return statistics.median(times[0]), statistics.median(times[1])
 
 
+def timed_step(model, optimizer, batch, tc, amp: str, device: str) -> float:
+    """Seconds of one training step (forward under ``amp``, dual loss of ``tc``, backward, Adam)."""
+    model.train()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    loss = dual_loss(forward(model, batch, amp), batch, tc).total
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t
+
+
 def depth_cost(model, batch, cfg, args, load_times: tuple[float, float]) -> None:
     """Prints the fused model's training step without and with the depth term, and the loader's
     time per keyframe without and with its targets."""
@@ -189,26 +204,12 @@ def depth_cost(model, batch, cfg, args, load_times: tuple[float, float]) -> None
         "with": dataclasses.replace(cfg.train_lss, depth_weight=1.0),
     }
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    model.train()
-
-    def step(tc) -> float:
-        if args.device == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        loss = dual_loss(forward(model, batch), batch, tc).total
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if args.device == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - t
-
     for tc in terms.values():
-        step(tc)  # warm-up
+        timed_step(model, optimizer, batch, tc, "none", args.device)  # warm-up
     times: dict[str, list[float]] = {name: [] for name in terms}
     for _ in range(args.repeat):
         for name, tc in terms.items():
-            times[name].append(step(tc))
+            times[name].append(timed_step(model, optimizer, batch, tc, "none", args.device))
     off, on = (statistics.median(times[name]) / args.batch for name in terms)
     load_off, load_on = load_times
     print("Depth supervision (fused splat), per sample:")
@@ -233,17 +234,7 @@ def layout_cost(model, batch, cfg, args, cache_times: tuple[float, float]) -> No
 
     def step(name: str) -> float:
         net, amp = runs[name]
-        net.train()
-        if args.device == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        loss = dual_loss(forward(net, batch, amp), batch, cfg.train_lss).total
-        optimizers[name].zero_grad(set_to_none=True)
-        loss.backward()
-        optimizers[name].step()
-        if args.device == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - t
+        return timed_step(net, optimizers[name], batch, cfg.train_lss, amp, args.device)
 
     for name in runs:
         step(name)  # warm-up

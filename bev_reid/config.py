@@ -426,6 +426,16 @@ class BuildConfig(_Section):
     device: Device = "auto"
     split: str = ""  # official split to read; empty = every scene of the version
 
+    @property
+    def camera_bev(self) -> bool:
+        """Whether the crops hold camera BEV features (the LSS model's BEV pass)."""
+        return "camera" in self.modalities and "bev" in self.camera_crops
+
+    @property
+    def camera_texture(self) -> bool:
+        """Whether the crops hold the camera texture (the images, no LSS)."""
+        return "camera" in self.modalities and "texture" in self.camera_crops
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if not self.modalities:

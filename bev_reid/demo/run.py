@@ -52,7 +52,6 @@ def default_config() -> Path:
 def demo_config(cfg: Config, out: Path) -> Config:
     """``cfg`` with every folder placed under ``out``."""
     world = out / "world"
-    bev_crops = "camera" in cfg.build.modalities and "bev" in cfg.build.camera_crops
     return dataclasses.replace(
         cfg,
         synth=dataclasses.replace(cfg.synth, out=str(world)),
@@ -64,7 +63,7 @@ def demo_config(cfg: Config, out: Path) -> Config:
             cfg.build,
             out=str(out / "dataset"),
             # the LSS features, when the camera crops hold them
-            checkpoint=str(out / "lss" / "checkpoints") if bev_crops else "",
+            checkpoint=str(out / "lss" / "checkpoints") if cfg.build.camera_bev else "",
         ),
         reid_run=dataclasses.replace(
             cfg.reid_run, dataset_dir=str(out / "dataset"), log_dir=str(out / "reid"), run_id="both"

@@ -63,15 +63,14 @@ def open_source(cfg: Config) -> Source:
     device = pick_device(bc.device)
     data: DataConfig = cfg.data
     grid, model, ckpt_info, channels = cfg.grid, None, None, []
-    camera = "camera" in bc.modalities
-    if bc.checkpoint and not (camera and "bev" in bc.camera_crops):
+    if bc.checkpoint and not bc.camera_bev:
         print(
             f"build-dataset: the LSS checkpoint {bc.checkpoint!r} is not read: no crop holds "
             f"camera BEV features (modalities {list(bc.modalities)}, camera_crops "
             f"{list(bc.camera_crops)})",
             file=sys.stderr,
         )
-    if camera and "bev" in bc.camera_crops:
+    if bc.camera_bev:
         from bev_reid.engine.checkpoint import load_checkpoint
         from bev_reid.lss.model import lss_from_checkpoint
 
@@ -93,7 +92,7 @@ def open_source(cfg: Config) -> Source:
             num_workers=data.num_workers,
         )
         channels += camera_channel_names(trained.lss.bev_channels)
-    if camera and "texture" in bc.camera_crops:
+    if bc.camera_texture:
         channels += texture_channel_names(bc.texture_levels)
     if "lidar" in bc.modalities:
         channels += (
@@ -108,7 +107,7 @@ def open_source(cfg: Config) -> Source:
         split=bc.split or None,
         images=model is not None,
         paint="lidar" in bc.modalities and bc.lidar_colour,
-        texture=camera and "texture" in bc.camera_crops,
+        texture=bc.camera_texture,
     )
     return Source(dataset, grid, model, device, ckpt_info, channels)
 
@@ -241,7 +240,6 @@ def cut_crops(
     box of the keyframe; None: the boxes ``geometry``) hide texture behind them when
     ``bc.texture_occlusion``."""
     size, align = bc.crop_size, bc.align_heading
-    camera = "camera" in bc.modalities
     parts = []
 
     def sample(chosen: list[torch.Tensor]) -> None:
@@ -251,9 +249,9 @@ def cut_crops(
                 crop_boxes(feature_map, geometry, grid, size, align, bc.zero_outside, bc.crop_cell)
             )
 
-    bev = 1 if camera and "bev" in bc.camera_crops else 0
+    bev = 1 if bc.camera_bev else 0
     sample(maps[:bev])
-    if camera and "texture" in bc.camera_crops:
+    if bc.camera_texture:
         parts.append(
             texture_crops(
                 geometry,
@@ -325,10 +323,9 @@ def process_part(
         if not keep:
             continue
         geometry = {k: v[keep] for k, v in geometry.items()}
-        occluding = "camera" in bc.modalities and "texture" in bc.camera_crops
         every_box = (  # what hides camera texture: every box of the keyframe
             box_geometry(batch["boxes"][0], source.device)
-            if occluding and bc.texture_occlusion
+            if bc.camera_texture and bc.texture_occlusion
             else None
         )
         crop = cut_crops(maps, batch, geometry, bc, source.grid, source.device, every_box)

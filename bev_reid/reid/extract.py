@@ -60,11 +60,11 @@ class CropRecipe:
     @property
     def needs_lss(self) -> bool:
         """Camera BEV features: the LSS model's BEV pass."""
-        return "camera" in self.build.modalities and "bev" in self.build.camera_crops
+        return self.build.camera_bev
 
     @property
     def needs_texture(self) -> bool:
-        return "camera" in self.build.modalities and "texture" in self.build.camera_crops
+        return self.build.camera_texture
 
     def covers(self, category: str) -> bool:
         """Whether boxes of this nuScenes category (e.g. ``vehicle.car``) are what the embedding
