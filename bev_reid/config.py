@@ -641,6 +641,11 @@ class TrackConfig:
     # With embeddings, a lost track that has views sleeps until this many keyframes lost,
     # re-identified by appearance alone (bev_reid.track.lifecycle); 0 = no dormancy.
     reid_max_age: int = 20
+    # With embeddings, once a scene is tracked: a track that starts after another ended joins
+    # it when their views look alike (bev_reid.track.stitch; offline: it needs the whole scene).
+    stitch: bool = True
+    stitch_max_distance: float = 0.3  # the largest cosine distance of joined views
+    stitch_gate_m: float = 10.0  # the widest gate between a track's end and the next's start, m
     max_gate_m: float = 8.0  # the widest the gate of a lost track grows, metres
     min_hits: int = 1  # matched detections before a track is reported
     memory: int = 8  # views in a track's appearance memory
@@ -659,9 +664,11 @@ class TrackConfig:
         for key in ("det_noise_m", "det_size_noise", "det_yaw_noise_deg", "det_velocity_noise",
                     "det_fp_rate", "min_score", "lost_gate_growth_m", "max_lost_cost"):  # fmt: skip
             need(0.0 <= getattr(self, key) < float("inf"), key, ">= 0 (finite)")
-        for key in ("gate_m", "max_gate_m", "accel_noise", "measurement_noise_m", "velocity_std"):
+        for key in ("gate_m", "max_gate_m", "stitch_gate_m", "accel_noise",
+                    "measurement_noise_m", "velocity_std"):  # fmt: skip
             need(0.0 < getattr(self, key) < float("inf"), key, "> 0 (finite)")
-        need(0.0 <= self.max_appearance_distance <= 2.0, "max_appearance_distance", "in [0, 2]")
+        for key in ("max_appearance_distance", "stitch_max_distance"):
+            need(0.0 <= getattr(self, key) <= 2.0, key, "in [0, 2]")
         need(self.memory_mode in ("mean", "nearest"), "memory_mode", "mean or nearest")
         need(self.det_seed >= 0, "det_seed", ">= 0")
         need(self.det_max_gap >= 1, "det_max_gap", ">= 1 keyframe")

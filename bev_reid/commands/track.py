@@ -50,7 +50,11 @@ def track(args: argparse.Namespace, cfg: Config) -> int:
     from bev_reid.track.run import run_tracking
 
     run = run_tracking(cfg)
-    mode = "motion + ReID" if run.appearance else "motion alone"
+    mode = (
+        f"motion + ReID, {run.stitched} joined to an earlier track"
+        if run.appearance
+        else "motion alone"
+    )
     rate = run.keyframes / max(run.seconds, 1e-9)
     print(
         f"wrote {run.path}: {run.keyframes} keyframes, {run.tracks} tracks ({mode}), "

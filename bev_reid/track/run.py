@@ -3,7 +3,8 @@
 Reads the detection-results file (checked against the dataroot's keyframes), tracks every scene
 (``data.scenes``, else all of the version) keyframe by keyframe with :class:`Tracker`, embedding
 the detections with the ReID checkpoint (one BEV pass per keyframe) unless it is ``none``, and
-writes tracking-results JSON that lists every keyframe of those scenes.
+writes tracking-results JSON that lists every keyframe of those scenes. At the end of each scene
+the tracks that join an earlier one take its id (:mod:`bev_reid.track.stitch`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class TrackingRun:
     seconds: float  # the whole loop, reading included
     embed_seconds: float  # the BEV pass, cropping and the ReID net
     appearance: bool
+    stitched: int = 0  # tracks joined to an earlier one at the end of their scene
 
 
 def open_embedder(cfg: Config, db: NuScenesDB):
@@ -66,6 +68,7 @@ def run_tracking(cfg: Config, progress: bool = True) -> TrackingRun:
     total = sum(len(db.keyframes(s)) for s in scenes)
     bar = tqdm(total=total, desc="track", unit="keyframe", disable=not progress)
     start = time.perf_counter()
+    stitched = 0
     for scene in scenes:
         tracker.reset()
         tokens = db.keyframes(scene)
@@ -76,6 +79,11 @@ def run_tracking(cfg: Config, progress: bool = True) -> TrackingRun:
             frame = Frame(token, int(db.sample(token)["timestamp"]), dets, emb)
             results[token] = tracker.step(frame)
             bar.update(1)
+        renamed = tracker.stitch()
+        stitched += len(renamed)
+        for token in tokens:
+            for record in results[token]:
+                record["tracking_id"] = renamed.get(record["tracking_id"], record["tracking_id"])
     seconds = time.perf_counter() - start
     bar.close()
     meta = dict(DEFAULT_META)
@@ -89,4 +97,5 @@ def run_tracking(cfg: Config, progress: bool = True) -> TrackingRun:
         seconds,
         0.0 if embedder is None else embedder.seconds,
         embedder is not None,
+        stitched,
     )

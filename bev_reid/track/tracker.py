@@ -11,6 +11,9 @@ Per keyframe (one :class:`Frame`):
    lost too long die (:mod:`bev_reid.track.lifecycle`);
 4. the tracks matched at this keyframe are reported as tracking-results records.
 
+At the end of a scene, :meth:`Tracker.stitch` says which tracks join an earlier one (with
+embeddings and ``track.stitch``; :mod:`bev_reid.track.stitch`).
+
 With ``use_appearance`` off (``--reid-checkpoint none``) the same loop runs on motion alone.
 """
 
@@ -21,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bev_reid.config import TrackConfig
-from bev_reid.track import lifecycle
+from bev_reid.track import lifecycle, stitch
 from bev_reid.track.association import (
     association_cost,
     centre_distances,
@@ -66,6 +69,8 @@ class Tracker:
         """Forgets the tracks (a new scene starts)."""
         self.tracks: list[lifecycle.Track] = []
         self.last_timestamp: int | None = None
+        self.frame = -1  # keyframe number in the scene
+        self.tracklets: dict[int, stitch.Tracklet] = {}  # track id -> what stitching needs
 
     def _cost(
         self, tracks: list[lifecycle.Track], dets: list[Detection], emb: np.ndarray | None
@@ -119,6 +124,7 @@ class Tracker:
         cfg = self.cfg
         dt = 0.0 if self.last_timestamp is None else (frame.timestamp - self.last_timestamp) / 1e6
         self.last_timestamp = frame.timestamp
+        self.frame += 1
         for track in self.tracks:
             track.kf.predict(dt)
         keep = [
@@ -131,6 +137,7 @@ class Tracker:
         active = [t for t in self.tracks if not lifecycle.is_lost(t)]
         lost = [t for t in self.tracks if lifecycle.is_lost(t)]
         free = list(range(len(dets)))
+        views: dict[int, np.ndarray | None] = {}  # track id -> its embedding at this keyframe
         matched: dict[int, int] = {}  # id(track) -> detection index
         for group in (active, lost):
             for i, j in self._associate(group, dets, emb, free):
@@ -139,20 +146,38 @@ class Tracker:
         for track in self.tracks:
             if id(track) in matched:
                 j = matched[id(track)]
-                lifecycle.update(track, dets[j], None if emb is None else emb[j], cfg)
+                views[track.id] = None if emb is None else emb[j]
+                lifecycle.update(track, dets[j], views[track.id], cfg)
             else:
                 lifecycle.coast(track)
         for j in free:
-            embedding = None if emb is None else emb[j]
+            embedding = views[self.next_id] = None if emb is None else emb[j]
             self.tracks.append(lifecycle.birth(self.next_id, dets[j], embedding, cfg))
             self.next_id += 1
         appearance = self.use_appearance
         self.tracks = [t for t in self.tracks if not lifecycle.is_dead(t, cfg, appearance)]
-        return [
-            self._record(frame.sample_token, t)
-            for t in self.tracks
-            if lifecycle.is_reported(t, cfg)
-        ]
+        reported = [t for t in self.tracks if lifecycle.is_reported(t, cfg)]
+        seconds = frame.timestamp / 1e6
+        for t in reported:
+            view = views.get(t.id)
+            if t.id in self.tracklets:
+                self.tracklets[t.id].report(
+                    self.frame, seconds, t.kf.centre, t.kf.velocity, view, cfg.memory
+                )
+            else:
+                self.tracklets[t.id] = stitch.start_tracklet(
+                    t.id, t.label, self.frame, seconds, t.kf.centre, t.kf.velocity, view,
+                    cfg.memory,
+                )  # fmt: skip
+        return [self._record(frame.sample_token, t) for t in reported]
+
+    def stitch(self) -> dict[str, str]:
+        """{tracking id: the tracking id it takes} for the tracks of the scene so far that join
+        an earlier one; empty on motion alone or with ``track.stitch`` off."""
+        if not (self.use_appearance and self.cfg.stitch):
+            return {}
+        renamed = stitch.stitch(list(self.tracklets.values()), self.cfg)
+        return {str(k): str(v) for k, v in renamed.items()}
 
     @staticmethod
     def _record(sample_token: str, track: lifecycle.Track) -> dict:

@@ -1,0 +1,101 @@
+"""Tracklet stitching: which tracks join an earlier one, on hand-made tracklets and through the
+tracking loop (a vehicle that returns without an embedding, then shows itself)."""
+
+import dataclasses
+
+import numpy as np
+
+from bev_reid.config import TrackConfig
+from bev_reid.track.detections import Detection
+from bev_reid.track.stitch import start_tracklet, stitch, stitch_cost
+from bev_reid.track.tracker import Frame, Tracker
+
+CFG = TrackConfig(gate_m=2.0, lost_gate_growth_m=1.0, max_age=2, reid_max_age=10,
+                  stitch_gate_m=6.0, stitch_max_distance=0.3, memory=3)  # fmt: skip
+EA, EB, EC = np.eye(3)  # three unlike vehicles
+NAN = np.full(3, np.nan)
+
+
+def tracklet(i, first, last, x0, x1=None, view=EA, label="car", vx=0.0, views=None):
+    """A track reported from keyframe ``first`` to ``last`` (0.5 s apart), moving from x0 to x1
+    at vx m/s, with ``view`` at every report (or the given ``views``)."""
+    x1 = x0 if x1 is None else x1
+    views = [view] * (last - first + 1) if views is None else views
+    t = start_tracklet(i, label, first, first * 0.5, (x0, 0.0), (vx, 0.0), views[0], CFG.memory)
+    for k, v in zip(range(first + 1, last + 1), views[1:], strict=True):
+        t.report(k, k * 0.5, (x1, 0.0), (vx, 0.0), v, CFG.memory)
+    return t
+
+
+def test_a_later_track_that_looks_alike_and_starts_near_takes_the_earlier_id():
+    assert stitch([tracklet(0, 0, 3, 0.0), tracklet(1, 8, 9, 0.5)], CFG) == {1: 0}
+
+
+def test_no_join_across_looks_classes_overlaps_gaps_or_distance():
+    a = tracklet(0, 0, 3, 0.0)
+    assert stitch([a, tracklet(1, 8, 9, 0.5, view=EB)], CFG) == {}  # looks unlike
+    assert stitch([a, tracklet(1, 8, 9, 0.5, label="truck")], CFG) == {}
+    assert stitch([a, tracklet(1, 3, 9, 0.5)], CFG) == {}  # starts before the other ended
+    assert stitch([a, tracklet(1, 3 + CFG.reid_max_age + 1, 20, 0.5)], CFG) == {}  # too late
+    assert stitch([a, tracklet(1, 3 + CFG.reid_max_age, 20, 0.5)], CFG) == {1: 0}  # just in time
+    assert stitch([a, tracklet(1, 8, 9, CFG.stitch_gate_m + 0.1)], CFG) == {}  # too far
+    assert stitch([a, tracklet(1, 4, 5, 3.1)], CFG) == {}  # one keyframe: gate 2 + 1 m
+    assert stitch([a, tracklet(1, 4, 5, 2.9)], CFG) == {1: 0}
+    assert stitch([a, tracklet(1, 8, 9, 0.5, views=[NAN, NAN])], CFG) == {}  # no views
+
+
+def test_the_gate_follows_the_earlier_track_velocity():
+    # 4 m/s for 5 keyframes (2.5 s): 10 m on; the gate is 6 m wide.
+    moving = tracklet(0, 0, 3, -6.0, 0.0, vx=4.0)
+    assert stitch([moving, tracklet(1, 8, 9, 10.0)], CFG) == {1: 0}
+    assert stitch([moving, tracklet(1, 8, 9, 0.0)], CFG) == {}  # where it stopped: > 6 m off
+
+
+def test_the_view_means_are_compared_and_the_first_and_last_views_count():
+    # B's first views look like A's last ones; its later views (e.g. of a neighbour it swapped
+    # to) do not count, as the head holds only the first `memory` views.
+    a = tracklet(0, 0, 4, 0.0, views=[EB, EB, EA, EA, EA])
+    b = tracklet(1, 7, 12, 0.0, views=[EA, EA, EA, EC, EC, EC])
+    cost = stitch_cost([a, b], CFG)
+    assert np.isclose(cost[0, 1], 0.0) and np.isinf(cost[1, 0]) and np.isinf(np.diag(cost)).all()
+    half = np.array([1.0, 1.0, 0.0]) / np.sqrt(2)  # cosine distance to EA: 1 - 0.707
+    c = tracklet(1, 7, 8, 0.0, views=[EA, EB])  # mean of EA and EB: the same as ``half``
+    assert np.isclose(stitch_cost([a, c], CFG)[0, 1], 1 - half @ EA)
+
+
+def test_each_track_joins_one_predecessor_the_likest_and_chains_follow():
+    near = np.array([0.95, 0.312, 0.0])  # cosine distance to EA about 0.05
+    a = tracklet(0, 0, 2, 0.0)
+    b = tracklet(1, 5, 6, 0.0, view=near)
+    c = tracklet(2, 5, 6, 0.4)  # level with b in time, looks exactly like a
+    assert stitch([a, b, c], CFG) == {2: 0}
+    d = tracklet(3, 9, 11, 0.0)  # after c: chains to c, hence to a
+    e = tracklet(4, 14, 15, 0.0)
+    assert stitch([a, c, d, e], CFG) == {2: 0, 3: 0, 4: 0}
+
+
+def det(x: float) -> Detection:
+    return Detection("s", (x, 0.0, 1.0), (1.9, 4.5, 1.6), (1.0, 0.0, 0.0, 0.0), (0.0, 0.0), "car",
+                     0.9)  # fmt: skip
+
+
+def track(frames, cfg=CFG, appearance=True):
+    """The tracking loop over keyframes 0.5 s apart, then stitching: the ids per keyframe."""
+    tracker, out = Tracker(cfg, use_appearance=appearance), []
+    for k, items in enumerate(frames):
+        emb = np.stack([e for _, e in items]) if items else np.zeros((0, 3))
+        records = tracker.step(Frame(f"s{k}", k * 500_000, [d for d, _ in items], emb))
+        out.append([r["tracking_id"] for r in records])
+    renamed = tracker.stitch()
+    return [[renamed.get(i, i) for i in ids] for ids in out]
+
+
+def test_a_vehicle_that_returns_unseen_keeps_its_id_once_it_shows_itself():
+    seen, unseen = [(det(0.0), EA)], [(det(0.3), NAN)]  # returns with an empty crop
+    frames = [seen] * 3 + [[]] * (CFG.max_age + 3) + [unseen] * 2 + [seen] * 2
+    ids = track(frames)
+    assert [i for k in ids for i in k] == ["0"] * 7
+    assert track(frames, dataclasses.replace(CFG, stitch=False))[-1] == ["1"]  # online
+    assert track(frames, appearance=False)[-1] == ["1"]  # motion alone: no stitching
+    stranger = [seen] * 3 + [[]] * (CFG.max_age + 3) + [unseen] * 2 + [[(det(0.0), EB)]] * 2
+    assert track(stranger)[-1] == ["1"]
