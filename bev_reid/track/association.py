@@ -40,6 +40,15 @@ def cosine_distances(tracks: np.ndarray, detections: np.ndarray) -> np.ndarray:
     return 1.0 - a @ b.T
 
 
+def mean_view(views) -> np.ndarray:
+    """[E] the normalised mean of views [M, E] (or a list of [E]; at least one), each normalised
+    first."""
+    stack = np.array(views, dtype=np.float64).reshape(len(views), -1)
+    stack /= np.linalg.norm(stack, axis=1, keepdims=True).clip(min=1e-12)
+    mean = stack.mean(0)
+    return mean / max(float(np.linalg.norm(mean)), 1e-12)
+
+
 def association_cost(
     distance: np.ndarray,
     gate: np.ndarray | float,

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bev_reid.config import TrackConfig
+from bev_reid.track.association import mean_view
 from bev_reid.track.detections import Detection
 from bev_reid.track.motion import ConstantVelocityKF
 
@@ -59,12 +60,7 @@ class Track:
 
     def mean_view(self, dim: int) -> np.ndarray:
         """[E] the normalised mean of the memory; NaN when it is empty."""
-        if not self.memory:
-            return np.full(dim, np.nan)
-        views = np.stack(self.memory)  # M x E
-        views = views / np.linalg.norm(views, axis=1, keepdims=True).clip(min=1e-12)
-        mean = views.mean(0)
-        return mean / max(float(np.linalg.norm(mean)), 1e-12)
+        return mean_view(self.memory) if self.memory else np.full(dim, np.nan)
 
     def appearance_distance(self, embeddings: np.ndarray, mode: str) -> np.ndarray:
         """[D] cosine distances of detection embeddings [D, E] (NaN rows: none) to this track's

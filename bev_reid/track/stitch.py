@@ -34,15 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bev_reid.config import TrackConfig
-from bev_reid.track.association import cosine_distances, match
-
-
-def mean_view(views: list[np.ndarray]) -> np.ndarray:
-    """[E] the normalised mean of unit-normalised views [E] (at least one)."""
-    stack = np.stack(views).astype(np.float64)
-    stack /= np.linalg.norm(stack, axis=1, keepdims=True).clip(min=1e-12)
-    mean = stack.mean(0)
-    return mean / max(float(np.linalg.norm(mean)), 1e-12)
+from bev_reid.track.association import cosine_distances, match, mean_view
 
 
 @dataclass
