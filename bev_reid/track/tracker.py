@@ -62,6 +62,7 @@ class Tracker:
     def __init__(self, cfg: TrackConfig, use_appearance: bool):
         self.cfg = cfg
         self.use_appearance = use_appearance
+        self.stitching = use_appearance and cfg.stitch
         self.next_id = 0  # ids stay unique across scenes
         self.reset()
 
@@ -158,7 +159,7 @@ class Tracker:
         self.tracks = [t for t in self.tracks if not lifecycle.is_dead(t, cfg, appearance)]
         reported = [t for t in self.tracks if lifecycle.is_reported(t, cfg)]
         seconds = frame.timestamp / 1e6
-        for t in reported:
+        for t in reported if self.stitching else ():  # what stitching will need of them
             view = views.get(t.id)
             if t.id in self.tracklets:
                 self.tracklets[t.id].report(
@@ -174,7 +175,7 @@ class Tracker:
     def stitch(self) -> dict[str, str]:
         """{tracking id: the tracking id it takes} for the tracks of the scene so far that join
         an earlier one; empty on motion alone or with ``track.stitch`` off."""
-        if not (self.use_appearance and self.cfg.stitch):
+        if not self.stitching:
             return {}
         renamed = stitch.stitch(list(self.tracklets.values()), self.cfg)
         return {str(k): str(v) for k, v in renamed.items()}
