@@ -302,6 +302,12 @@ class LSSConfig(_Section):
     # The depth head also sees where each pixel's ray meets the ground (from the calibration and
     # the image augmentation): camera-aware depth, as BEVDepth feeds it the camera parameters.
     ray_features: bool = False
+    # Residual blocks of 3x3 convolutions between the trunk (and the ray features) and the 1x1
+    # depth / context head; 0 is lift-splat-shoot's head. They let a cell's depth see its
+    # neighbours' rays: a vehicle's body stands at the depth where the ray under it meets the
+    # ground.
+    head_blocks: int = num(0, 0)
+    head_width: int = num(0, 0)  # channels of those blocks; 0 = the trunk's
     # Three context channels carry the image's own colour (the input pixels of each feature cell,
     # averaged) instead of learned features: splatted where the depth puts them, they give the
     # BEV map, and so the ReID crops, each vehicle's colour from the first step.

@@ -49,6 +49,8 @@ class CamEncoder(nn.Module):
         image_seg: bool = False,
         ray_channels: int = 0,
         image_colour: bool = False,
+        head_blocks: int = 0,
+        head_width: int = 0,
     ):
         super().__init__()
         self.depth_bins, self.channels, self.image_seg = depth_bins, channels, image_seg
@@ -59,8 +61,13 @@ class CamEncoder(nn.Module):
                 "image colour and vehicle channels"
             )
         self.trunk = build_trunk(trunk, stride, weights)
+        cin = self.trunk.out_channels + ray_channels
+        width = head_width or self.trunk.out_channels
+        self.head = nn.Sequential(
+            *(BasicBlock(cin if i == 0 else width, width) for i in range(head_blocks))
+        )
         self.depthnet = nn.Conv2d(
-            self.trunk.out_channels + ray_channels, depth_bins + channels, kernel_size=1
+            width if head_blocks else cin, depth_bins + channels, kernel_size=1
         )
 
     def forward(
@@ -72,7 +79,7 @@ class CamEncoder(nn.Module):
         x = self.trunk(x)  # M x F x fH x fW
         if rays is not None:
             x = torch.cat([x, rays.to(x.dtype)], 1)
-        x = self.depthnet(x)  # M x (D + C) x fH x fW
+        x = self.depthnet(self.head(x))  # M x (D + C) x fH x fW
         depth, context = x[:, : self.depth_bins], x[:, self.depth_bins :]
         seg = context[:, -1] if self.image_seg else None  # M x fH x fW
         parts = [context[:, : self.channels - 3 * self.image_colour - self.image_seg]]
@@ -202,6 +209,8 @@ class LiftSplatShoot(nn.Module):
             model.image_seg,
             RAY_CHANNELS if model.ray_features else 0,
             model.image_colour,
+            model.head_blocks,
+            model.head_width,
         )
         self.bevencode = BEVEncoder(
             model.channels * grid.shape[2], model.bev_channels, model.bev_width, model.bev_decoder

@@ -413,3 +413,27 @@ def test_image_colour_context_is_the_pooled_input_beside_the_vehicle_channel():
     assert torch.allclose(plain(x)[1][:, 5:8], by_hand, atol=1e-6)
     with pytest.raises(ValueError, match="no learned context channel"):
         CamEncoder(5, 4, "resnet-tiny", 8, image_seg=True, image_colour=True)
+
+
+def test_head_blocks_let_a_cell_depth_see_the_rays_around_it():
+    """lss.head_blocks: with 3x3 blocks before the 1x1 head, moving one cell's ray changes the
+    depth of the cells two rows above it (a vehicle's body over its ground contact), and not of
+    cells out of the blocks' reach; with none (the original head) only the cell itself moves."""
+    from bev_reid.models.lss import CamEncoder
+
+    torch.manual_seed(0)
+    x, rays = torch.randn(1, 3, 64, 176), torch.randn(1, 3, 8, 22)
+    moved = rays.clone()
+    moved[:, :, 5, 10] += 1.0
+    for blocks, reaches in ((0, False), (2, True)):
+        enc = CamEncoder(5, 8, "resnet-tiny", 8, ray_channels=3, head_blocks=blocks, head_width=16)
+        enc = enc.eval()
+        changed = (enc(x, rays)[0] - enc(x, moved)[0]).abs().amax(1)[0] > 1e-6  # fH x fW
+        assert changed[5, 10]
+        assert bool(changed[3, 10]) == reaches and bool(changed[5, 8]) == reaches
+        assert not changed[0, 0] and not changed[5, 20]  # 4 convolutions reach 4 cells
+        assert int(changed.sum()) == (1 if blocks == 0 else int(changed.sum()))
+        heads = [k for k in enc.state_dict() if k.startswith("head.")]
+        assert bool(heads) == bool(blocks)  # head_blocks 0 loads the checkpoints made before
+        if blocks:
+            assert enc.depthnet.in_channels == 16
