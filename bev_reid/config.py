@@ -147,6 +147,9 @@ class DataConfig(_Section):
     bot_pct_lim: tuple[float, float] = num((0.0, 0.22), 0, 1)
     rot_lim: tuple[float, float] = num((-5.4, 5.4), -180, 180)  # degrees
     rand_flip: bool = True
+    # Photometric augmentation in training: (brightness, contrast, saturation) factors drawn per
+    # camera from [1 - s, 1 + s] (:func:`bev_reid.data.augment.jitter_colours`); 0 turns one off.
+    colour_jitter: tuple[float, float, float] = num((0.0, 0.0, 0.0), 0, 1, below=True)
     # BEV augmentation in training (after BEVDet, Huang et al. 2021): the ego frame turned about
     # its z axis by an angle drawn from bev_rot_lim (degrees) and, with bev_flip, mirrored across
     # its x and/or y axis at random; cameras, boxes and LiDAR points move with it, the images do

@@ -83,3 +83,21 @@ def sample_augmentation(
 
 # ---------------------------------------------------------------------------------------------
 # BEV ground truth
+
+
+def jitter_colours(
+    img: np.ndarray, strength: tuple[float, float, float], rng: np.random.Generator
+) -> np.ndarray:
+    """Photometric augmentation of one image [H, W, 3] in [0, 1]: brightness (a gain), contrast
+    (about the image's mean grey) and saturation (about each pixel's grey), each factor drawn
+    from [1 - s, 1 + s] for its strength s, then clipped to [0, 1]. The geometry does not move.
+    """
+    brightness, contrast, saturation = (rng.uniform(1 - s, 1 + s) for s in strength)
+    grey = img @ np.asarray([0.299, 0.587, 0.114], dtype=img.dtype)  # H x W
+    out = img * brightness
+    mean = float(grey.mean()) * brightness
+    out = (out - mean) * contrast + mean
+    grey = grey[..., None] * brightness
+    grey = (grey - mean) * contrast + mean
+    out = (out - grey) * saturation + grey
+    return np.clip(out, 0.0, 1.0, out=out)

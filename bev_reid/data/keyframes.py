@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 from bev_reid.config import DataConfig, GridConfig
-from bev_reid.data.augment import ImageAug, sample_augmentation
+from bev_reid.data.augment import ImageAug, jitter_colours, sample_augmentation
 from bev_reid.data.depth import (
     NO_TARGET,
     depth_bins,
@@ -133,6 +133,15 @@ class NuScenesKeyframes(Dataset):
         rng = np.random.default_rng(None if self.seed is None else (self.seed, epoch, index))
         return [sample_augmentation(self.cfg, c.width, c.height, rng) for c in cameras]
 
+    def colour_rng(self, index: int, epoch: int | None = None) -> np.random.Generator | None:
+        """The random stream of a training keyframe's photometric augmentation (its own, so the
+        geometric draws stay as they were); None when ``data.colour_jitter`` is off or not
+        training."""
+        if not self.is_train or not any(self.cfg.colour_jitter):
+            return None
+        epoch = self.epoch if epoch is None else epoch
+        return np.random.default_rng(None if self.seed is None else (self.seed, epoch, index, 2))
+
     def _decode_size(self, cam: CameraFrame) -> tuple[int, int]:
         """(W, H) the largest resize of this camera's image can ask for: the images are
         decoded once at the smallest JPEG scale at least this large."""
@@ -203,8 +212,11 @@ class NuScenesKeyframes(Dataset):
         augs = self.image_augmentations(index, cameras, epoch)
         mean, std = np.asarray(IMAGENET_MEAN, np.float32), np.asarray(IMAGENET_STD, np.float32)
         imgs, post_rots, post_trans = [], [], []
+        jitter = self.colour_rng(index, epoch)
         for img, aug in zip(frame.images, augs, strict=False):
             img = np.asarray(aug.apply(img), dtype=np.float32) / 255.0  # H x W x 3
+            if jitter is not None:
+                img = jitter_colours(img, self.cfg.colour_jitter, jitter)
             imgs.append(
                 torch.from_numpy(((img - mean) / std).transpose(2, 0, 1).copy())
             )  # 3 x H x W

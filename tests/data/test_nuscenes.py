@@ -21,8 +21,8 @@ from nuscenes.utils.geometry_utils import BoxVisibility, points_in_box, view_poi
 from PIL import Image
 from pyquaternion import Quaternion
 
-from bev_reid.config import DataConfig, GridConfig
-from bev_reid.data.augment import ImageAug, sample_augmentation
+from bev_reid.config import ConfigError, DataConfig, GridConfig
+from bev_reid.data.augment import ImageAug, jitter_colours, sample_augmentation
 from bev_reid.data.keyframes import NuScenesKeyframes, collate
 from bev_reid.data.nuscenes import TABLES, NuScenesDB, resolve_scenes
 from bev_reid.data.records import NuScenesFileError, NuScenesFormatError, scene_conditions
@@ -111,6 +111,55 @@ def test_training_augmentation_is_seeded(dataroot, db):
     assert first == ds.image_augmentations(0, cams) and first != ds.image_augmentations(1, cams)
     ds.set_epoch(1)
     assert first != ds.image_augmentations(0, cams)
+
+
+def test_colour_jitter_against_the_formulas_pixel_by_pixel():
+    """jitter_colours: a gain, then contrast about the image's mean grey, then saturation about
+    each pixel's grey, factors drawn in that order; computed here one pixel at a time."""
+    img = np.random.default_rng(1).random((3, 4, 3)).astype(np.float32)
+    img[0, 0] = 1.0  # a white pixel the gain pushes past 1: clipped
+    strength = (0.3, 0.5, 0.7)
+    draws = np.random.default_rng(7)
+    gain, contrast, saturation = (draws.uniform(1 - s, 1 + s) for s in strength)
+    weights = (0.299, 0.587, 0.114)
+    bright = img.astype(np.float64) * gain
+
+    def grey_of(px):
+        return sum(w * p for w, p in zip(weights, px, strict=True))
+
+    mean = np.mean([[grey_of(px) for px in row] for row in bright])
+    want = np.empty_like(bright)
+    for i in range(3):
+        for j in range(4):
+            px = (bright[i, j] - mean) * contrast + mean
+            grey = grey_of(px)
+            want[i, j] = np.clip((px - grey) * saturation + grey, 0, 1)
+    got = jitter_colours(img.copy(), strength, np.random.default_rng(7))
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert got.max() <= 1.0 and got.min() >= 0.0
+    identity = jitter_colours(img.copy(), (0, 0, 0), np.random.default_rng(0))
+    np.testing.assert_allclose(identity, img, atol=1e-6)
+
+
+def test_colour_jitter_changes_training_pixels_only(dataroot, db):
+    """data.colour_jitter: training images change, reproducibly with the seed, while the
+    geometry, the mask and the depth targets stay those of the same draw without it;
+    validation images are never jittered."""
+    depth = (8, (4.0, 36.0, 1.0))
+    kw = {"final_dim": (64, 176), "resize_lim": (0.105, 0.125), "bot_pct_lim": (0.0, 0.1)}
+    plain = NuScenesKeyframes(_data_cfg(dataroot, **kw), GRID, True, db=db, seed=5, depth=depth)
+    cfg = _data_cfg(dataroot, colour_jitter=(0.4, 0.4, 0.4), **kw)
+    jit = NuScenesKeyframes(cfg, GRID, True, db=db, seed=5, depth=depth)
+    a, b, again = plain[(1, 0)], jit[(1, 0)], jit[(1, 0)]
+    assert not torch.equal(a["imgs"], b["imgs"])
+    torch.testing.assert_close(b["imgs"], again["imgs"], rtol=0, atol=0)
+    for key in ("post_rots", "post_trans", "rots", "bev_mask", "depth_target"):
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    val = NuScenesKeyframes(cfg, GRID, False, db=db)
+    plain_val = NuScenesKeyframes(_data_cfg(dataroot, **kw), GRID, False, db=db)
+    torch.testing.assert_close(val[0]["imgs"], plain_val[0]["imgs"], rtol=0, atol=0)
+    with pytest.raises(ConfigError, match="colour_jitter"):
+        DataConfig(colour_jitter=(1.0, 0.0, 0.0))
 
 
 def test_cached_keyframes_equal_fresh_reads(dataroot, db):
