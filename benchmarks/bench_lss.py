@@ -15,10 +15,13 @@ Then what depth supervision from LiDAR (``train_lss.depth_weight`` > 0) costs: t
 per keyframe with and without the depth targets (projecting the LiDAR points into the six
 cameras), and the fused model's training step with and without the depth term.
 
-Last what makes a step fast on a CPU: a keyframe loaded from the Dataset's cache
+Then what makes a step fast on a CPU: a keyframe loaded from the Dataset's cache
 (``data.cache_keyframes``: images decoded and LiDAR projected once) against read anew, and the
 fused model's training step with its convolution weights channels-last (what ``build_model``
 makes) against the plain layout, in float32 and under ``train_lss.amp: auto``.
+
+Last what the depth head's 3x3 blocks (``lss.head_blocks``) cost: the fused model's training
+step under amp auto with them and with lift-splat-shoot's 1x1 head.
 """
 
 from __future__ import annotations
@@ -167,6 +170,7 @@ def main() -> None:
         )
     depth_cost(models["fused"], batch, cfg, args, load_times)
     layout_cost(models["fused"], batch, cfg, args, cache_times)
+    head_cost(batch, cfg, args)
 
 
 def loader_times(plain, with_depth, n: int, repeat: int) -> tuple[float, float]:
@@ -256,6 +260,35 @@ def layout_cost(model, batch, cfg, args, cache_times: tuple[float, float]) -> No
         f"  loading a keyframe with depth targets: {fresh * 1e3:.0f}ms read anew, "
         f"{cached * 1e3:.0f}ms from the cache ({fresh / cached:.1f}x)"
     )
+
+
+def head_cost(batch, cfg, args) -> None:
+    """Prints the fused model's training step (amp auto) with the depth head's 3x3 blocks
+    (``lss.head_blocks`` of the config, or 2 of 64 channels where it has none) and without."""
+    device = torch.device(args.device)
+    amp = resolve_amp("auto", device)
+    blocks = cfg.lss.head_blocks or 2
+    width = cfg.lss.head_width if cfg.lss.head_blocks else 64
+    heads = {
+        "no blocks (LSS's 1x1 head)": (0, 0),
+        f"{blocks} blocks of width {width or 'trunk'}": (blocks, width),
+    }
+    runs = {}
+    for name, (n, w) in heads.items():
+        lss = dataclasses.replace(cfg.lss, splat="fused", head_blocks=n, head_width=w)
+        model = build_model(dataclasses.replace(cfg, lss=lss)).to(device)
+        runs[name] = (model, torch.optim.Adam(model.parameters(), lr=1e-3))
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for rnd in range(args.repeat + 1):
+        for name, (model, optimizer) in runs.items():
+            t = timed_step(model, optimizer, batch, cfg.train_lss, amp, args.device)
+            if rnd:  # the first round warms up
+                times[name].append(t)
+    print(f"Depth head (fused splat, amp {amp!r}), training step per sample:")
+    base = statistics.median(times[next(iter(runs))])
+    for name in runs:
+        t = statistics.median(times[name])
+        print(f"  {name:32s} {t / args.batch * 1e3:6.0f}ms  {t / base:5.2f}x the 1x1 head's step")
 
 
 if __name__ == "__main__":
