@@ -81,10 +81,6 @@ def sample_augmentation(
     )
 
 
-# ---------------------------------------------------------------------------------------------
-# BEV ground truth
-
-
 def jitter_colours(
     img: np.ndarray, strength: tuple[float, float, float], rng: np.random.Generator
 ) -> np.ndarray:
@@ -101,3 +97,7 @@ def jitter_colours(
     grey = (grey - mean) * contrast + mean
     out = (out - grey) * saturation + grey
     return np.clip(out, 0.0, 1.0, out=out)
+
+
+# ---------------------------------------------------------------------------------------------
+# BEV ground truth

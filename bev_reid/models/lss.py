@@ -1,7 +1,8 @@
 """Lift-splat-shoot: six camera images -> a BEV feature map and a vehicle mask.
 
 Lift: an image trunk (:mod:`bev_reid.models.trunks`, ``lss.trunk``) gives each camera a feature
-map; a 1x1 head predicts per cell a depth distribution over D bins and a C-dim context vector.
+map; a 1x1 head (after ``lss.head_blocks`` 3x3 residual blocks, none in the original) predicts
+per cell a depth distribution over D bins and a C-dim context vector.
 Splat: each context vector is placed along its camera ray, weighted by the depth distribution,
 and the frustum points (geometry from intrinsics, extrinsics and the image augmentation) are
 summed into the BEV grid. ``lss.splat`` chooses how: ``fused`` (our op that reads depth and
@@ -36,7 +37,11 @@ class CamEncoder(nn.Module):
     With ``image_seg`` the head also predicts a vehicle logit per cell; its probability is the
     last context channel, so the splat carries "a vehicle is seen here" to the BEV cells along
     the ray where the depth distribution puts it. With ``image_colour`` the three channels
-    before it (or the last three) are the cell's mean input colour, not learned.
+    before it (or the last three) are the cell's mean input colour, not learned. With
+    ``head_blocks`` the trunk's features and the ray features pass through that many 3x3
+    residual blocks (``head_width`` channels, the trunk's by default) before the 1x1 head, so a
+    cell's depth also sees the rays of its neighbours: the body of a vehicle stands at the depth
+    where the ray under its ground contact meets the ground.
     """
 
     def __init__(
