@@ -97,7 +97,3 @@ def jitter_colours(
     grey = (grey - mean) * contrast + mean
     out = (out - grey) * saturation + grey
     return np.clip(out, 0.0, 1.0, out=out)
-
-
-# ---------------------------------------------------------------------------------------------
-# BEV ground truth
