@@ -426,6 +426,11 @@ class BuildConfig(_Section):
     # Painted LiDAR: each point takes the colour of the camera pixel it falls in; the LiDAR
     # channels gain the mean red, green and blue of each cell (no LSS model needed).
     lidar_colour: bool = False
+    # Training views cut again from this many noisy copies of their box, drawn with the
+    # detections' noise model (track.det_noise_m, det_size_noise, det_yaw_noise_deg): an
+    # embedding for the tracker learns crops as detections cut them. Validation keeps the
+    # annotated boxes only.
+    box_noise_copies: int = num(0, 0, 16)
     val_scenes: tuple[str, ...] = ()  # identities of these scenes form the validation split
     val_fraction: float = 0.1  # else this share of identities, drawn with `seed` (1 = all)
     seed: int = num(0, 0)

@@ -77,6 +77,11 @@ def build_dataset(args: argparse.Namespace, cfg: Config) -> int:
             f"wrote {path.parent}: {meta['num_identities']} identities "
             f"({meta['num_train_identities']} train, {meta['num_val_identities']} val), "
             f"{meta['num_views']} views, channels {len(meta['channels'])}"
+            + (
+                f" ({meta['box_noise']['copies']} noisy copies of each training view)"
+                if meta.get("box_noise", {}).get("copies")
+                else ""
+            )
         )
     return 0
 

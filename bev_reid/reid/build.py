@@ -42,6 +42,7 @@ from bev_reid.reid.dataset import (
     camera_channel_names,
 )
 from bev_reid.reid.texture import texture_channel_names, texture_crops
+from bev_reid.track.degrade import MIN_SIZE_M, box_noise, rng_for
 
 PARTS = "parts"
 
@@ -132,6 +133,8 @@ def settings_fingerprint(cfg: Config, source: Source) -> str:
         for k, v in to_dict(cfg.build).items()
         if k not in ("out", "shard", "device", "val_scenes", "val_fraction", "seed", "min_views")
     }
+    if cfg.build.box_noise_copies:  # the noise model the copies are drawn from
+        keep["noise"] = [getattr(cfg.track, k) for k in NOISE_KEYS]
     blob = json.dumps(
         {
             "build": keep,
@@ -145,6 +148,7 @@ def settings_fingerprint(cfg: Config, source: Source) -> str:
 
 
 DROP_REASONS = ("visibility", "lidar_points", "iou", "empty")
+NOISE_KEYS = ("det_noise_m", "det_size_noise", "det_yaw_noise_deg")  # track keys of the copies
 DROPPED = "dropped.jsonl"  # the views dropped for an empty crop, one line each
 
 
@@ -205,6 +209,24 @@ def bev_maps(
     if "lidar" in bc.modalities and bc.lidar_raster != "box":
         maps.append(lidar_bev_rasters(batch["lidar"][0], grid, colours).to(device))  # C' x X x Y
     return maps, pred_mask
+
+
+def noisy_boxes(boxes: list[dict], cfg: Config, copy: int) -> list[dict]:
+    """The boxes moved, resized and turned by one draw each of the detections' noise
+    (:func:`bev_reid.track.degrade.box_noise`), seeded by the annotation and the copy number."""
+    out = []
+    for b in boxes:
+        offset, factors, turn = box_noise(cfg.track, rng_for(copy, f"box-noise:{b['token']}"))
+        size = (max(MIN_SIZE_M, float(s * f)) for s, f in zip(b["wlh"], factors, strict=True))
+        out.append(
+            {
+                **b,
+                "center": [float(c + o) for c, o in zip(b["center"], offset, strict=True)],
+                "wlh": list(size),
+                "yaw": float(b["yaw"] + turn),
+            }
+        )
+    return out
 
 
 def box_geometry(boxes: list[dict], device: torch.device) -> dict[str, torch.Tensor]:
@@ -322,52 +344,57 @@ def process_part(
         dropped["iou"] += len(boxes) - len(keep)
         if not keep:
             continue
-        geometry = {k: v[keep] for k, v in geometry.items()}
-        every_box = (  # what hides camera texture: every box of the keyframe
-            box_geometry(batch["boxes"][0], source.device)
-            if bc.camera_texture and bc.texture_occlusion
-            else None
-        )
-        crop = cut_crops(maps, batch, geometry, bc, source.grid, source.device, every_box)
-        # A crop with nothing in it (a box past the raster, a box whose points all fell outside
-        # it) teaches and tests nothing.
-        full = crop.flatten(1).ne(0).any(1).tolist()
-        dropped["empty"] += len(keep) - sum(full)
-        dropped["empty_views"] += [
-            boxes[i]["token"] for i, f in zip(keep, full, strict=True) if not f
-        ]
-        keep = [i for i, f in zip(keep, full, strict=True) if f]
-        crop = crop[torch.tensor(full, dtype=torch.bool, device=crop.device)]
-        if not keep:
-            continue
-        crops.append(crop.cpu().numpy().astype(np.float16))  # K x C x S x S
-        # Per view, the modalities with nothing in them (a camera texture hidden behind a
-        # parked row, a box no LiDAR return fell in): a run on that modality alone skips it.
-        blank = {m: (~crop[:, idx].flatten(1).ne(0).any(1)).tolist() for m, idx in by_modality}
         cams = [source.dataset.db.camera(token, ch) for ch in source.dataset.cfg.cameras]
         conditions = list(batch["conditions"][0])
-        for n, i in enumerate(keep):
-            b = boxes[i]
-            views.append(
-                {
-                    "instance_token": b["instance_token"],
-                    "annotation_token": b["token"],
-                    "sample_token": token,
-                    "scene": batch["scene"][0],
-                    "timestamp": int(batch["timestamp"][0]),
-                    "category": b["category"],
-                    "cameras": cameras_seeing(b, cams, box_corners(b)),
-                    "iou": None if ious[i] is None else round(float(ious[i]), 4),
-                    "lidar_points": int(b["num_lidar_pts"]),
-                    "visibility": int(b["visibility"]),
-                    "condition": condition_of(conditions),
-                    "conditions": conditions,
-                    "center": [round(float(v), 3) for v in b["center"]],
-                    "wlh": [round(float(v), 3) for v in b["wlh"]],
-                    "yaw": round(float(b["yaw"]), 4),
-                    "empty_modalities": [m for m, empty in blank.items() if empty[n]],
-                }
+        for copy in range(bc.box_noise_copies + 1):  # 0: the annotated boxes
+            chosen, every = [boxes[i] for i in keep], list(batch["boxes"][0])
+            if copy:  # every box of the keyframe noisy, as the detections the tracker reads
+                chosen, every = noisy_boxes(chosen, cfg, copy), noisy_boxes(every, cfg, copy)
+            every_box = (  # what hides camera texture: every box of the keyframe
+                box_geometry(every, source.device)
+                if bc.camera_texture and bc.texture_occlusion
+                else None
             )
+            geometry = box_geometry(chosen, source.device)
+            crop = cut_crops(maps, batch, geometry, bc, source.grid, source.device, every_box)
+            # A crop with nothing in it (a box past the raster, a box whose points all fell
+            # outside it) teaches and tests nothing.
+            full = crop.flatten(1).ne(0).any(1).tolist()
+            if not copy:
+                dropped["empty"] += len(keep) - sum(full)
+                dropped["empty_views"] += [
+                    boxes[i]["token"] for i, f in zip(keep, full, strict=True) if not f
+                ]
+            crop = crop[torch.tensor(full, dtype=torch.bool, device=crop.device)]
+            if not crop.shape[0]:
+                continue
+            crops.append(crop.cpu().numpy().astype(np.float16))  # K x C x S x S
+            # Per view, the modalities with nothing in them (a camera texture hidden behind a
+            # parked row, a box no LiDAR return fell in): a run on that modality alone skips it.
+            blank = {m: (~crop[:, idx].flatten(1).ne(0).any(1)).tolist() for m, idx in by_modality}
+            for n, i in enumerate(i for i, f in zip(keep, full, strict=True) if f):
+                b = boxes[i]
+                views.append(
+                    {
+                        "instance_token": b["instance_token"],
+                        "annotation_token": b["token"],
+                        "sample_token": token,
+                        "scene": batch["scene"][0],
+                        "timestamp": int(batch["timestamp"][0]),
+                        "category": b["category"],
+                        "cameras": cameras_seeing(b, cams, box_corners(b)),
+                        "iou": None if ious[i] is None else round(float(ious[i]), 4),
+                        "lidar_points": int(b["num_lidar_pts"]),
+                        "visibility": int(b["visibility"]),
+                        "condition": condition_of(conditions),
+                        "conditions": conditions,
+                        "center": [round(float(v), 3) for v in b["center"]],
+                        "wlh": [round(float(v), 3) for v in b["wlh"]],
+                        "yaw": round(float(b["yaw"]), 4),
+                        "empty_modalities": [m for m, empty in blank.items() if empty[n]],
+                        "box_noise": copy,
+                    }
+                )
     channels = len(source.channels)
     array = (
         np.concatenate(crops)
@@ -474,7 +501,8 @@ def merge_parts(cfg: Config, source: Source, parts: list[int]) -> Path:
     # Identities: order of first appearance (keyframe order), kept when seen often enough.
     counts: dict[str, int] = {}
     for v in views:
-        counts[v["instance_token"]] = counts.get(v["instance_token"], 0) + 1
+        if not v.get("box_noise", 0):  # views of the annotated boxes; noisy copies follow them
+            counts[v["instance_token"]] = counts.get(v["instance_token"], 0) + 1
     tokens = [t for t in counts if counts[t] >= bc.min_views]
     dropped["min_views"] = sum(n for t, n in counts.items() if n < bc.min_views)
     if not tokens:
@@ -489,7 +517,12 @@ def merge_parts(cfg: Config, source: Source, parts: list[int]) -> Path:
     val = split_identities(tokens, scene_of, bc)
     ordered = [t for t in tokens if t not in val] + [t for t in tokens if t in val]
     ids = {t: i for i, t in enumerate(ordered)}
-    kept = [i for i, v in enumerate(views) if v["instance_token"] in ids]
+    # Validation is measured on the annotated boxes: its noisy copies are left out.
+    kept = [
+        i
+        for i, v in enumerate(views)
+        if v["instance_token"] in ids and not (v["instance_token"] in val and v.get("box_noise"))
+    ]
 
     crops_path = out / "crops.npy"
     shape = (len(kept), len(source.channels), bc.crop_size, bc.crop_size)
@@ -563,6 +596,11 @@ def merge_parts(cfg: Config, source: Source, parts: list[int]) -> Path:
             "val_scenes": list(bc.val_scenes),
             "val_fraction": bc.val_fraction,
             "seed": bc.seed,
+        },
+        # Noisy copies of the training views (build.box_noise_copies) and the noise drawn.
+        "box_noise": {
+            "copies": bc.box_noise_copies,
+            **({k: getattr(cfg.track, k) for k in NOISE_KEYS} if bc.box_noise_copies else {}),
         },
         "num_identities": len(ordered),
         "num_train_identities": len(ordered) - len(val),

@@ -39,6 +39,7 @@ from bev_reid.track.detections import DEFAULT_META, Detection, write_results
 VISIBLE_RUN = (2, 5)  # keyframes seen between two gaps (inclusive)
 MAX_VELOCITY_GAP_S = 1.5  # the devkit's box_velocity: neighbours further apart give no velocity
 FP_RADIUS_M = 40.0
+MIN_SIZE_M = 0.2  # the noisy size's floor
 FP_SIZE = (1.9, 4.6, 1.7)  # w, l, h of a false positive
 
 
@@ -76,15 +77,24 @@ def annotation_velocity(db: NuScenesDB, ann: dict) -> tuple[float, float]:
     return float(d[0] / dt), float(d[1] / dt)
 
 
+def box_noise(tc: TrackConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, float]:
+    """One draw of a box's noise (see the module doc): the centre's offset [3] (x, y, z metres),
+    the factors [3] of width, length and height, and the heading's turn in radians. The ReID
+    builder draws it too (``build.box_noise_copies``: crops cut as from detections)."""
+    n = tc.det_noise_m
+    offset = np.array([rng.normal(0, n), rng.normal(0, n), rng.normal(0, n / 2)])
+    factors = np.array([1 + rng.normal(0, tc.det_size_noise) for _ in range(3)])
+    return offset, factors, math.radians(rng.normal(0, tc.det_yaw_noise_deg))
+
+
 def degrade(
     ann: dict, name: str, velocity: tuple[float, float], tc: TrackConfig, rng: np.random.Generator
 ) -> Detection:
     """A noisy detection of one annotation (see the module doc)."""
-    x, y, z = ann["translation"]
-    n = tc.det_noise_m
-    centre = (x + rng.normal(0, n), y + rng.normal(0, n), z + rng.normal(0, n / 2))
-    size = tuple(max(0.2, s * (1 + rng.normal(0, tc.det_size_noise))) for s in ann["size"])
-    turn = Quaternion(axis=(0, 0, 1), angle=math.radians(rng.normal(0, tc.det_yaw_noise_deg)))
+    offset, factors, yaw = box_noise(tc, rng)
+    centre = tuple(float(c + o) for c, o in zip(ann["translation"], offset, strict=True))
+    size = tuple(max(MIN_SIZE_M, float(s * f)) for s, f in zip(ann["size"], factors, strict=True))
+    turn = Quaternion(axis=(0, 0, 1), angle=yaw)
     rotation = tuple((turn * Quaternion(ann["rotation"])).elements)
     vel = tuple(v + rng.normal(0, tc.det_velocity_noise) for v in velocity)
     score = float(rng.uniform(0.4, 1.0))

@@ -280,6 +280,76 @@ def test_texture_crops_need_no_lss_and_come_from_the_images(
             "build.modalities": ["camera"], "build.camera_crops": ["bev", "texture"]}))  # fmt: skip
 
 
+def test_noisy_copies_are_training_views_cut_from_detection_like_boxes(synth_world, tmp_path):
+    """build.box_noise_copies: each training view is cut again from copies of its box moved,
+    resized and turned by the detections' noise model (the module doc of
+    bev_reid.track.degrade), the noise drawn here by hand from the same seeded stream; the
+    annotated views and the identities are the clean build's, and validation has no copies."""
+    from nuscenes.utils.data_classes import LidarPointCloud
+
+    from bev_reid.reid.crops import lidar_box_crops
+    from bev_reid.track.degrade import rng_for
+
+    box = {"build.lidar_raster": "box", "build.crop_cell": 0.25, "build.lidar_bands": [0.4, 1.2]}
+    clean = build_dataset(cfg_for(synth_world, tmp_path / "clean", **box))
+    noise = {"track.det_noise_m": 0.3, "track.det_size_noise": 0.1, "track.det_yaw_noise_deg": 8}
+    cfg = cfg_for(synth_world, tmp_path / "noisy", **box, **noise, **{"build.box_noise_copies": 2})
+    noisy = json.loads(build_dataset(cfg).read_text())
+    assert noisy["identities"] == json.loads(clean.read_text())["identities"]
+    assert noisy["box_noise"] == {
+        "copies": 2, "det_noise_m": 0.3, "det_size_noise": 0.1, "det_yaw_noise_deg": 8
+    }  # fmt: skip
+    ds, base = ReIDDataset(tmp_path / "noisy", "all"), ReIDDataset(tmp_path / "clean", "all")
+    annotated = [i for i, v in enumerate(ds.views) if v["box_noise"] == 0]
+    assert [ds.views[i]["annotation_token"] for i in annotated] == [
+        v["annotation_token"] for v in base.views
+    ]
+    assert np.array_equal(ds.crop_array(annotated), base.crop_array(range(len(base))))
+    copies = Counter((v["annotation_token"], v["split"]) for v in ds.views if v["box_noise"])
+    assert {split for _, split in copies} == {"train"}  # validation: annotated boxes only
+    train = [v for v in base.views if v["split"] == "train"]
+    assert sum(copies.values()) >= 1.8 * len(train)  # a copy may come out empty and go
+    assert len(ReIDDataset(tmp_path / "noisy", "val")) == len(ReIDDataset(clean.parent, "val"))
+    nusc = NuScenes(synth_world.version, str(synth_world.path), verbose=False)
+    moved = 0
+    copy_views = [i for i, v in enumerate(ds.views) if v["box_noise"]]
+    for i in copy_views[:: max(1, len(copy_views) // 10)]:
+        view = ds.views[i]
+        rng = rng_for(view["box_noise"], f"box-noise:{view['annotation_token']}")
+        dx, dy, dz = rng.normal(0, 0.3), rng.normal(0, 0.3), rng.normal(0, 0.15)
+        factors = [1 + rng.normal(0, 0.1) for _ in range(3)]
+        turn = np.radians(rng.normal(0, 8))
+        (x, y, z), (w, length, h) = view["center"], view["wlh"]
+        w, length, h = (max(0.2, a * f) for a, f in zip((w, length, h), factors, strict=True))
+        noisy_box = {
+            "center": torch.tensor([[x + dx, y + dy]]), "yaw": torch.tensor([view["yaw"] + turn]),
+            "length": torch.tensor([length]), "width": torch.tensor([w]),
+            "bottom": torch.tensor([z + dz - h / 2]), "height": torch.tensor([h]),
+        }  # fmt: skip
+        sample = nusc.get("sample", view["sample_token"])
+        lidar = nusc.get("sample_data", sample["data"]["LIDAR_TOP"])
+        cloud = LidarPointCloud.from_file(str(synth_world.path / lidar["filename"]))
+        sensor = nusc.get("calibrated_sensor", lidar["calibrated_sensor_token"])
+        cloud.rotate(__import__("pyquaternion").Quaternion(sensor["rotation"]).rotation_matrix)
+        cloud.translate(np.array(sensor["translation"]))
+        points = torch.from_numpy(cloud.points.T.copy())
+        want = lidar_box_crops(points, noisy_box, 24, 0.25, (0.4, 1.2))[0]
+        got = ds[i][0]
+        far = (got - want).abs() > 1e-3 + 2e-3 * want.abs()
+        assert far.any(0).float().mean() < 0.03, view["annotation_token"]
+        original = ds[
+            ds.views.index(
+                next(
+                    v
+                    for v in ds.views
+                    if v["box_noise"] == 0 and v["annotation_token"] == view["annotation_token"]
+                )
+            )
+        ][0]
+        moved += int(not torch.allclose(got, original))
+    assert moved >= 8  # the noise moves the crops
+
+
 def test_kill_and_rerun_equals_one_clean_run(synth_world, clean_run, tmp_path, monkeypatch):
     real = build_module.process_part
     calls = []
