@@ -631,7 +631,7 @@ class TrackConfig:
     out: str = "runs/track/tracks.json"  # nuScenes tracking-results JSON
     eval_out: str = "runs/track/eval"  # the devkit's metrics_summary.json goes here
     picture: str = "runs/track/tracks.png"
-    reid_checkpoint: str = ""  # a ReID checkpoint (file or folder), or "none": motion alone
+    reid_checkpoint: str = ""  # a ReID checkpoint (file or folder), "none": motion alone, "oracle"
     lss_checkpoint: str = ""  # LSS checkpoint, when the embedding's crops hold camera channels
     device: str = "auto"  # auto, cpu, cuda or cuda:N (the BEV pass and the embedding)
     # make-detections: ground-truth boxes degraded by a seeded model (see bev_reid.track.degrade).

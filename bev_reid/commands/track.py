@@ -35,7 +35,10 @@ def _track_args(p: argparse.ArgumentParser) -> None:
     data_args(p)
     config_option(p, "--detections", "track.detections", "detection-results JSON to track")
     config_option(
-        p, "--reid-checkpoint", "track.reid_checkpoint", "ReID checkpoint, or none: motion alone"
+        p,
+        "--reid-checkpoint",
+        "track.reid_checkpoint",
+        "ReID checkpoint, none: motion alone, or oracle: the annotated identities (an upper bound)",
     )
     config_option(
         p, "--lss-checkpoint", "track.lss_checkpoint", "LSS checkpoint (crops with camera channels)"

@@ -59,6 +59,11 @@ class DetectionEmbedder:
         self.num_workers = num_workers
         self.seconds = 0.0  # spent in the BEV pass, the cropping and the net
 
+    @property
+    def uses_cameras(self) -> bool:
+        """Whether the crops read the camera images (the results' ``meta.use_camera``)."""
+        return self.cutter.recipe.needs_cameras
+
     def covered(self, detection: Detection) -> bool:
         return self.cutter.recipe.covers(CATEGORY_OF[detection.name])
 

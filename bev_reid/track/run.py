@@ -36,7 +36,7 @@ class TrackingRun:
 
 def open_embedder(cfg: Config, db: NuScenesDB):
     """The DetectionEmbedder of ``track.reid_checkpoint`` (a checkpoint, or an ``.onnx`` file of
-    ``bev-reid export``), or None for ``none``."""
+    ``bev-reid export``), the OracleEmbedder for ``oracle``, or None for ``none``."""
     ckpt = cfg.track.reid_checkpoint
     if not ckpt:
         raise ConfigError(
@@ -45,6 +45,10 @@ def open_embedder(cfg: Config, db: NuScenesDB):
         )
     if ckpt.lower() == "none":
         return None
+    if ckpt.lower() == "oracle":  # the annotated identities: the bound of any embedding
+        from bev_reid.track.oracle import OracleEmbedder
+
+        return OracleEmbedder(db)
     from bev_reid.engine.distributed import pick_device
     from bev_reid.reid.export import load_embedder
     from bev_reid.reid.extract import cutter_for
@@ -88,7 +92,7 @@ def run_tracking(cfg: Config, progress: bool = True) -> TrackingRun:
     bar.close()
     meta = dict(DEFAULT_META)
     if embedder is not None:
-        meta["use_camera"] = embedder.cutter.recipe.needs_cameras
+        meta["use_camera"] = embedder.uses_cameras
     path = write_results(cfg.track.out, results, meta)
     return TrackingRun(
         path,
