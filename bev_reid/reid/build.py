@@ -346,15 +346,17 @@ def process_part(
             continue
         cams = [source.dataset.db.camera(token, ch) for ch in source.dataset.cfg.cameras]
         conditions = list(batch["conditions"][0])
+        seen = {i: cameras_seeing(boxes[i], cams, box_corners(boxes[i])) for i in keep}
         for copy in range(bc.box_noise_copies + 1):  # 0: the annotated boxes
-            chosen, every = [boxes[i] for i in keep], list(batch["boxes"][0])
-            if copy:  # every box of the keyframe noisy, as the detections the tracker reads
-                chosen, every = noisy_boxes(chosen, cfg, copy), noisy_boxes(every, cfg, copy)
-            every_box = (  # what hides camera texture: every box of the keyframe
-                box_geometry(every, source.device)
-                if bc.camera_texture and bc.texture_occlusion
-                else None
-            )
+            # A copy noises every box of the keyframe, as the detections the tracker reads.
+            chosen, every_box = [boxes[i] for i in keep], None
+            if copy:
+                chosen = noisy_boxes(chosen, cfg, copy)
+            if bc.camera_texture and bc.texture_occlusion:  # what hides camera texture
+                every = list(batch["boxes"][0])
+                every_box = box_geometry(
+                    noisy_boxes(every, cfg, copy) if copy else every, source.device
+                )
             geometry = box_geometry(chosen, source.device)
             crop = cut_crops(maps, batch, geometry, bc, source.grid, source.device, every_box)
             # A crop with nothing in it (a box past the raster, a box whose points all fell
@@ -382,7 +384,7 @@ def process_part(
                         "scene": batch["scene"][0],
                         "timestamp": int(batch["timestamp"][0]),
                         "category": b["category"],
-                        "cameras": cameras_seeing(b, cams, box_corners(b)),
+                        "cameras": seen[i],
                         "iou": None if ious[i] is None else round(float(ious[i]), 4),
                         "lidar_points": int(b["num_lidar_pts"]),
                         "visibility": int(b["visibility"]),

@@ -48,13 +48,13 @@ class OracleEmbedder:
         """[K, ORACLE_DIM] the identity vectors of the detections (NaN rows: none)."""
         out = np.full((len(detections), ORACLE_DIM), np.nan, dtype=np.float32)
         anns = [self.db.get("sample_annotation", t) for t in self.db.sample(sample_token)["anns"]]
-        names = [category_to_tracking_name(a["category_name"]) for a in anns]
+        names = np.array([category_to_tracking_name(a["category_name"]) for a in anns], object)
         centres = np.array([a["translation"][:2] for a in anns], dtype=np.float64).reshape(-1, 2)
         for i, d in enumerate(detections):
             if not CATEGORY_OF[d.name].startswith("vehicle"):
                 continue
             dist = np.linalg.norm(centres - np.asarray(d.translation[:2]), axis=1)
-            dist[[n != d.name for n in names]] = np.inf
+            dist[names != d.name] = np.inf
             if len(dist) and dist.min() <= ORACLE_RADIUS_M:
                 out[i] = identity_vector(anns[int(dist.argmin())]["instance_token"])
         return out
