@@ -350,6 +350,79 @@ def test_noisy_copies_are_training_views_cut_from_detection_like_boxes(synth_wor
     assert moved >= 8  # the noise moves the crops
 
 
+def hand_noised(box: dict, copy: int, noise_m: float, size_noise: float, yaw_deg: float) -> dict:
+    """A box dict (center, wlh, yaw, token) moved by the detections' noise model drawn by hand:
+    x, y ~ N(0, noise_m), z ~ N(0, noise_m / 2), each of w, l, h times 1 + N(0, size_noise),
+    heading + N(0, yaw_deg) degrees; the stream seeded by the copy and the annotation."""
+    from bev_reid.track.degrade import rng_for
+
+    rng = rng_for(copy, f"box-noise:{box['token']}")
+    dx, dy, dz = rng.normal(0, noise_m), rng.normal(0, noise_m), rng.normal(0, noise_m / 2)
+    factors = [1 + rng.normal(0, size_noise) for _ in range(3)]
+    turn = np.radians(rng.normal(0, yaw_deg))
+    (x, y, z), wlh = box["center"], box["wlh"]
+    return {
+        "center": (x + dx, y + dy, z + dz),
+        "wlh": [max(0.2, a * f) for a, f in zip(wlh, factors, strict=True)],
+        "yaw": box["yaw"] + turn,
+    }
+
+
+def test_noisy_copies_of_texture_crops_are_hidden_by_noisy_neighbours(synth_world, tmp_path):
+    """build.box_noise_copies with camera texture and its occlusion test: a copy's texture is
+    cut from its noisy box and hidden by every box of the keyframe noised alike (the noise drawn
+    here by hand), as the tracker's detections hide each other."""
+    from bev_reid.data.nuscenes import NuScenesDB
+    from bev_reid.data.raster import box_in_grid
+    from bev_reid.reid.texture import texture_crops
+
+    noise = (0.3, 0.1, 8.0)
+    cfg = cfg_for(synth_world, tmp_path / "tex", **{
+        "build.modalities": ["camera"], "build.camera_crops": ["texture"],
+        "build.texture_levels": 2, "build.crop_cell": 0.25, "build.box_noise_copies": 1,
+        "track.det_noise_m": noise[0], "track.det_size_noise": noise[1],
+        "track.det_yaw_noise_deg": noise[2],
+    })  # fmt: skip
+    build_dataset(cfg)
+    ds = ReIDDataset(tmp_path / "tex", "all")
+    db = NuScenesDB(synth_world.path, synth_world.version)
+
+    def geometry(boxes: list[dict]) -> dict[str, torch.Tensor]:
+        return {
+            "center": torch.tensor([list(b["center"][:2]) for b in boxes]).reshape(-1, 2),
+            "yaw": torch.tensor([float(b["yaw"]) for b in boxes]),
+            "length": torch.tensor([float(b["wlh"][1]) for b in boxes]),
+            "width": torch.tensor([float(b["wlh"][0]) for b in boxes]),
+            "bottom": torch.tensor([b["center"][2] - b["wlh"][2] / 2 for b in boxes]),
+            "height": torch.tensor([float(b["wlh"][2]) for b in boxes]),
+        }
+
+    copies = [i for i, v in enumerate(ds.views) if v["box_noise"]]
+    assert copies
+    checked = hidden_by_noise = 0
+    for i in copies[:: max(1, len(copies) // 12)]:
+        view = ds.views[i]
+        walls = [
+            {"token": b.token, "center": tuple(b.center), "wlh": list(b.wlh), "yaw": b.yaw}
+            for b in db.boxes(view["sample_token"])
+            if box_in_grid(b, cfg.grid)
+        ]
+        mine = {"token": view["annotation_token"], "center": view["center"], "wlh": view["wlh"]}
+        box = geometry([hand_noised({**mine, "yaw": view["yaw"]}, 1, *noise)])
+        cams, images = painting_images(db, view["sample_token"], cfg.data.cameras)
+        noisy_walls = geometry([hand_noised(w, 1, *noise) for w in walls])
+        want = texture_crops(box, cams, images, 24, 0.25, 2, occluders=noisy_walls)[0]
+        got = ds[i][0]
+        far = (got - want).abs() > 1e-3 + 2e-3 * want.abs()
+        assert far.any(0).float().mean() < 0.03, view["annotation_token"]
+        # the same box behind the annotated neighbours: the noisy ones hide other cells
+        clean = texture_crops(box, cams, images, 24, 0.25, 2, occluders=geometry(walls))[0]
+        hidden_by_noise += int(not torch.allclose(clean, want))
+        checked += 1
+    assert checked >= 8
+    assert hidden_by_noise >= 1
+
+
 def test_kill_and_rerun_equals_one_clean_run(synth_world, clean_run, tmp_path, monkeypatch):
     real = build_module.process_part
     calls = []
