@@ -48,14 +48,18 @@ def digest(folder: Path) -> dict[str, str]:
     return {f: hashlib.sha256((folder / f).read_bytes()).hexdigest() for f in FILES}
 
 
-def view_box(view: dict) -> dict[str, torch.Tensor]:
-    """The box of a view record as the crop functions take it (one box)."""
-    (x, y, z), (w, length, h) = view["center"], view["wlh"]
+def boxes_as_tensors(boxes: list[dict]) -> dict[str, torch.Tensor]:
+    """Box dicts (``center`` x, y, z; ``wlh``; ``yaw``) as the crop functions take them."""
     return {
-        "center": torch.tensor([[x, y]]), "yaw": torch.tensor([view["yaw"]]),
-        "length": torch.tensor([length]), "width": torch.tensor([w]),
-        "bottom": torch.tensor([z - h / 2]), "height": torch.tensor([h]),
-    }  # fmt: skip
+        "center": torch.tensor(
+            [[float(b["center"][0]), float(b["center"][1])] for b in boxes]
+        ).reshape(-1, 2),
+        "yaw": torch.tensor([float(b["yaw"]) for b in boxes]),
+        "length": torch.tensor([float(b["wlh"][1]) for b in boxes]),
+        "width": torch.tensor([float(b["wlh"][0]) for b in boxes]),
+        "bottom": torch.tensor([float(b["center"][2] - b["wlh"][2] / 2) for b in boxes]),
+        "height": torch.tensor([float(b["wlh"][2]) for b in boxes]),
+    }
 
 
 def painting_images(db, token: str, channels) -> tuple[list, list[np.ndarray]]:
@@ -203,7 +207,7 @@ def test_box_raster_crops_come_from_the_points_in_each_box(
         sensor = nusc.get("calibrated_sensor", lidar["calibrated_sensor_token"])
         cloud.rotate(__import__("pyquaternion").Quaternion(sensor["rotation"]).rotation_matrix)
         cloud.translate(np.array(sensor["translation"]))  # sensor -> ego frame
-        box = view_box(view)
+        box = boxes_as_tensors([view])
         points, colours = cloud.points.T.copy(), None
         if colour:
             cams, images = painting_images(db, view["sample_token"], cfg.data.cameras)
@@ -246,16 +250,11 @@ def test_texture_crops_need_no_lss_and_come_from_the_images(
     lit = 0
     for view in ds.views[:: max(1, len(ds) // 10)]:
         cams, images = painting_images(db, view["sample_token"], cfg.data.cameras)
-        box = view_box(view)
+        box = boxes_as_tensors([view])
         walls = [b for b in db.boxes(view["sample_token"]) if box_in_grid(b, cfg.grid)]
-        occluders = {
-            "center": torch.tensor(np.array([b.center[:2] for b in walls])),
-            "yaw": torch.tensor([b.yaw for b in walls]),
-            "length": torch.tensor([b.wlh[1] for b in walls]),
-            "width": torch.tensor([b.wlh[0] for b in walls]),
-            "bottom": torch.tensor([b.center[2] - b.wlh[2] / 2 for b in walls]),
-            "height": torch.tensor([b.wlh[2] for b in walls]),
-        }
+        occluders = boxes_as_tensors(
+            [{"center": b.center, "wlh": b.wlh, "yaw": b.yaw} for b in walls]
+        )
         want = texture_crops(box, cams, images, 24, 0.25, 3, occluders=occluders)[0]
         got = ds[ds.views.index(view)][0][:9]
         lit += int(want.abs().sum() > 0)
@@ -280,6 +279,24 @@ def test_texture_crops_need_no_lss_and_come_from_the_images(
             "build.modalities": ["camera"], "build.camera_crops": ["bev", "texture"]}))  # fmt: skip
 
 
+def hand_noised(box: dict, copy: int, noise_m: float, size_noise: float, yaw_deg: float) -> dict:
+    """A box dict (center, wlh, yaw, token) moved by the detections' noise model drawn by hand:
+    x, y ~ N(0, noise_m), z ~ N(0, noise_m / 2), each of w, l, h times 1 + N(0, size_noise),
+    heading + N(0, yaw_deg) degrees; the stream seeded by the copy and the annotation."""
+    from bev_reid.track.degrade import rng_for
+
+    rng = rng_for(copy, f"box-noise:{box['token']}")
+    dx, dy, dz = rng.normal(0, noise_m), rng.normal(0, noise_m), rng.normal(0, noise_m / 2)
+    factors = [1 + rng.normal(0, size_noise) for _ in range(3)]
+    turn = np.radians(rng.normal(0, yaw_deg))
+    (x, y, z), wlh = box["center"], box["wlh"]
+    return {
+        "center": (x + dx, y + dy, z + dz),
+        "wlh": [max(0.2, a * f) for a, f in zip(wlh, factors, strict=True)],
+        "yaw": box["yaw"] + turn,
+    }
+
+
 def test_noisy_copies_are_training_views_cut_from_detection_like_boxes(synth_world, tmp_path):
     """build.box_noise_copies: each training view is cut again from copies of its box moved,
     resized and turned by the detections' noise model (the module doc of
@@ -288,7 +305,6 @@ def test_noisy_copies_are_training_views_cut_from_detection_like_boxes(synth_wor
     from nuscenes.utils.data_classes import LidarPointCloud
 
     from bev_reid.reid.crops import lidar_box_crops
-    from bev_reid.track.degrade import rng_for
 
     box = {"build.lidar_raster": "box", "build.crop_cell": 0.25, "build.lidar_bands": [0.4, 1.2]}
     clean = build_dataset(cfg_for(synth_world, tmp_path / "clean", **box))
@@ -315,17 +331,9 @@ def test_noisy_copies_are_training_views_cut_from_detection_like_boxes(synth_wor
     copy_views = [i for i, v in enumerate(ds.views) if v["box_noise"]]
     for i in copy_views[:: max(1, len(copy_views) // 10)]:
         view = ds.views[i]
-        rng = rng_for(view["box_noise"], f"box-noise:{view['annotation_token']}")
-        dx, dy, dz = rng.normal(0, 0.3), rng.normal(0, 0.3), rng.normal(0, 0.15)
-        factors = [1 + rng.normal(0, 0.1) for _ in range(3)]
-        turn = np.radians(rng.normal(0, 8))
-        (x, y, z), (w, length, h) = view["center"], view["wlh"]
-        w, length, h = (max(0.2, a * f) for a, f in zip((w, length, h), factors, strict=True))
-        noisy_box = {
-            "center": torch.tensor([[x + dx, y + dy]]), "yaw": torch.tensor([view["yaw"] + turn]),
-            "length": torch.tensor([length]), "width": torch.tensor([w]),
-            "bottom": torch.tensor([z + dz - h / 2]), "height": torch.tensor([h]),
-        }  # fmt: skip
+        mine = {"token": view["annotation_token"], "center": view["center"], "wlh": view["wlh"]}
+        noisy = hand_noised({**mine, "yaw": view["yaw"]}, view["box_noise"], 0.3, 0.1, 8.0)
+        noisy_box = boxes_as_tensors([noisy])
         sample = nusc.get("sample", view["sample_token"])
         lidar = nusc.get("sample_data", sample["data"]["LIDAR_TOP"])
         cloud = LidarPointCloud.from_file(str(synth_world.path / lidar["filename"]))
@@ -350,24 +358,6 @@ def test_noisy_copies_are_training_views_cut_from_detection_like_boxes(synth_wor
     assert moved >= 8  # the noise moves the crops
 
 
-def hand_noised(box: dict, copy: int, noise_m: float, size_noise: float, yaw_deg: float) -> dict:
-    """A box dict (center, wlh, yaw, token) moved by the detections' noise model drawn by hand:
-    x, y ~ N(0, noise_m), z ~ N(0, noise_m / 2), each of w, l, h times 1 + N(0, size_noise),
-    heading + N(0, yaw_deg) degrees; the stream seeded by the copy and the annotation."""
-    from bev_reid.track.degrade import rng_for
-
-    rng = rng_for(copy, f"box-noise:{box['token']}")
-    dx, dy, dz = rng.normal(0, noise_m), rng.normal(0, noise_m), rng.normal(0, noise_m / 2)
-    factors = [1 + rng.normal(0, size_noise) for _ in range(3)]
-    turn = np.radians(rng.normal(0, yaw_deg))
-    (x, y, z), wlh = box["center"], box["wlh"]
-    return {
-        "center": (x + dx, y + dy, z + dz),
-        "wlh": [max(0.2, a * f) for a, f in zip(wlh, factors, strict=True)],
-        "yaw": box["yaw"] + turn,
-    }
-
-
 def test_noisy_copies_of_texture_crops_are_hidden_by_noisy_neighbours(synth_world, tmp_path):
     """build.box_noise_copies with camera texture and its occlusion test: a copy's texture is
     cut from its noisy box and hidden by every box of the keyframe noised alike (the noise drawn
@@ -387,16 +377,6 @@ def test_noisy_copies_of_texture_crops_are_hidden_by_noisy_neighbours(synth_worl
     ds = ReIDDataset(tmp_path / "tex", "all")
     db = NuScenesDB(synth_world.path, synth_world.version)
 
-    def geometry(boxes: list[dict]) -> dict[str, torch.Tensor]:
-        return {
-            "center": torch.tensor([list(b["center"][:2]) for b in boxes]).reshape(-1, 2),
-            "yaw": torch.tensor([float(b["yaw"]) for b in boxes]),
-            "length": torch.tensor([float(b["wlh"][1]) for b in boxes]),
-            "width": torch.tensor([float(b["wlh"][0]) for b in boxes]),
-            "bottom": torch.tensor([b["center"][2] - b["wlh"][2] / 2 for b in boxes]),
-            "height": torch.tensor([float(b["wlh"][2]) for b in boxes]),
-        }
-
     copies = [i for i, v in enumerate(ds.views) if v["box_noise"]]
     assert copies
     checked = hidden_by_noise = 0
@@ -408,15 +388,15 @@ def test_noisy_copies_of_texture_crops_are_hidden_by_noisy_neighbours(synth_worl
             if box_in_grid(b, cfg.grid)
         ]
         mine = {"token": view["annotation_token"], "center": view["center"], "wlh": view["wlh"]}
-        box = geometry([hand_noised({**mine, "yaw": view["yaw"]}, 1, *noise)])
+        box = boxes_as_tensors([hand_noised({**mine, "yaw": view["yaw"]}, 1, *noise)])
         cams, images = painting_images(db, view["sample_token"], cfg.data.cameras)
-        noisy_walls = geometry([hand_noised(w, 1, *noise) for w in walls])
+        noisy_walls = boxes_as_tensors([hand_noised(w, 1, *noise) for w in walls])
         want = texture_crops(box, cams, images, 24, 0.25, 2, occluders=noisy_walls)[0]
         got = ds[i][0]
         far = (got - want).abs() > 1e-3 + 2e-3 * want.abs()
         assert far.any(0).float().mean() < 0.03, view["annotation_token"]
         # the same box behind the annotated neighbours: the noisy ones hide other cells
-        clean = texture_crops(box, cams, images, 24, 0.25, 2, occluders=geometry(walls))[0]
+        clean = texture_crops(box, cams, images, 24, 0.25, 2, occluders=boxes_as_tensors(walls))[0]
         hidden_by_noise += int(not torch.allclose(clean, want))
         checked += 1
     assert checked >= 8
