@@ -20,6 +20,7 @@ from bev_reid import __version__
 from bev_reid.commands import COMMANDS, load_commands
 from bev_reid.config import Config, ConfigError, load_config, parse_override
 from bev_reid.engine.checkpoint import CheckpointError
+from bev_reid.engine.io import DISK_FULL, DiskFullError, disk_full_message
 
 
 def resolve_config(args: argparse.Namespace) -> Config:
@@ -95,6 +96,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         print(f"bev-reid {args.command}: error: {error_line(e)}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full disk: what could not be written, and where
+        if debug or e.errno not in DISK_FULL:
+            raise
+        if isinstance(e, DiskFullError):
+            text = e.strerror
+        else:
+            text = disk_full_message(e.filename) if e.filename else str(e)
+        text += "; finished work is kept and a rerun resumes"
+        print(f"bev-reid {args.command}: error: {text}", file=sys.stderr)
         return 2
 
 

@@ -7,7 +7,10 @@ import dataclasses
 import json
 import os
 import stat
+import subprocess
+import sys
 import typing
+from pathlib import Path
 
 import pytest
 
@@ -188,3 +191,83 @@ def test_bev_pool_refuses_coords_on_the_meta_device():
     out = bev_pool(feats.to("meta"), torch.zeros(5, 4, dtype=torch.int32, device="meta"), 1,
                    (2, 2, 1))  # fmt: skip
     assert out.device.type == "meta" and out.shape == (1, 3, 1, 2, 2)  # shape inference works
+
+
+def test_reserved_space_is_allocated_on_disk(tmp_path):
+    from bev_reid.engine.io import reserve_space
+
+    path = tmp_path / "sparse"
+    with open(path, "wb") as f:
+        f.truncate(1 << 20)  # 1 MiB of holes
+    assert path.stat().st_blocks * 512 < 1 << 20
+    reserve_space(path, 1 << 20)
+    assert path.stat().st_blocks * 512 >= 1 << 20
+    assert path.stat().st_size == 1 << 20
+
+
+def in_small_filesystem(mount: Path, size_kib: int, script: str) -> subprocess.CompletedProcess:
+    """Runs the shell ``script`` with a ``size_kib`` tmpfs mounted at ``mount`` (private to it:
+    a user and mount namespace); the filesystem goes when the script ends."""
+    return subprocess.run(
+        ["unshare", "--map-root-user", "--mount", "sh", "-c",
+         f"mount -t tmpfs -o size={size_kib}k tmpfs {mount} && {script}"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def namespaces(tmp_path_factory):
+    probe = tmp_path_factory.mktemp("probe")
+    try:
+        ok = in_small_filesystem(probe, 64, "true").returncode == 0
+    except (FileNotFoundError, subprocess.TimeoutExpired):
+        ok = False
+    if not ok:
+        pytest.skip("needs unshare with user and mount namespaces, to mount a small tmpfs")
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing_half_written(synth_world, tmp_path, namespaces):
+    """build-dataset on a real small filesystem: full while writing a part, then while merging
+    the parts into crops.npy (a memory map, which on a full disk used to die of SIGBUS). Each time
+    one line names the file and the folder, nothing half-written is left, and once there is room
+    a rerun finishes from what was kept."""
+    argv = [sys.executable, "-m", "bev_reid.cli", "build-dataset", "--dataroot",
+            str(synth_world.path), "--version", synth_world.version, "--modalities", "lidar",
+            "--set", "data.num_workers=0", "--set", "build.part_size=4"]  # fmt: skip
+    # The sizes of a whole build: its parts, and crops.npy which the merge writes beside them.
+    probe = tmp_path / "probe"
+    subprocess.run([*argv, "--out", str(probe)], check=True, capture_output=True)
+    crops = (probe / "crops.npy").stat().st_size // 1024
+    parts = sum(p.stat().st_size for p in (probe / "parts").iterdir()) // 1024
+    assert crops > 16  # room to fall between
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    out = mount / "ds"
+    run = " ".join([*argv, "--out", str(out)])
+    listing = f"; echo rc=$?; ls -a {out} {out}/parts"
+    # 1. full while writing the parts
+    tiny = in_small_filesystem(mount, 16, run + listing)
+    assert "rc=2" in tiny.stdout, tiny.stderr
+    # one error line (after any progress bar it ended)
+    err = [line.split("]")[-1] for line in tiny.stderr.splitlines() if "error:" in line]
+    assert len(err) == 1 and "Traceback" not in tiny.stderr and "Bus error" not in tiny.stderr
+    assert err[0].startswith("bev-reid build-dataset: error: no space left on the device of ")
+    assert str(out / "parts") in err[0] and ".npy" in err[0]
+    assert ".tmp" not in tiny.stdout  # no temporary file of a part left behind
+    # 2. full at the merge; then, remounted larger, a rerun finishes from the kept parts
+    merge = in_small_filesystem(
+        mount,
+        parts + crops // 2 + 64,
+        run
+        + listing
+        + f"; mount -o remount,size={2 * (parts + crops) + 256}k {mount}; "
+        + run
+        + f"; echo rerun=$?; ls -a {out}",
+    )
+    first, _, second = merge.stdout.partition("rerun=")
+    assert "rc=2" in first, merge.stderr
+    assert f"error: no space left on the device of {out} for crops.npy (" in merge.stderr
+    assert "crops.npy" not in first and ".tmp" not in first  # none, not half of one
+    assert "Bus error" not in merge.stderr
+    assert second.startswith("0") and "crops.npy" in second, merge.stderr

@@ -10,8 +10,10 @@ shared run. A temporary file names the process that writes it (``.NAME.PID.RANDO
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,10 +40,75 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
             os.fchmod(f.fileno(), 0o666 & ~_umask())
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
+        # Checked before the temporary file goes and frees its blocks. numpy's writes report a
+        # full device as a short write, with no errno.
+        full = isinstance(e, OSError) and (
+            e.errno in DISK_FULL or (e.errno is None and _nearly_full(path.parent))
+        )
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if full:
+            raise DiskFullError(errno.ENOSPC, disk_full_message(path)) from e
         raise
+
+
+class DiskFullError(OSError):
+    """No room left on a device (or over quota) for a file being written."""
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def human_bytes(n: int) -> str:
+    """1234567 -> '1.2 MB' (decimal units)."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+def disk_full_message(path: str | os.PathLike, needed: int | None = None) -> str:
+    """The message of a full device: the file, its folder's free space and, if known, the need."""
+    path = Path(path)
+    try:
+        free = f"; {human_bytes(shutil.disk_usage(path.parent).free)} free there"
+    except OSError:
+        free = ""
+    need = "" if needed is None else f" ({human_bytes(needed)})"
+    return f"no space left on the device of {path.parent} for {path.name}{need}{free}"
+
+
+def _nearly_full(folder: Path) -> bool:
+    """Whether the device of ``folder`` has less than 1 MiB left for this user."""
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < 1 << 20
+
+
+def reserve_space(
+    path: str | os.PathLike, size: int, target: str | os.PathLike | None = None
+) -> None:
+    """Allocates the first ``size`` bytes of the existing file ``path`` on disk (``target``:
+    the file it will become, which an error names).
+
+    A memory map of a sparse file writes its blocks only when its pages are written; on a full
+    disk that kills the process with SIGBUS, with no error to catch. Reserved first, a full disk
+    is a :class:`DiskFullError` here instead. Filesystems without ``fallocate`` are left to the
+    write itself.
+    """
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as e:
+        if e.errno in DISK_FULL:
+            raise DiskFullError(e.errno, disk_full_message(target or path, size)) from e
+        if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+            raise
+    finally:
+        os.close(fd)
 
 
 def _umask() -> int:

@@ -33,7 +33,15 @@ from bev_reid.config import BuildConfig, Config, DataConfig, GridConfig, parse_s
 from bev_reid.data.keyframes import NuScenesKeyframes, collate
 from bev_reid.data.lidar import COLOUR_CHANNELS, lidar_bev_rasters
 from bev_reid.engine.distributed import pick_device
-from bev_reid.engine.io import atomic_open, atomic_write_text, sweep_stale_tmp
+from bev_reid.engine.io import (
+    DISK_FULL,
+    DiskFullError,
+    atomic_open,
+    atomic_write_text,
+    disk_full_message,
+    reserve_space,
+    sweep_stale_tmp,
+)
 from bev_reid.reid.crops import box_ious, crop_boxes, lidar_box_channel_names, lidar_box_crops
 from bev_reid.reid.dataset import (
     FORMAT_VERSION,
@@ -529,7 +537,15 @@ def merge_parts(cfg: Config, source: Source, parts: list[int]) -> Path:
     crops_path = out / "crops.npy"
     shape = (len(kept), len(source.channels), bc.crop_size, bc.crop_size)
     tmp = out / f".crops.npy.{os.getpid()}.merge.tmp"  # swept if this process is killed
-    target = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=shape)
+    try:
+        target = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=shape)
+        # a full disk: an error now, not a SIGBUS at the first write into the map
+        reserve_space(tmp, tmp.stat().st_size, target=crops_path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if e.errno in DISK_FULL and not isinstance(e, DiskFullError):
+            raise DiskFullError(e.errno, disk_full_message(crops_path)) from e
+        raise
     row = 0
     for k, offset in zip(parts, offsets, strict=True):
         part = np.load(part_paths(out, k)[0], mmap_mode="r")
