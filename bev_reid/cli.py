@@ -74,6 +74,16 @@ def error_line(error: BaseException) -> str:
     return " ".join(text.split())
 
 
+def last_word(command: str, text: str) -> None:
+    """Prints why ``command`` stopped on stderr, on a line of its own: the progress bars the
+    failure left open are closed first."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+    print(f"bev-reid {command}: {text}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -87,15 +97,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         if debug:
             raise
-        print(
-            f"bev-reid {args.command}: interrupted; finished work is kept and a rerun resumes",
-            file=sys.stderr,
-        )
+        last_word(args.command, "interrupted; finished work is kept and a rerun resumes")
         return 130
     except USER_ERRORS as e:
         if debug:
             raise
-        print(f"bev-reid {args.command}: error: {error_line(e)}", file=sys.stderr)
+        last_word(args.command, f"error: {error_line(e)}")
         return 2
     except OSError as e:  # a full disk: what could not be written, and where
         if debug or e.errno not in DISK_FULL:
@@ -105,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             text = disk_full_message(e.filename) if e.filename else str(e)
         text += "; finished work is kept and a rerun resumes"
-        print(f"bev-reid {args.command}: error: {text}", file=sys.stderr)
+        last_word(args.command, f"error: {text}")
         return 2
 
 
