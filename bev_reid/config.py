@@ -643,6 +643,9 @@ class TrackConfig:
     det_yaw_noise_deg: float = 5.0  # std of the heading noise, degrees
     det_velocity_noise: float = 0.5  # std of the velocity noise, m/s
     det_fp_rate: float = 0.05  # false positives per keyframe, per true box there (Poisson mean)
+    # chance that a detector misses an object at visibility 1 (0-40% visible in the cameras), at
+    # each such keyframe, besides the gaps: misses that follow occlusion, as real detectors' do
+    det_hidden_miss: float = 0.0
     # The tracker (see bev_reid.track.tracker).
     classes: tuple[str, ...] = TRACKING_CLASSES  # nuScenes tracking classes that are tracked
     min_score: float = 0.0  # detections scored lower are dropped
@@ -673,7 +676,7 @@ class TrackConfig:
             if not ok:
                 raise ConfigError(f"track.{key} must be {allowed}; got {getattr(self, key)!r}")
 
-        for key in ("det_miss_rate", "appearance_weight"):
+        for key in ("det_miss_rate", "det_hidden_miss", "appearance_weight"):
             need(0.0 <= getattr(self, key) <= 1.0, key, "in [0, 1]")
         for key in ("det_noise_m", "det_size_noise", "det_yaw_noise_deg", "det_velocity_noise",
                     "det_fp_rate", "min_score", "lost_gate_growth_m", "max_lost_cost"):  # fmt: skip

@@ -8,6 +8,10 @@ so (``track.det_*`` keys):
 - Occlusion gaps: a share ``det_miss_rate`` of the objects get gaps. Along such an object's
   keyframes, visible runs of 2..5 keyframes (uniform) alternate with missed runs of
   1..``det_max_gap`` keyframes (uniform), starting with a visible run.
+- Hidden objects (``det_hidden_miss``, off by default): at each keyframe where an object's
+  annotation has visibility 1 (0-40% visible in the six cameras), it is also missed with that
+  chance, as a real detector misses what it cannot see. Drawn from a generator of its own,
+  seeded by (``det_seed``, annotation token), so the other draws do not move.
 - Noise: the centre moves by N(0, ``det_noise_m``) in x and y and by half that in z; width,
   length and height are scaled by 1 + N(0, ``det_size_noise``) each (at least 0.2 m); the
   heading turns by N(0, ``det_yaw_noise_deg``) degrees; the velocity (the annotation's, from its
@@ -119,6 +123,14 @@ def false_positives(
     return out
 
 
+def hidden_miss(ann: dict, tc: TrackConfig) -> bool:
+    """Whether a detector misses the annotation ``ann`` for being barely visible (visibility
+    token 1; no visibility: never): with chance ``det_hidden_miss``, seeded by the annotation."""
+    if tc.det_hidden_miss <= 0 or ann.get("visibility_token") != "1":
+        return False
+    return bool(rng_for(tc.det_seed, f"hidden:{ann['token']}").uniform() < tc.det_hidden_miss)
+
+
 def make_detections(cfg: Config, progress: bool = True) -> Path:
     """Writes ``track.detections`` for the scenes of ``cfg.data`` (all when none are named)."""
     from nuscenes.eval.detection.utils import category_to_detection_name
@@ -151,7 +163,7 @@ def make_detections(cfg: Config, progress: bool = True) -> Path:
                     ann, name, annotation_velocity(db, ann), tc, rng
                 )  # draws even if missed
                 seen = ann["num_lidar_pts"] + ann["num_radar_pts"] > 0
-                if seen and not miss:
+                if seen and not miss and not hidden_miss(ann, tc):
                     kept[ann["sample_token"]].append(det)
         for token in tokens:
             dets = kept[token] + false_positives(db, token, len(kept[token]), tc)

@@ -101,3 +101,36 @@ def test_gaps_hide_runs_of_keyframes_and_false_positives_add_clutter(synth_world
     true = sum(len(ds) for ds in results.values()) - len(fps)
     assert 0.5 * true < len(fps) < 1.5 * true  # Poisson(1 x true boxes) per keyframe
     assert all(d["detection_name"] == "car" and d["detection_score"] < 0.5 for d in fps)
+
+
+def test_hidden_objects_are_missed_at_the_chance_asked_and_nothing_else_moves(
+    synth_world, tmp_path
+):
+    """track.det_hidden_miss: detections of annotations at visibility 1 (0-40%, the devkit's
+    table) are missed with that chance; every other detection keeps its bytes."""
+
+    def detections(name: str, **keys) -> dict[tuple, dict]:
+        cfg = world_config(synth_world, **{"track.detections": str(tmp_path / name),
+                                           "track.det_fp_rate": 0.0, **keys})  # fmt: skip
+        results = json.loads(make_detections(cfg, progress=False).read_text())["results"]
+        return {(d["sample_token"], *d["translation"]): d for ds in results.values() for d in ds}
+
+    nusc = NuScenes(version=synth_world.version, dataroot=str(synth_world.path), verbose=False)
+    base = detections("base.json")
+    assert detections("zero.json", **{"track.det_hidden_miss": 0.0}) == base
+
+    def hidden(det: dict) -> bool:  # the annotation it was made from: the nearest, same sample
+        anns = [nusc.get("sample_annotation", t)
+                for t in nusc.get("sample", det["sample_token"])["anns"]]  # fmt: skip
+        near = min(anns, key=lambda a: np.hypot(*np.subtract(a["translation"][:2],
+                                                             det["translation"][:2])))  # fmt: skip
+        return nusc.get("visibility", near["visibility_token"])["level"] == "v0-40"
+
+    low = {k for k, d in base.items() if hidden(d)}
+    assert len(low) > 40 and len(low) < len(base) / 2
+    for chance, lo, hi in ((1.0, 1.0, 1.0), (0.5, 0.35, 0.65)):
+        some = detections(f"h{chance}.json", **{"track.det_hidden_miss": chance})
+        assert set(some) <= set(base)
+        assert all(some[k] == base[k] for k in some)  # the others keep their bytes
+        assert set(base) - set(some) <= low  # only hidden ones go
+        assert lo <= len(low - set(some)) / len(low) <= hi
