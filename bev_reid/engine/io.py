@@ -43,9 +43,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     except BaseException as e:
         # Checked before the temporary file goes and frees its blocks. numpy's writes report a
         # full device as a short write, with no errno.
-        full = isinstance(e, OSError) and (
-            e.errno in DISK_FULL or (e.errno is None and _nearly_full(path.parent))
-        )
+        full = is_disk_full(e, path.parent)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         if full:
@@ -79,8 +77,13 @@ def disk_full_message(path: str | os.PathLike, needed: int | None = None) -> str
     return f"no space left on the device of {path.parent} for {path.name}{need}{free}"
 
 
-def _nearly_full(folder: Path) -> bool:
-    """Whether the device of ``folder`` has less than 1 MiB left for this user."""
+def is_disk_full(error: BaseException, folder: str | os.PathLike) -> bool:
+    """Whether ``error`` means the device of ``folder`` is full: ENOSPC or EDQUOT, or an OSError
+    with no errno (numpy's short write) while less than 1 MiB is left there for this user."""
+    if not isinstance(error, OSError):
+        return False
+    if error.errno is not None:
+        return error.errno in DISK_FULL
     try:
         st = os.statvfs(folder)
     except OSError:
@@ -103,7 +106,7 @@ def reserve_space(
     try:
         os.posix_fallocate(fd, 0, size)
     except OSError as e:
-        if e.errno in DISK_FULL:
+        if is_disk_full(e, Path(path).parent):
             raise DiskFullError(e.errno, disk_full_message(target or path, size)) from e
         if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
             raise

@@ -13,6 +13,7 @@ the same bytes.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import os
@@ -34,11 +35,11 @@ from bev_reid.data.keyframes import NuScenesKeyframes, collate
 from bev_reid.data.lidar import COLOUR_CHANNELS, lidar_bev_rasters
 from bev_reid.engine.distributed import pick_device
 from bev_reid.engine.io import (
-    DISK_FULL,
     DiskFullError,
     atomic_open,
     atomic_write_text,
     disk_full_message,
+    is_disk_full,
     reserve_space,
     sweep_stale_tmp,
 )
@@ -355,13 +356,13 @@ def process_part(
         cams = [source.dataset.db.camera(token, ch) for ch in source.dataset.cfg.cameras]
         conditions = list(batch["conditions"][0])
         seen = {i: cameras_seeing(boxes[i], cams, box_corners(boxes[i])) for i in keep}
+        every = list(batch["boxes"][0])  # every box of the keyframe
         for copy in range(bc.box_noise_copies + 1):  # 0: the annotated boxes
             # A copy noises every box of the keyframe, as the detections the tracker reads.
             chosen, every_box = [boxes[i] for i in keep], None
             if copy:
                 chosen = noisy_boxes(chosen, cfg, copy)
             if bc.camera_texture and bc.texture_occlusion:  # what hides camera texture
-                every = list(batch["boxes"][0])
                 every_box = box_geometry(
                     noisy_boxes(every, cfg, copy) if copy else every, source.device
                 )
@@ -542,9 +543,10 @@ def merge_parts(cfg: Config, source: Source, parts: list[int]) -> Path:
         # a full disk: an error now, not a SIGBUS at the first write into the map
         reserve_space(tmp, tmp.stat().st_size, target=crops_path)
     except OSError as e:
+        full = not isinstance(e, DiskFullError) and is_disk_full(e, out)
         tmp.unlink(missing_ok=True)
-        if e.errno in DISK_FULL and not isinstance(e, DiskFullError):
-            raise DiskFullError(e.errno, disk_full_message(crops_path)) from e
+        if full:  # numpy's header or last byte did not fit: name the file it was for
+            raise DiskFullError(errno.ENOSPC, disk_full_message(crops_path)) from e
         raise
     row = 0
     for k, offset in zip(parts, offsets, strict=True):
