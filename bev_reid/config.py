@@ -652,9 +652,10 @@ class TrackConfig:
     gate_m: float = 2.0  # centre distance beyond which a detection never matches a track, m
     lost_gate_growth_m: float = 1.0  # the gate widens by this much per keyframe a track is lost
     appearance_weight: float = 0.3  # share of the cosine distance in the cost (0: motion alone)
-    # A lost track matches only below this mixed cost (with embeddings): a far detection must
-    # look alike. 0.5 (was 0.7): fewer wrong re-identifications of neighbours on the real scene
-    # and when detectors miss hidden vehicles (docs/results-tracking.md, "The lost track's cap").
+    # With embeddings, a lost track takes a detection beyond gate_m only below this mixed cost:
+    # a farther detection must look alike too (within gate_m, what motion alone would take).
+    # 0.5 (was 0.7 at any distance): fewer neighbours re-identified by mistake
+    # (docs/results-tracking.md, "The lost track's cap").
     max_lost_cost: float = 0.5
     max_appearance_distance: float = 0.5  # a dormant track is re-identified only below this
     max_age: int = 6  # keyframes a track coasts unmatched before it dies

@@ -11,9 +11,9 @@ Rules (``track.*`` config keys):
   ``min_hits`` times.
 - Coasting: an unmatched track keeps predicting; ``misses`` counts its keyframes without a match.
   While ``misses >= 1`` it is *lost*: its distance gate widens by ``lost_gate_growth_m`` per
-  keyframe lost (the vehicle may have turned or braked out of sight), and with an embedding it
-  matches only at a cosine distance of at most ``max_appearance_distance``: a lost track is
-  re-identified by appearance when its vehicle's detection returns.
+  keyframe lost (the vehicle may have turned or braked out of sight). With embeddings it takes
+  a detection within ``gate_m`` as motion alone would, and one farther out only when their mixed
+  cost (distance and appearance) is at most ``max_lost_cost``: a far detection must look alike.
 - Dormancy (with embeddings only): a track lost for more than ``max_age`` keyframes whose
   memory holds a view sleeps until ``reid_max_age`` keyframes lost: it then matches only a
   detection whose embedding lies within ``max_appearance_distance`` of its memory (and within its

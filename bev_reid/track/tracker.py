@@ -103,9 +103,11 @@ class Tracker:
         cost = association_cost(distance, gate, appearance, weight, limit, same, dormant)
         if appearance is not None and weight > 0:
             # A lost track weighs both kinds of evidence: a near detection may look unlike its
-            # memory, a farther one must look alike (the mixed cost is capped).
+            # memory, a farther one must look alike (the mixed cost is capped). Within the
+            # matched gate it takes what motion alone would: a weak embedding costs nothing there.
             lost = np.array([lifecycle.is_lost(t) for t in tracks], dtype=bool)[:, None]
-            cost[lost & np.isfinite(appearance) & (cost > cfg.max_lost_cost)] = np.inf
+            far = distance > cfg.gate_m
+            cost[lost & far & np.isfinite(appearance) & (cost > cfg.max_lost_cost)] = np.inf
         return cost
 
     def _associate(

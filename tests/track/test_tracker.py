@@ -78,6 +78,16 @@ def test_a_lost_vehicle_is_reidentified_by_appearance_not_taken_by_a_stranger():
     assert reid[7] == reid[8] == {0.0: "0", 2.5: "1"}  # A re-identified with its own id
     near = run([[a], [a], [], [(det(0.5), EC)]])  # a lost track takes a near unlike detection
     assert near[3] == {0.5: "0"}
+    # Within the matched gate (gate_m) the cap never applies: what motion alone would take, a
+    # lost track takes. 0.5 * 1.5 / 3 + 0.5 * 1 = 0.75 is over a cap of 0.5, 1.5 m is within 2 m.
+    strict = dataclasses.replace(CFG, max_lost_cost=0.5)
+    ids = lambda x, cfg=strict, appearance=True: list(  # noqa: E731
+        run([[a], [a], [], [(det(x), EC)]], cfg, appearance)[3].values()
+    )
+    assert ids(1.5) == ["0"]
+    assert ids(1.5, CFG) == ids(1.5, strict, False) == ["0"]
+    assert ids(2.5) == ["1"]  # beyond gate_m: capped, a new track
+    assert ids(2.5, strict, False) == ["0"]  # which motion alone would have taken
 
 
 def test_appearance_memory_mean_and_nearest():
