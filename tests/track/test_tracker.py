@@ -81,9 +81,10 @@ def test_a_lost_vehicle_is_reidentified_by_appearance_not_taken_by_a_stranger():
     # Within the matched gate (gate_m) the cap never applies: what motion alone would take, a
     # lost track takes. 0.5 * 1.5 / 3 + 0.5 * 1 = 0.75 is over a cap of 0.5, 1.5 m is within 2 m.
     strict = dataclasses.replace(CFG, max_lost_cost=0.5)
-    ids = lambda x, cfg=strict, appearance=True: list(  # noqa: E731
-        run([[a], [a], [], [(det(x), EC)]], cfg, appearance)[3].values()
-    )
+
+    def ids(x: float, cfg=strict, appearance=True) -> list[str]:  # ids after a keyframe lost
+        return list(run([[a], [a], [], [(det(x), EC)]], cfg, appearance)[3].values())
+
     assert ids(1.5) == ["0"]
     assert ids(1.5, CFG) == ids(1.5, strict, False) == ["0"]
     assert ids(2.5) == ["1"]  # beyond gate_m: capped, a new track
