@@ -205,6 +205,9 @@ class SynthConfig(_Section):
         "singapore-hollandvillage",
     )
     ego_speed: tuple[float, float] = (6.0, 9.0)  # m/s, drawn per scene
+    # Vehicle paints: "vivid" (eight saturated colours and five patterns: colour tells vehicles
+    # apart) or "street" (white, black and greys mostly, plain or two-tone: as real streets).
+    palette: Literal["vivid", "street"] = "vivid"
     moving_vehicles: int = 12  # per scene: cars, trucks and buses in traffic
     pedestrians: int = 6  # per scene
     parking_share: float = 0.6  # share of kerbs with a row of parked vehicles
@@ -251,6 +254,10 @@ class SynthConfig(_Section):
                 bool(values) and not bad,
                 f"synth.{name} must be a non-empty list of {', '.join(valid)}; got {list(values)}",
             )
+        need(
+            self.palette in ("vivid", "street"),
+            f"synth.palette must be vivid or street; got {self.palette!r}",
+        )
         lo, hi = self.ego_speed
         need(
             0 < lo <= hi, f"synth.ego_speed must be (min, max) with 0 < min <= max, got {(lo, hi)}"

@@ -29,6 +29,8 @@ from bev_reid.synth.world import (
     SECONDARY,
     SIZES,
     STALL,
+    STREET_PAINTS,
+    STREET_PATTERNS,
     VEHICLES,
     WALK,
     Agent,
@@ -99,6 +101,7 @@ class _Builder:
     reach: float  # place static things no farther than this from the route
     near: float  # moving things must come at least this close to the ego
     hand: int
+    palette: str = "vivid"  # vehicle paints: vivid (COLOURS) or street (STREET_PAINTS)
     occ: Occupancy = field(default_factory=Occupancy)
     agents: list[Agent] = field(default_factory=list)
 
@@ -109,6 +112,11 @@ class _Builder:
                 "plain",
                 str(self.rng.choice(["black", "blue"])),
             )
+        if self.palette == "street":
+            paints = list(STREET_PAINTS)
+            colour = str(self.rng.choice(paints, p=[STREET_PAINTS[c][1] for c in paints]))
+            pattern = str(self.rng.choice(list(STREET_PATTERNS), p=list(STREET_PATTERNS.values())))
+            return Appearance(colour, pattern, "white" if colour == "black" else "black")
         colour = str(self.rng.choice(list(COLOURS)))
         pattern = str(self.rng.choice(PATTERNS, p=[0.12, 0.22, 0.22, 0.22, 0.22]))
         second = str(self.rng.choice([c for c in SECONDARY if c != colour]))
@@ -179,7 +187,7 @@ def build_scene(cfg, index: int) -> Scene:
         path = Path([("line", 0.0, y_lane, 0.0 if d > 0 else math.pi, 1e4)], closed=False)
         s0 = float(rng.uniform(0.1, 0.9) * BLOCK)
     ego_fine = path.pose(s0 + speed * times)
-    b = _Builder(rng, ego_fine, cfg.populate_range_m, cfg.annotate_range_m, hand)
+    b = _Builder(rng, ego_fine, cfg.populate_range_m, cfg.annotate_range_m, hand, cfg.palette)
     # The ego: rear axle at the pose, body reaching 1.3 m behind it and 3.4 m ahead.
     fwd = np.stack([np.cos(ego_fine[:, 2]), np.sin(ego_fine[:, 2])], -1)
     ego_box = np.concatenate([ego_fine[:, :2] + 1.05 * fwd, ego_fine[:, 2:]], -1)

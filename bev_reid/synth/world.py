@@ -42,6 +42,21 @@ SECONDARY: dict[str, tuple[float, float, float]] = {
     "black": (0.06, 0.06, 0.07),
 }
 PATTERNS = ("plain", "stripe", "two_tone", "checker", "band")
+# The ``street`` palette (``synth.palette``): vehicle paints as streets show them, with roughly
+# the shares of world car-colour surveys (white, black and greys make most of it). Many
+# vehicles share a paint, so colour tells them apart far less than the vivid palette does.
+STREET_PAINTS: dict[str, tuple[tuple[float, float, float], float]] = {
+    "white": ((0.94, 0.94, 0.94), 0.33),
+    "black": ((0.06, 0.06, 0.07), 0.19),
+    "grey": ((0.42, 0.43, 0.45), 0.10),
+    "graphite": ((0.22, 0.23, 0.25), 0.09),
+    "silver": ((0.68, 0.69, 0.71), 0.10),
+    "navy": ((0.10, 0.16, 0.36), 0.07),
+    "maroon": ((0.52, 0.08, 0.09), 0.07),
+    "beige": ((0.70, 0.62, 0.48), 0.03),
+    "forest": ((0.12, 0.28, 0.18), 0.02),
+}
+STREET_PATTERNS = {"plain": 0.8, "two_tone": 0.2}  # two-tone: a roof and cab of black or white
 FACADES = ((0.76, 0.70, 0.60), (0.62, 0.62, 0.64), (0.70, 0.58, 0.48), (0.60, 0.66, 0.72))
 
 # kind -> ((w lo, w hi), (l lo, l hi), (h lo, h hi)), metres
@@ -64,7 +79,11 @@ class Appearance:
 
     @property
     def rgb(self) -> np.ndarray:
-        return np.asarray(SECONDARY.get(self.colour) or FACADES[int(self.colour[-1])])
+        if self.colour in SECONDARY:
+            return np.asarray(SECONDARY[self.colour])
+        if self.colour in STREET_PAINTS:
+            return np.asarray(STREET_PAINTS[self.colour][0])
+        return np.asarray(FACADES[int(self.colour[-1])])
 
     @property
     def rgb2(self) -> np.ndarray:

@@ -22,10 +22,10 @@ from pyquaternion import Quaternion
 
 from bev_reid.config import SynthConfig
 from bev_reid.synth.generate import META_FILE, TABLE_NAMES, generate_world
-from bev_reid.synth.populate import build_scene
+from bev_reid.synth.populate import _Builder, build_scene
 from bev_reid.synth.render import Camera, box_corners
 from bev_reid.synth.rig import CAMERAS
-from bev_reid.synth.world import MARGIN
+from bev_reid.synth.world import COLOURS, MARGIN, SECONDARY, STREET_PAINTS
 
 CAMS = CAMERAS
 CFG = SynthConfig(
@@ -294,6 +294,26 @@ def test_rendered_silhouettes_match_devkit_projection(nusc: NuScenes, meta: dict
             assert max(err) <= tol, (ann["token"], ch, err, tol)
             checked += 1
     assert checked >= 5
+
+
+def test_street_palette_paints_vehicles_as_streets_do() -> None:
+    def looks(palette: str, n: int = 20000) -> list:
+        b = _Builder(np.random.default_rng(3), np.zeros((3, 3)), 50.0, 50.0, 1, palette)
+        return [b.appearance("car") for _ in range(n)]
+
+    street = looks("street")
+    shares = {c: sum(a.colour == c for a in street) / len(street) for c in STREET_PAINTS}
+    for name, (rgb, share) in STREET_PAINTS.items():  # within 4 standard errors of the share
+        assert abs(shares[name] - share) < 4 * (share * (1 - share) / len(street)) ** 0.5, name
+        assert tuple(next(a for a in street if a.colour == name).rgb) == rgb
+    assert {a.pattern for a in street} == {"plain", "two_tone"}
+    assert all(a.secondary in ("black", "white") and a.secondary != a.colour for a in street)
+    assert np.mean([a.pattern == "plain" for a in street]) == pytest.approx(0.8, abs=0.02)
+    vivid = looks("vivid", 2000)
+    assert {a.colour for a in vivid} == set(COLOURS)  # the default keeps its eight colours
+    assert {a.secondary for a in vivid} <= set(SECONDARY)
+    with pytest.raises(ValueError, match="synth.palette"):
+        SynthConfig(palette="pastel")
 
 
 def test_night_is_dark_and_named(nusc: NuScenes, meta: dict) -> None:
