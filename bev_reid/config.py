@@ -658,6 +658,9 @@ class TrackConfig:
     min_score: float = 0.0  # detections scored lower are dropped
     gate_m: float = 2.0  # centre distance beyond which a detection never matches a track, m
     lost_gate_growth_m: float = 1.0  # the gate widens by this much per keyframe a track is lost
+    # ... on motion alone (no view on either side) in proportion to the track's speed, fully at
+    # this speed or faster, m/s; 0: always fully (docs/results-tracking.md, "A parked car").
+    lost_gate_speed_mps: float = 2.0
     appearance_weight: float = 0.3  # share of the cosine distance in the cost (0: motion alone)
     # With embeddings, a lost track takes a detection beyond gate_m only below this mixed cost:
     # a farther detection must look alike too (within gate_m, what motion alone would take).
@@ -690,7 +693,8 @@ class TrackConfig:
         for key in ("det_miss_rate", "det_hidden_miss", "appearance_weight"):
             need(0.0 <= getattr(self, key) <= 1.0, key, "in [0, 1]")
         for key in ("det_noise_m", "det_size_noise", "det_yaw_noise_deg", "det_velocity_noise",
-                    "det_fp_rate", "min_score", "lost_gate_growth_m", "max_lost_cost"):  # fmt: skip
+                    "det_fp_rate", "min_score", "lost_gate_growth_m", "lost_gate_speed_mps",
+                    "max_lost_cost"):  # fmt: skip
             need(0.0 <= getattr(self, key) < float("inf"), key, ">= 0 (finite)")
         for key in ("gate_m", "max_gate_m", "stitch_gate_m", "accel_noise",
                     "measurement_noise_m", "velocity_std"):  # fmt: skip

@@ -11,9 +11,12 @@ Rules (``track.*`` config keys):
   ``min_hits`` times.
 - Coasting: an unmatched track keeps predicting; ``misses`` counts its keyframes without a match.
   While ``misses >= 1`` it is *lost*: its distance gate widens by ``lost_gate_growth_m`` per
-  keyframe lost (the vehicle may have turned or braked out of sight). With embeddings it takes
-  a detection within ``gate_m`` as motion alone would, and one farther out only when their mixed
-  cost (distance and appearance) is at most ``max_lost_cost``: a far detection must look alike.
+  keyframe lost (the vehicle may have turned or braked out of sight). On motion alone (a
+  detection or a track without a view) the widening scales with the track's speed, full at
+  ``lost_gate_speed_mps``: a parked car does not wander off, its neighbour a few metres away is
+  someone else. With embeddings it takes a detection within ``gate_m`` as motion alone would,
+  and one farther out only when their mixed cost (distance and appearance) is at most
+  ``max_lost_cost``: a far detection must look alike.
 - Dormancy (with embeddings only): a track lost for more than ``max_age`` keyframes whose
   memory holds a view sleeps until ``reid_max_age`` keyframes lost: it then matches only a
   detection whose embedding lies within ``max_appearance_distance`` of its memory (and within its
@@ -133,7 +136,12 @@ def is_reported(track: Track, cfg: TrackConfig) -> bool:
     return track.misses == 0 and track.hits >= cfg.min_hits
 
 
-def gate_of(track: Track, cfg: TrackConfig) -> float:
+def gate_of(track: Track, cfg: TrackConfig, moving: bool = False) -> float:
     """The track's distance gate, metres: wider the longer it has been lost (up to
-    ``max_gate_m``)."""
-    return min(cfg.gate_m + cfg.lost_gate_growth_m * track.misses, max(cfg.gate_m, cfg.max_gate_m))
+    ``max_gate_m``). ``moving``: the gate for evidence of motion alone, whose growth scales with
+    the track's speed (full at ``lost_gate_speed_mps`` and faster; 0 turns the scaling off)."""
+    share = 1.0
+    if moving and cfg.lost_gate_speed_mps > 0:
+        share = min(1.0, float(np.linalg.norm(track.kf.velocity)) / cfg.lost_gate_speed_mps)
+    growth = share * cfg.lost_gate_growth_m * track.misses
+    return min(cfg.gate_m + growth, max(cfg.gate_m, cfg.max_gate_m))

@@ -8,11 +8,14 @@ import pytest
 
 from bev_reid.config import TrackConfig
 from bev_reid.track.detections import Detection
-from bev_reid.track.lifecycle import Track, birth
+from bev_reid.track.lifecycle import Track, birth, gate_of
 from bev_reid.track.tracker import Frame, Tracker
 
+# lost_gate_speed_mps 0: a lost track's gate grows at full rate at any speed (the speed's share
+# has its own test below).
 CFG = TrackConfig(gate_m=2.0, lost_gate_growth_m=1.0, max_age=6, appearance_weight=0.5,
-                  max_lost_cost=0.7, max_appearance_distance=0.6, reid_max_age=20)  # fmt: skip
+                  max_lost_cost=0.7, max_appearance_distance=0.6, reid_max_age=20,
+                  lost_gate_speed_mps=0.0)  # fmt: skip
 EA, EC = np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])  # two unlike vehicles
 
 
@@ -89,6 +92,38 @@ def test_a_lost_vehicle_is_reidentified_by_appearance_not_taken_by_a_stranger():
     assert ids(1.5, CFG) == ids(1.5, strict, False) == ["0"]
     assert ids(2.5) == ["1"]  # beyond gate_m: capped, a new track
     assert ids(2.5, strict, False) == ["0"]  # which motion alone would have taken
+
+
+def test_on_motion_alone_a_lost_track_reaches_as_far_as_its_speed_allows():
+    cfg = dataclasses.replace(CFG, lost_gate_speed_mps=2.0)
+    # The gate by hand: 3 keyframes lost at 1 m/s, half of the full speed: 2 + 0.5 * 1 * 3.
+    track = birth(0, det(0.0), None, cfg)
+    track.kf.x[2:] = (0.6, 0.8)  # velocity, 1 m/s
+    track.misses = 3
+    assert gate_of(track, cfg, moving=True) == pytest.approx(3.5)
+    assert gate_of(track, cfg) == gate_of(track, CFG, moving=True) == pytest.approx(5.0)
+    track.kf.x[2:] = (3.0, 4.0)  # 5 m/s: the full growth, up to max_gate_m
+    track.misses = 9
+    assert gate_of(track, cfg, moving=True) == gate_of(track, cfg) == cfg.max_gate_m
+
+    def moving(x: float, v: float) -> Detection:
+        return Detection("s", (x, 0.0, 1.0), (1.9, 4.5, 1.6), (1.0, 0.0, 0.0, 0.0), (v, 0.0),
+                         "car", 0.9)  # fmt: skip
+
+    def ids(frames, cfg, appearance=True) -> list[str]:  # ids reported at the last keyframe
+        return list(run(frames, cfg, appearance)[-1].values())
+
+    nan = np.full(3, np.nan)
+    # A parked car lost one keyframe; 2.5 m away (its full gate 3 m) a detection: its neighbour.
+    parked = [[(det(0.0), EA)], [(det(0.0), EA)], [], [(det(2.5), nan)]]
+    assert ids(parked, CFG, False) == ["0"]  # a gate growing at any speed takes it
+    assert ids(parked, cfg, False) == ["1"]  # parked: the gate stays at gate_m
+    assert ids(parked, cfg) == ["1"]  # with embeddings too when the detection has none
+    parked[3] = [(det(2.5), EA)]  # ... but one that looks like the car may reach the full gate
+    assert ids(parked, cfg) == ["0"]
+    # At 5 m/s, predicted at 7.5 m after the keyframe lost, seen 2.5 m further: taken.
+    driving = [[(moving(0.0, 5.0), EA)], [(moving(2.5, 5.0), EA)], [], [(moving(10.0, 5.0), nan)]]
+    assert ids(driving, cfg, False) == ["0"]
 
 
 def test_appearance_memory_mean_and_nearest():
