@@ -5,7 +5,8 @@ their embeddings:
 
     cost = (1 - w) d_ij / gate_i + w a_ij,        a_ij = 1 - <e_i, e_j>  (unit vectors, in [0, 2])
 
-and is infinite (never matched) when d_ij > gate_i, when the classes differ, when a_ij exceeds
+and is infinite (never matched) when d_ij > gate_i (or, for a pair with no appearance, beyond
+the track's narrower motion gate), when the classes differ, when a_ij exceeds
 the track's appearance limit, or when a track that needs appearance (a dormant one) meets a
 detection without it. A pair with no appearance (a track or a detection without an
 embedding) costs its distance term alone, d_ij / gate_i. ``w`` = 0 is motion alone.
@@ -57,6 +58,7 @@ def association_cost(
     max_appearance: np.ndarray | float = np.inf,
     same_class: np.ndarray | None = None,
     needs_appearance: np.ndarray | None = None,
+    motion_gate: np.ndarray | float | None = None,
 ) -> np.ndarray:
     """The cost matrix [T, D] (see the module doc); ``inf`` marks pairs that may not match.
 
@@ -69,12 +71,15 @@ def association_cost(
         same_class: [T, D] bool, whether the classes agree; None: all agree.
         needs_appearance: [T] bool: tracks that may match only a detection whose appearance is
             known (dormant tracks, re-identified by appearance alone); None: none.
+        motion_gate: [T] (or one) gate for the pairs whose appearance is not known, metres (at
+            most ``gate``); None: ``gate``.
     """
     distance = np.asarray(distance, dtype=np.float64)
     t = distance.shape[0]
     gate = np.broadcast_to(np.asarray(gate, dtype=np.float64), (t,))[:, None]  # T x 1
     cost = distance / gate
     allowed = distance <= gate
+    has = np.zeros(distance.shape, dtype=bool)  # pairs whose appearance is known
     if appearance is not None and weight > 0:
         appearance = np.asarray(appearance, dtype=np.float64)
         has = np.isfinite(appearance)
@@ -86,6 +91,9 @@ def association_cost(
             allowed &= has | ~np.asarray(needs_appearance, dtype=bool)[:, None]
     elif needs_appearance is not None:
         allowed &= ~np.asarray(needs_appearance, dtype=bool)[:, None]
+    if motion_gate is not None:
+        motion_gate = np.broadcast_to(np.asarray(motion_gate, dtype=np.float64), (t,))[:, None]
+        allowed &= has | (distance <= motion_gate)
     if same_class is not None:
         allowed &= np.asarray(same_class, dtype=bool)
     return np.where(allowed, cost, np.inf)

@@ -98,14 +98,12 @@ class Tracker:
             ]
         )
         gate = np.array([lifecycle.gate_of(t, cfg) for t in tracks])
-        dormant = np.array([lifecycle.is_dormant(t, cfg) for t in tracks], dtype=bool)
-        same = same.reshape(distance.shape).astype(bool)
-        cost = association_cost(distance, gate, appearance, weight, limit, same, dormant)
         # Without a view on either side only motion speaks: a lost track's gate then widens with
         # its speed (a parked car stays where it was). A known look may reach the whole gate.
-        unseen = ~np.isfinite(appearance) if appearance is not None and weight > 0 else True
-        moving = np.array([lifecycle.gate_of(t, cfg, moving=True) for t in tracks])[:, None]
-        cost[(distance > moving) & unseen] = np.inf
+        moving = np.array([lifecycle.gate_of(t, cfg, moving=True) for t in tracks])
+        dormant = np.array([lifecycle.is_dormant(t, cfg) for t in tracks], dtype=bool)
+        same = same.reshape(distance.shape).astype(bool)
+        cost = association_cost(distance, gate, appearance, weight, limit, same, dormant, moving)
         if appearance is not None and weight > 0:
             # A lost track weighs both kinds of evidence: a near detection may look unlike its
             # memory, a farther one must look alike (the mixed cost is capped). Within the
