@@ -1,6 +1,9 @@
 """The config system: YAML + dotted overrides, strict keys, and the CLI's flag mapping."""
 
+from pathlib import Path
+
 import pytest
+import yaml
 
 from bev_reid.cli import build_parser, main, resolve_config
 from bev_reid.config import Config, ConfigError, config_from_dict, load_config, to_dict
@@ -113,3 +116,17 @@ def test_tools_mirror_every_sub_command():
         [sys.executable, str(tools / "build_dataset.py"), "--help"], capture_output=True, text=True
     )
     assert out.returncode == 0 and "--min-iou" in out.stdout
+
+
+@pytest.mark.parametrize(
+    "path", sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_every_shipped_config_loads_and_sets_only_real_keys(path):
+    # A mistyped key in a shipped config would stop the command it documents with an error.
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    cfg = to_dict(load_config(path))
+    for section, values in raw.items():
+        for key, value in values.items():
+            got = cfg[section][key]
+            want = list(value) if isinstance(value, list) else value
+            assert (list(got) if isinstance(got, (list, tuple)) else got) == want, (section, key)
