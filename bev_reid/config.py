@@ -254,10 +254,6 @@ class SynthConfig(_Section):
                 bool(values) and not bad,
                 f"synth.{name} must be a non-empty list of {', '.join(valid)}; got {list(values)}",
             )
-        need(
-            self.palette in ("vivid", "street"),
-            f"synth.palette must be vivid or street; got {self.palette!r}",
-        )
         lo, hi = self.ego_speed
         need(
             0 < lo <= hi, f"synth.ego_speed must be (min, max) with 0 < min <= max, got {(lo, hi)}"

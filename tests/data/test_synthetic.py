@@ -20,7 +20,7 @@ from nuscenes.utils.geometry_utils import points_in_box, view_points
 from PIL import Image
 from pyquaternion import Quaternion
 
-from bev_reid.config import SynthConfig
+from bev_reid.config import SynthConfig, load_config
 from bev_reid.synth.generate import META_FILE, TABLE_NAMES, generate_world
 from bev_reid.synth.populate import _Builder, build_scene
 from bev_reid.synth.render import Camera, box_corners
@@ -313,7 +313,7 @@ def test_street_palette_paints_vehicles_as_streets_do() -> None:
     assert {a.colour for a in vivid} == set(COLOURS)  # the default keeps its eight colours
     assert {a.secondary for a in vivid} <= set(SECONDARY)
     with pytest.raises(ValueError, match="synth.palette"):
-        SynthConfig(palette="pastel")
+        load_config(overrides=["synth.palette=pastel"])
 
 
 def test_night_is_dark_and_named(nusc: NuScenes, meta: dict) -> None:
