@@ -8,6 +8,7 @@ are parsed with YAML rules (``3`` is an int, ``[1, 2]`` a list, ``true`` a bool)
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import re
@@ -47,9 +48,35 @@ def _range_text(lo: float | None, hi: float | None, above: bool, below: bool) ->
     return " and ".join(parts)
 
 
+def _is_choice(value: Any, choices: tuple[Any, ...]) -> bool:
+    """``value`` is one of ``choices`` (True is not taken for 1, nor 1 for True)."""
+    return any(value == c and isinstance(value, bool) == isinstance(c, bool) for c in choices)
+
+
+@functools.cache
+def _choice_fields(cls: type) -> dict[str, tuple[Any, ...]]:
+    """The fields of a section typed ``Literal[...]`` or ``tuple[Literal[...], ...]``: choices."""
+    out = {}
+    for name, tp in typing.get_type_hints(cls).items():
+        if typing.get_origin(tp) is tuple and typing.get_args(tp)[-1:] == (Ellipsis,):
+            tp = typing.get_args(tp)[0]
+        if choices_of(tp):
+            out[name] = choices_of(tp)
+    return out
+
+
 def _check_fields(obj: Any) -> None:
-    """Checks the ranges of every ``num`` field and the device fields of a config section."""
+    """Checks the choice, range and device fields of a config section, however it was built
+    (from YAML, ``--set`` or Python)."""
     section = getattr(obj, "SECTION", type(obj).__name__)
+    for name, choices in _choice_fields(type(obj)).items():
+        value = getattr(obj, name)
+        items = value if isinstance(value, tuple) else (value,)
+        if not all(_is_choice(v, choices) for v in items):
+            raise ConfigError(
+                f"{section}.{name} must be one of {', '.join(map(str, choices))}"
+                f"{' (each item)' if isinstance(value, tuple) else ''}; got {value!r}"
+            )
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
         if "range" in f.metadata:
@@ -622,13 +649,15 @@ TRACKING_CLASSES = ("bicycle", "bus", "car", "motorcycle", "pedestrian", "traile
 
 
 @dataclass(frozen=True)
-class TrackConfig:
+class TrackConfig(_Section):
     """`bev-reid make-detections`, `track`, `eval-track` and `show-tracks` (bev_reid.track).
 
     Files chain through the keys: make-detections writes ``detections``, track reads it and
     writes ``out``, eval-track scores ``out`` into the folder ``eval_out``, show-tracks draws
     ``out`` into ``picture``.
     """
+
+    SECTION = "track"
 
     detections: str = "runs/track/detections.json"  # nuScenes detection-results JSON
     out: str = "runs/track/tracks.json"  # nuScenes tracking-results JSON
@@ -638,111 +667,92 @@ class TrackConfig:
     lss_checkpoint: str = ""  # LSS checkpoint, when the embedding's crops hold camera channels
     device: str = "auto"  # auto, cpu, cuda or cuda:N (the BEV pass and the embedding)
     # make-detections: ground-truth boxes degraded by a seeded model (see bev_reid.track.degrade).
-    det_seed: int = 0
-    det_miss_rate: float = 0.5  # share of objects that get occlusion gaps
-    det_max_gap: int = 3  # each gap hides an object for 1..det_max_gap keyframes
-    det_noise_m: float = 0.2  # std of the centre's x and y noise, metres (z gets half)
-    det_size_noise: float = 0.05  # std of the relative noise of width, length and height
-    det_yaw_noise_deg: float = 5.0  # std of the heading noise, degrees
-    det_velocity_noise: float = 0.5  # std of the velocity noise, m/s
-    det_fp_rate: float = 0.05  # false positives per keyframe, per true box there (Poisson mean)
+    det_seed: int = num(0, 0)
+    det_miss_rate: float = num(0.5, 0, 1)  # share of objects that get occlusion gaps
+    det_max_gap: int = num(3, 1)  # each gap hides an object for 1..det_max_gap keyframes
+    det_noise_m: float = num(0.2, 0)  # std of the centre's x and y noise, metres (z gets half)
+    det_size_noise: float = num(0.05, 0)  # std of the relative noise of width, length and height
+    det_yaw_noise_deg: float = num(5.0, 0)  # std of the heading noise, degrees
+    det_velocity_noise: float = num(0.5, 0)  # std of the velocity noise, m/s
+    # false positives per keyframe, per true box there (Poisson mean)
+    det_fp_rate: float = num(0.05, 0)
     # chance that a detector misses an object at visibility 1 (0-40% visible in the cameras), at
     # each such keyframe, besides the gaps: misses that follow occlusion, as real detectors' do
-    det_hidden_miss: float = 0.0
+    det_hidden_miss: float = num(0.0, 0, 1)
     # The tracker (see bev_reid.track.tracker).
     classes: tuple[str, ...] = TRACKING_CLASSES  # nuScenes tracking classes that are tracked
-    min_score: float = 0.0  # detections scored lower are dropped
-    gate_m: float = 2.0  # centre distance beyond which a detection never matches a track, m
-    lost_gate_growth_m: float = 1.0  # the gate widens by this much per keyframe a track is lost
+    min_score: float = num(0.0, 0)  # detections scored lower are dropped
+    # centre distance beyond which a detection never matches a track, m
+    gate_m: float = num(2.0, 0, above=True)
+    # the gate widens by this much per keyframe a track is lost
+    lost_gate_growth_m: float = num(1.0, 0)
     # ... on motion alone (no view on either side) in proportion to the track's speed, fully at
     # this speed or faster, m/s; 0: always fully (docs/results-tracking.md, "A parked car").
-    lost_gate_speed_mps: float = 2.0
-    appearance_weight: float = 0.3  # share of the cosine distance in the cost (0: motion alone)
+    lost_gate_speed_mps: float = num(2.0, 0)
+    # share of the cosine distance in the cost (0: motion alone)
+    appearance_weight: float = num(0.3, 0, 1)
     # With embeddings, a lost track takes a detection beyond gate_m only below this mixed cost:
     # a farther detection must look alike too (within gate_m, what motion alone would take).
     # 0.5 (was 0.7 at any distance): fewer neighbours re-identified by mistake
     # (docs/results-tracking.md, "The lost track's cap").
-    max_lost_cost: float = 0.5
-    max_appearance_distance: float = 0.5  # a dormant track is re-identified only below this
-    max_age: int = 6  # keyframes a track coasts unmatched before it dies
+    max_lost_cost: float = num(0.5, 0)
+    # a dormant track is re-identified only below this
+    max_appearance_distance: float = num(0.5, 0, 2)
+    max_age: int = num(6, 0)  # keyframes a track coasts unmatched before it dies
     # With embeddings, a lost track that has views sleeps until this many keyframes lost,
     # re-identified by appearance alone (bev_reid.track.lifecycle); 0 = no dormancy.
-    reid_max_age: int = 20
+    reid_max_age: int = num(20, 0)
     # With embeddings, once a scene is tracked: a track that starts after another ended joins
     # it when their views look alike (bev_reid.track.stitch; offline: it needs the whole scene).
     stitch: bool = True
-    stitch_max_distance: float = 0.3  # the largest cosine distance of joined views
-    stitch_gate_m: float = 10.0  # the widest gate between a track's end and the next's start, m
-    max_gate_m: float = 8.0  # the widest the gate of a lost track grows, metres
-    min_hits: int = 1  # matched detections before a track is reported
-    memory: int = 8  # views in a track's appearance memory
+    stitch_max_distance: float = num(0.3, 0, 2)  # the largest cosine distance of joined views
+    # the widest gate between a track's end and the next's start, m
+    stitch_gate_m: float = num(10.0, 0, above=True)
+    max_gate_m: float = num(8.0, 0, above=True)  # the widest the gate of a lost track grows, metres
+    min_hits: int = num(1, 1)  # matched detections before a track is reported
+    memory: int = num(8, 1)  # views in a track's appearance memory
     memory_mode: typing.Literal["mean", "nearest"] = "mean"  # distance to their mean or nearest
-    accel_noise: float = 2.0  # std of the constant-velocity model's acceleration, m/s^2
-    measurement_noise_m: float = 0.3  # std of a detection's centre, metres
-    velocity_std: float = 3.0  # std of the initial velocity (the detection's, or 0), m/s
+    # std of the constant-velocity model's acceleration, m/s^2
+    accel_noise: float = num(2.0, 0, above=True)
+    measurement_noise_m: float = num(0.3, 0, above=True)  # std of a detection's centre, metres
+    # std of the initial velocity (the detection's, or 0), m/s
+    velocity_std: float = num(3.0, 0, above=True)
 
     def __post_init__(self) -> None:
-        def need(ok: bool, key: str, allowed: str) -> None:
-            if not ok:
-                raise ConfigError(f"track.{key} must be {allowed}; got {getattr(self, key)!r}")
-
-        for key in ("det_miss_rate", "det_hidden_miss", "appearance_weight"):
-            need(0.0 <= getattr(self, key) <= 1.0, key, "in [0, 1]")
-        for key in ("det_noise_m", "det_size_noise", "det_yaw_noise_deg", "det_velocity_noise",
-                    "det_fp_rate", "min_score", "lost_gate_growth_m", "lost_gate_speed_mps",
-                    "max_lost_cost"):  # fmt: skip
-            need(0.0 <= getattr(self, key) < float("inf"), key, ">= 0 (finite)")
-        for key in ("gate_m", "max_gate_m", "stitch_gate_m", "accel_noise",
-                    "measurement_noise_m", "velocity_std"):  # fmt: skip
-            need(0.0 < getattr(self, key) < float("inf"), key, "> 0 (finite)")
-        for key in ("max_appearance_distance", "stitch_max_distance"):
-            need(0.0 <= getattr(self, key) <= 2.0, key, "in [0, 2]")
-        need(self.memory_mode in ("mean", "nearest"), "memory_mode", "mean or nearest")
-        need(self.det_seed >= 0, "det_seed", ">= 0")
-        need(self.det_max_gap >= 1, "det_max_gap", ">= 1 keyframe")
-        need(self.max_age >= 0, "max_age", ">= 0 keyframes")
-        need(self.reid_max_age >= 0, "reid_max_age", ">= 0 keyframes")
-        for key in ("min_hits", "memory"):
-            need(getattr(self, key) >= 1, key, ">= 1")
-        need(
-            bool(self.classes) and set(self.classes) <= set(TRACKING_CLASSES),
-            "classes",
-            f"a non-empty list of {', '.join(TRACKING_CLASSES)}",
-        )
-        need(
-            self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
-            "device",
-            "auto, cpu, cuda or cuda:N",
-        )
+        super().__post_init__()
+        if not (self.classes and set(self.classes) <= set(TRACKING_CLASSES)):
+            raise ConfigError(
+                f"track.classes must be a non-empty list of {', '.join(TRACKING_CLASSES)}; "
+                f"got {list(self.classes)!r}"
+            )
 
 
 @dataclass(frozen=True)
-class PandaSetConfig:
+class PandaSetConfig(_Section):
     """`bev-reid convert-pandaset`: PandaSet sequences to one nuScenes-format folder.
 
     Reading PandaSet unpickles its files (the dataset's own format): convert only data you trust.
     """
 
+    SECTION = "pandaset"
+
     src: tuple[str, ...] = ()  # PandaSet sequence folders (holding lidar/, camera/, annotations/)
     out: str = "data/pandaset"  # the dataroot to write (samples/ and the version folder)
     version: str = "v1.0-pandaset"  # the version folder's name
     lidars: typing.Literal["pandar64", "pandargt", "both"] = "pandar64"  # 360 deg, forward, both
-    frames: tuple[int, ...] = ()  # frame indices of every sequence; empty = all listed
+    frames: tuple[int, ...] = num((), 0)  # frame indices of every sequence; empty = all listed
     skip_incomplete: bool = False  # leave out (with a warning) frames with missing files
-    drift_warn_m: float = 0.05  # warn when a camera moves more than this against the LiDAR, m
-    drift_warn_deg: float = 0.5  # ... or turns more than this, degrees
+    # warn when a camera moves more than this against the LiDAR, m
+    drift_warn_m: float = num(0.05, 0)
+    drift_warn_deg: float = num(0.5, 0)  # ... or turns more than this, degrees
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.version or "/" in self.version or self.version.startswith("."):
             raise ConfigError(
                 "pandaset.version must be a folder name such as v1.0-pandaset, "
                 f"got {self.version!r}"
             )
-        if any(k < 0 for k in self.frames):
-            raise ConfigError(f"pandaset.frames must be >= 0, got {list(self.frames)}")
-        for key in ("drift_warn_m", "drift_warn_deg"):
-            if not 0 <= getattr(self, key) < float("inf"):
-                raise ConfigError(f"pandaset.{key} must be >= 0, got {getattr(self, key)}")
 
 
 @dataclass(frozen=True)
@@ -786,9 +796,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         return _build(tp, value, where)
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
-    if origin is typing.Literal:
-        if value not in args or isinstance(value, bool) != isinstance(args[0], bool):
-            raise ConfigError(f"{where} must be one of {', '.join(map(str, args))}; got {value!r}")
+    if origin is typing.Literal:  # checked with the section (_check_fields), as from Python
         return value
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:

@@ -6,7 +6,16 @@ import pytest
 import yaml
 
 from bev_reid.cli import build_parser, main, resolve_config
-from bev_reid.config import Config, ConfigError, config_from_dict, load_config, to_dict
+from bev_reid.config import (
+    BuildConfig,
+    Config,
+    ConfigError,
+    PandaSetConfig,
+    TrackConfig,
+    config_from_dict,
+    load_config,
+    to_dict,
+)
 
 
 def test_yaml_and_overrides(tmp_path):
@@ -50,6 +59,34 @@ def test_type_errors_name_the_key(tmp_path):
         load_config(overrides=["build.crop_cell=-0.25"])
     with pytest.raises(ConfigError, match=r"build.lidar_colour paints LiDAR points: add lidar"):
         load_config(overrides=["build.lidar_colour=true", "build.modalities=[camera]"])
+
+
+def test_sections_built_in_python_are_checked_as_loaded_ones():
+    # The API builds sections directly; the same choices and ranges hold as for YAML and --set.
+    with pytest.raises(
+        ConfigError, match=r"track.memory_mode must be one of mean, nearest; got 'median'"
+    ):
+        TrackConfig(memory_mode="median")  # type: ignore[arg-type]
+    with pytest.raises(
+        ConfigError, match=r"build.modalities must be one of camera, lidar \(each item\)"
+    ):
+        BuildConfig(modalities=("camera", "radar"))  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="track.gate_m must be > 0; got 0.0"):
+        TrackConfig(gate_m=0.0)
+    with pytest.raises(ConfigError, match="track.max_appearance_distance must be >= 0 and <= 2"):
+        TrackConfig(max_appearance_distance=2.5)
+    with pytest.raises(ConfigError, match="track.device must be auto, cpu, cuda or cuda:N"):
+        TrackConfig(device="cuda:first")
+    with pytest.raises(ConfigError, match="track.classes must be a non-empty list"):
+        TrackConfig(classes=("car", "tank"))
+    with pytest.raises(ConfigError, match=r"pandaset.frames must be >= 0 \(each item\)"):
+        PandaSetConfig(frames=(0, -1))
+    with pytest.raises(ConfigError, match="pandaset.drift_warn_m must be >= 0; got nan"):
+        PandaSetConfig(drift_warn_m=float("nan"))
+    # A YAML true is not taken for a choice, nor is a choice refused for its spelling.
+    with pytest.raises(ConfigError, match="build.lidar_raster must be one of grid, box; got True"):
+        load_config(overrides=["build.lidar_raster=true"])
+    assert TrackConfig(memory_mode="nearest", device="cuda:1").memory_mode == "nearest"
 
 
 def test_exponent_without_a_dot_is_a_number(tmp_path):

@@ -43,7 +43,7 @@ def test_make_detections_track_eval_and_show(synth_world, track_checkpoint, tmp_
         (["track", "--detections", "{det}", "--out", "{tmp}/t.json"], "needs --reid-checkpoint"),
         (["track", "--detections", "{bad}", "--reid-checkpoint", "none"],
          "results['{token}'][0]: unknown detection_name 'vehicle.car'"),
-        (["make-detections", "--miss-rate", "1.5"], "track.det_miss_rate must be in [0, 1]"),
+        (["make-detections", "--miss-rate", "1.5"], "track.det_miss_rate must be >= 0 and <= 1"),
         (["track", "--detections", "{det}", "--reid-checkpoint", "{tmp}/nothing"],
          "does not exist"),
     ],
