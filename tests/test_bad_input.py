@@ -29,7 +29,7 @@ def _range_fields():
             lo, hi, above, _ = f.metadata["range"]
             bad = (lo - 1 if not above else lo) if lo is not None else hi + 1
             if isinstance(f.default, tuple):
-                bad = [bad] * len(f.default)
+                bad = [bad] * max(1, len(f.default))  # an empty default: one item
             elif isinstance(f.default, int):
                 bad = int(bad)
             yield section.name, f.name, bad
