@@ -28,8 +28,6 @@ from bev_reid.models.geometry import create_frustum, frustum_to_ego, points_to_v
 from bev_reid.models.trunks import build_trunk
 from bev_reid.ops import bev_pool, bev_pool_reference, fused_splat, splat_plan
 
-SPLATS = ("fused", "bev_pool", "reference")
-
 
 class CamEncoder(nn.Module):
     """Images -> depth logits over D bins and C context channels per feature cell.
@@ -181,8 +179,6 @@ class LiftSplatShoot(nn.Module):
 
     def __init__(self, model: LSSConfig, grid: GridConfig, data: DataConfig):
         super().__init__()
-        if model.splat not in SPLATS:
-            raise ValueError(f"lss.splat must be one of {', '.join(SPLATS)}, got {model.splat!r}")
         x_n, y_n, _ = grid.shape
         if x_n % 8 or y_n % 8:
             raise ValueError(
