@@ -31,18 +31,19 @@ import dataclasses
 import statistics
 import tempfile
 import time
+import typing
 from pathlib import Path
 
 import torch
 from bench_ops import peak_memory  # the same measure in every benchmark
 
-from bev_reid.config import SynthConfig, load_config
+from bev_reid.config import LSSConfig, SynthConfig, choices_of, load_config
 from bev_reid.data.keyframes import NuScenesKeyframes, collate
 from bev_reid.lss.losses import dual_loss
 from bev_reid.lss.model import build_model, forward, resolve_amp
 from bev_reid.synth.generate import generate_world
 
-SPLATS = ("fused", "bev_pool", "reference")
+SPLATS = choices_of(typing.get_type_hints(LSSConfig)["splat"])  # as lss.splat accepts them
 
 
 def main() -> None:
@@ -83,7 +84,7 @@ def main() -> None:
         cache_times = loader_times(with_depth, cached, args.batch, args.repeat)
         batch = collate([with_depth[i] for i in range(args.batch)])
     batch = {k: v.to(args.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-    splats = SPLATS[:2] if args.skip_reference else SPLATS
+    splats = [s for s in SPLATS if not (args.skip_reference and s == "reference")]
     torch.manual_seed(0)
     models = {
         s: build_model(load_config(args.config, overrides={**base, "lss.splat": s})).to(args.device)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import numbers
 import os
 import re
 import types
@@ -53,16 +54,32 @@ def _is_choice(value: Any, choices: tuple[Any, ...]) -> bool:
     return any(value == c and isinstance(value, bool) == isinstance(c, bool) for c in choices)
 
 
+def _item_type(tp: Any) -> Any:
+    """The type of a field's items: ``X`` for ``X``, ``tuple[X, ...]`` and ``X | None``."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        tp = inner[0] if len(inner) == 1 else tp
+    if typing.get_origin(tp) is tuple and typing.get_args(tp)[-1:] == (Ellipsis,):
+        tp = typing.get_args(tp)[0]
+    return tp
+
+
+def _is_integer(value: Any) -> bool:
+    """An int (numpy's too), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 @functools.cache
 def _choice_fields(cls: type) -> dict[str, tuple[Any, ...]]:
     """The fields of a section typed ``Literal[...]`` or ``tuple[Literal[...], ...]``: choices."""
-    out = {}
-    for name, tp in typing.get_type_hints(cls).items():
-        if typing.get_origin(tp) is tuple and typing.get_args(tp)[-1:] == (Ellipsis,):
-            tp = typing.get_args(tp)[0]
-        if choices_of(tp):
-            out[name] = choices_of(tp)
-    return out
+    hints = typing.get_type_hints(cls).items()
+    return {name: choices_of(_item_type(tp)) for name, tp in hints if choices_of(_item_type(tp))}
+
+
+@functools.cache
+def _int_fields(cls: type) -> tuple[str, ...]:
+    """The fields of a section typed ``int``, ``tuple[int, ...]`` or ``int | None``."""
+    return tuple(n for n, tp in typing.get_type_hints(cls).items() if _item_type(tp) is int)
 
 
 def _check_fields(obj: Any) -> None:
@@ -75,6 +92,14 @@ def _check_fields(obj: Any) -> None:
         if not all(_is_choice(v, choices) for v in items):
             raise ConfigError(
                 f"{section}.{name} must be one of {', '.join(map(str, choices))}"
+                f"{' (each item)' if isinstance(value, tuple) else ''}; got {value!r}"
+            )
+    for name in _int_fields(type(obj)):  # the loader refuses 2.5 too; this is for Python
+        value = getattr(obj, name)
+        items = value if isinstance(value, tuple) else (value,)
+        if not all(v is None or _is_integer(v) for v in items):
+            raise ConfigError(
+                f"{section}.{name} must be an integer"
                 f"{' (each item)' if isinstance(value, tuple) else ''}; got {value!r}"
             )
     for f in dataclasses.fields(obj):

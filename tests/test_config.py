@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -87,6 +88,15 @@ def test_sections_built_in_python_are_checked_as_loaded_ones():
     with pytest.raises(ConfigError, match="build.lidar_raster must be one of grid, box; got True"):
         load_config(overrides=["build.lidar_raster=true"])
     assert TrackConfig(memory_mode="nearest", device="cuda:1").memory_mode == "nearest"
+    # An integer key is refused a fraction (a step count of 2.5 would be truncated somewhere);
+    # numpy's integers are integers.
+    with pytest.raises(ConfigError, match="track.max_age must be an integer; got 2.5"):
+        TrackConfig(max_age=2.5)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"pandaset.frames must be an integer \(each item\)"):
+        PandaSetConfig(frames=(0, 1.0))  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="track.min_hits must be an integer; got True"):
+        TrackConfig(min_hits=True)
+    assert TrackConfig(max_age=np.int64(4)).max_age == 4
 
 
 def test_exponent_without_a_dot_is_a_number(tmp_path):
