@@ -592,6 +592,9 @@ class TrainReIDConfig(_Section):
     device: Device = "auto"
     p_identities: int = num(16, 1)
     k_views: int = num(4, 1)
+    # Share of a batch's identities (after a random anchor) that are the anchor's nearest
+    # neighbours in one keyframe, the vehicles a tracker must tell it from; 0: random batches.
+    neighbours: float = num(0.0, 0, 1)
     mirror: bool = True  # flip half the crops across the heading axis (the other side of a vehicle)
     shift: float = num(0.0, 0)  # random shift of each crop, up to this many cells along each axis
     rotate: float = num(0.0, 0, 180)  # random rotation of each crop, up to this many degrees

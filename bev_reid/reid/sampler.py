@@ -9,6 +9,13 @@ is drawn afresh from ``numpy.random.default_rng`` seeded with ``(seed, s)`` (the
 With several processes, step ``s`` draws one permutation of the identities shared by all ranks,
 and rank ``r`` takes the ``r``-th run of P identities from it: the ranks see different identities
 whenever ``P x world_size`` does not exceed the number of identities (else they wrap around).
+
+Neighbour batches (``neighbours`` > 0, with each view's keyframe and place): the first identity
+of a batch is an anchor; one of its views is drawn, and that share of the other P - 1 identities
+are the vehicles nearest to it in the same keyframe (the rest come from the permutation as
+before). A tracker confuses a vehicle with its neighbours, seen in the same light and weather;
+random batches rarely hold them. With several processes each rank has its own anchor, but
+their neighbours may be the same vehicles.
 """
 
 from __future__ import annotations
@@ -35,6 +42,9 @@ class PKBatchSampler(Sampler[list[int]]):
         world_size: number of processes.
         start_step: the step of the first batch yielded (a resumed run's step).
         num_steps: batches to yield; None for an endless sampler.
+        places: [N] (keyframe, x, y) of each dataset position; needed when ``neighbours`` > 0.
+        neighbours: share of the P - 1 identities after the anchor drawn as its nearest
+            neighbours in one of its keyframes (0: none, 1: all that keyframe holds).
     """
 
     def __init__(
@@ -47,6 +57,8 @@ class PKBatchSampler(Sampler[list[int]]):
         world_size: int = 1,
         start_step: int = 0,
         num_steps: int | None = None,
+        places: Sequence[tuple[str, float, float]] | None = None,
+        neighbours: float = 0.0,
     ):
         if p < 1 or k < 1:
             raise ValueError(f"PKBatchSampler needs p >= 1 and k >= 1, got p={p}, k={k}")
@@ -68,6 +80,26 @@ class PKBatchSampler(Sampler[list[int]]):
         self.world_size = int(world_size)
         self.start_step = int(start_step)
         self.num_steps = None if num_steps is None else int(num_steps)
+        if not 0.0 <= neighbours <= 1.0:
+            raise ValueError(f"neighbours must be a share in [0, 1], got {neighbours}")
+        self.neighbours = float(neighbours)
+        self._places: list[tuple[str, float, float]] | None = None
+        self._keyframes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        if self.neighbours > 0:
+            if places is None or len(places) != ids_np.size:
+                raise ValueError("neighbour batches need the keyframe and place of every view")
+            self._places = [(str(k), float(x), float(y)) for k, x, y in places]
+            # keyframe -> (identity numbers j, [n, 2] places) of the views it holds
+            index_of = np.empty(ids_np.size, dtype=np.int64)
+            for j, views in enumerate(self._views):
+                index_of[views] = j
+            rows: dict[str, list[tuple[int, float, float]]] = {}
+            for pos, (key, x, y) in enumerate(self._places):
+                rows.setdefault(key, []).append((int(index_of[pos]), x, y))
+            self._keyframes = {
+                key: (np.array([r[0] for r in rs]), np.array([r[1:] for r in rs]))
+                for key, rs in rows.items()
+            }
 
     @property
     def batch_size(self) -> int:
@@ -80,12 +112,34 @@ class PKBatchSampler(Sampler[list[int]]):
         first = self.rank * self.p
         chosen = perm[(first + np.arange(self.p)) % n]  # P identities, distinct
         rng = np.random.default_rng([self.seed, step, self.rank])
+        if self.neighbours > 0 and self.p > 1:
+            chosen = self._with_neighbours(chosen, perm, rng)
         out: list[int] = []
         for j in chosen:
             views = self._views[j]
             picks = rng.choice(views.size, size=self.k, replace=views.size < self.k)
             out.extend(int(i) for i in views[picks])
         return out
+
+    def _with_neighbours(
+        self, chosen: np.ndarray, perm: np.ndarray, rng: np.random.Generator
+    ) -> np.ndarray:
+        """``chosen`` with its first identity kept and a share of the rest replaced by that
+        identity's nearest neighbours in the keyframe of one of its views."""
+        anchor = int(chosen[0])
+        assert self._places is not None
+        key, x, y = self._places[int(rng.choice(self._views[anchor]))]
+        who, where = self._keyframes[key]
+        order = np.argsort(np.hypot(where[:, 0] - x, where[:, 1] - y), kind="stable")
+        near: list[int] = []
+        want = int(round(self.neighbours * (self.p - 1)))
+        for j in who[order]:
+            if len(near) == want:
+                break
+            if j != anchor and j not in near:
+                near.append(int(j))
+        rest = [int(j) for j in perm if j != anchor and j not in near]
+        return np.array([anchor, *near, *rest[: self.p - 1 - len(near)]], dtype=np.int64)
 
     def __iter__(self) -> Iterator[list[int]]:
         step = self.start_step

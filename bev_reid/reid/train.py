@@ -202,6 +202,18 @@ def train_reid(cfg: Config) -> Path:
         cleanup_distributed()
 
 
+def view_places(dataset: ReIDDataset) -> list[tuple[str, float, float]]:
+    """(keyframe, x, y) of every view of ``dataset``, for batches of neighbours."""
+    try:
+        return [(v["sample_token"], *v["center"][:2]) for v in dataset.views]
+    except KeyError as e:
+        raise ValueError(
+            f"ReID dataset {str(dataset.root)!r}: its views.jsonl lacks {e}, which "
+            "train_reid.neighbours needs; rebuild it with bev-reid build-dataset or set "
+            "train_reid.neighbours: 0"
+        ) from None
+
+
 def _train(cfg: Config, dist: DistInfo) -> Path:
     tc = cfg.train_reid
     run_dir = Path(cfg.reid_run.log_dir) / cfg.reid_run.run_id
@@ -247,6 +259,7 @@ def _train(cfg: Config, dist: DistInfo) -> Path:
     sampler = PKBatchSampler(
         dataset.ids, tc.p_identities, tc.k_views, seed=tc.seed, rank=dist.rank,
         world_size=dist.world_size, start_step=step, num_steps=max(0, tc.max_steps - step),
+        places=view_places(dataset) if tc.neighbours > 0 else None, neighbours=tc.neighbours,
     )  # fmt: skip
     loader = DataLoader(
         dataset,

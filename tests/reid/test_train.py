@@ -10,6 +10,7 @@ import sys
 import textwrap
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ from bev_reid.config import Config, ConfigError, load_config, to_dict
 from bev_reid.engine.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
 from bev_reid.models.reid import BEVReIDModel
 from bev_reid.reid.sampler import PKBatchSampler
-from bev_reid.reid.train import augment_crops, train_reid, turn_and_shift
+from bev_reid.reid.train import augment_crops, train_reid, turn_and_shift, view_places
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -150,6 +151,39 @@ def test_pk_sampler_caps_p_and_is_a_function_of_seed_step_rank():
         PKBatchSampler(IDS, p=2, k=2, rank=2, world_size=2)
 
 
+def test_neighbour_batches_take_the_anchors_nearest_vehicles_of_one_keyframe():
+    # Keyframe "a": identity 0 at the origin, 1 at 3 m, 2 at 1 m, 3 at 10 m, 4 at 2 m.
+    # Keyframe "b": identity 0 at the origin and 5 at 0.5 m (nearer than all of "a").
+    # Identities 6 and 7 are seen only elsewhere.
+    places = [("a", 0, 0), ("a", 3, 0), ("a", 0, 1), ("a", 10, 0), ("a", 0, -2),
+              ("b", 0, 0), ("b", 0.5, 0), ("c", 0, 0), ("c", 50, 0)]  # fmt: skip
+    ids = [0, 1, 2, 3, 4, 0, 5, 6, 7]
+    near = {"a": [2, 4, 1, 3], "b": [5]}  # by hand: the neighbours of 0, nearest first
+    anchors = Counter()
+    for step in range(40):
+        batch = PKBatchSampler(ids, p=3, k=1, seed=2, places=places, neighbours=1.0).batch(step)
+        chosen = [ids[i] for i in batch]
+        assert len(set(chosen)) == 3
+        anchors[chosen[0]] += 1
+        if chosen[0] == 0:  # anchor 0: its two nearest of "a", or 5 and one more from "b"
+            assert chosen[1:] == near["a"][:2] or chosen[1] == 5
+        # Half of P - 1 = 2: one neighbour, one from the permutation.
+        half = PKBatchSampler(ids, p=3, k=1, seed=2, places=places, neighbours=0.5).batch(step)
+        if ids[half[0]] == 3:
+            assert ids[half[1]] == 1  # 3 was seen in "a" only; its nearest there is 1, 7 m off
+            anchors["half 3"] += 1
+    assert anchors[0] and anchors["half 3"]  # both cases came up
+    plain = PKBatchSampler(ids, p=3, k=1, seed=2, places=places, neighbours=0.0)
+    assert plain.batch(5) == PKBatchSampler(ids, p=3, k=1, seed=2).batch(5)
+    with pytest.raises(ValueError, match="keyframe and place"):
+        PKBatchSampler(ids, p=3, k=1, neighbours=0.5)
+    with pytest.raises(ValueError, match="share"):
+        PKBatchSampler(ids, p=3, k=1, places=places, neighbours=1.5)
+    old = SimpleNamespace(root="DS", views=[{"sample_token": "a"}])  # a dataset without places
+    with pytest.raises(ValueError, match="lacks 'center'.*train_reid.neighbours: 0"):
+        view_places(old)
+
+
 # ---------------------------------------------------------------------------------------------
 # Training
 
@@ -239,8 +273,10 @@ def test_resume_takes_the_same_steps_as_an_uninterrupted_run(reid_dataset, tmp_p
 
 
 def test_triplet_mode_trains_and_an_unknown_mode_is_a_clear_error(reid_dataset, tmp_path):
+    # With batches of neighbours, as configs/track-reid.yaml trains it.
     cfg = run_config(reid_dataset, tmp_path, **{"train_reid.loss_mode": "triplet",
-                                                "train_reid.max_steps": 60})  # fmt: skip
+                                                "train_reid.max_steps": 60,
+                                                "train_reid.neighbours": 1.0})  # fmt: skip
     train_reid(cfg)
     loss = losses(tmp_path / "test")
     assert np.isfinite(loss).all()
@@ -304,7 +340,7 @@ import json, os, sys
 from bev_reid.config import load_config
 import math
 
-from bev_reid.reid.train import augment_crops, train_reid, turn_and_shift
+from bev_reid.reid.train import augment_crops, train_reid, turn_and_shift, view_places
 
 if __name__ == "__main__":
     path = train_reid(load_config(overrides=json.loads(sys.argv[1])))
