@@ -44,7 +44,8 @@ class PKBatchSampler(Sampler[list[int]]):
         num_steps: batches to yield; None for an endless sampler.
         places: [N] (keyframe, x, y) of each dataset position; needed when ``neighbours`` > 0.
         neighbours: share of the P - 1 identities after the anchor drawn as its nearest
-            neighbours in one of its keyframes (0: none, 1: all that keyframe holds).
+            neighbours in one of its keyframes (0: none; 1: all of them, as far as that
+            keyframe holds other vehicles, the rest at random).
     """
 
     def __init__(
