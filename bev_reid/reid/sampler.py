@@ -20,6 +20,7 @@ their neighbours may be the same vehicles.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -91,9 +92,7 @@ class PKBatchSampler(Sampler[list[int]]):
                 raise ValueError("neighbour batches need the keyframe and place of every view")
             self._places = [(str(k), float(x), float(y)) for k, x, y in places]
             # keyframe -> (identity numbers j, [n, 2] places) of the views it holds
-            index_of = np.empty(ids_np.size, dtype=np.int64)
-            for j, views in enumerate(self._views):
-                index_of[views] = j
+            index_of = np.searchsorted(self.identities, ids_np)  # position -> identity number
             rows: dict[str, list[tuple[int, float, float]]] = {}
             for pos, (key, x, y) in enumerate(self._places):
                 rows.setdefault(key, []).append((int(index_of[pos]), x, y))
@@ -132,15 +131,18 @@ class PKBatchSampler(Sampler[list[int]]):
         key, x, y = self._places[int(rng.choice(self._views[anchor]))]
         who, where = self._keyframes[key]
         order = np.argsort(np.hypot(where[:, 0] - x, where[:, 1] - y), kind="stable")
-        near: list[int] = []
         want = int(round(self.neighbours * (self.p - 1)))
-        for j in who[order]:
+        taken, near = {anchor}, []
+        for j in map(int, who[order]):
             if len(near) == want:
                 break
-            if j != anchor and j not in near:
-                near.append(int(j))
-        rest = [int(j) for j in perm if j != anchor and j not in near]
-        return np.array([anchor, *near, *rest[: self.p - 1 - len(near)]], dtype=np.int64)
+            if j not in taken:
+                taken.add(j)
+                near.append(j)
+        rest = itertools.islice(
+            (j for j in map(int, perm) if j not in taken), self.p - 1 - len(near)
+        )
+        return np.array([anchor, *near, *rest], dtype=np.int64)
 
     def __iter__(self) -> Iterator[list[int]]:
         step = self.start_step
