@@ -651,9 +651,14 @@ class EvalReIDConfig(_Section):
     device: Device = "auto"
     # Registered protocols (bev_reid.reid.evaluator, bev_reid.reid.protocols), in record order.
     protocols: tuple[str, ...] = ("cmc", "retrieval", "retrieval_gap", "tracklet",
-                                  "cross_condition")  # fmt: skip
-    min_gap_s: float = num(3.0, 0)  # retrieval_gap: gallery views nearer the query in time left out
+                                  "cross_condition", "neighbours")  # fmt: skip
+    # retrieval_gap and neighbours: gallery views nearer the query in time left out (of the own
+    # views, for neighbours)
+    min_gap_s: float = num(3.0, 0)
     tracklet_len: int = num(4, 1)  # tracklet: consecutive views of a vehicle per tracklet
+    # neighbours: the other vehicles within this distance of a view, in its keyframe, are its
+    # negatives (those a tracker could confuse it with)
+    neighbour_radius_m: float = num(8.0, 0, above=True)
     rerank: bool = False  # adds retrieval_rerank: k-reciprocal re-ranking (Zhong et al. 2017)
     rerank_k1: int = num(20, 1)  # neighbours of the k-reciprocal sets
     rerank_k2: int = num(6, 1)  # views averaged by the local query expansion (1: none)

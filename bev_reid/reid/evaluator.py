@@ -48,6 +48,8 @@ class Views:
         timestamps: [N] float64 seconds, NaN where unknown.
         is_query: [N] bool, the views that are queries.
         in_gallery: [N] bool, the views that are in the gallery.
+        places: [N, 2] float64 (x, y) of each view's vehicle in its keyframe, metres, NaN where
+            unknown (only distances within one keyframe are used).
     """
 
     emb: torch.Tensor
@@ -57,6 +59,7 @@ class Views:
     timestamps: torch.Tensor
     is_query: torch.Tensor
     in_gallery: torch.Tensor
+    places: torch.Tensor
 
     def condition_masks(self, among: torch.Tensor | None = None) -> list[tuple[str, torch.Tensor]]:
         """``("all", among)`` and, for each condition present, its views among ``among``."""
@@ -80,6 +83,7 @@ class Settings:
     rerank_k1: int = 20
     rerank_k2: int = 6
     rerank_lambda: float = 0.3
+    neighbour_radius_m: float = 8.0
 
 
 Protocol = Callable[[Views, Settings], list[dict[str, Any]]]
@@ -215,6 +219,7 @@ class ReIDEvaluator:
             protocols, topk=ec.topk, trials=ec.trials, seed=ec.seed, device=device,
             min_gap_s=ec.min_gap_s, tracklet_len=ec.tracklet_len, rerank_k1=ec.rerank_k1,
             rerank_k2=ec.rerank_k2, rerank_lambda=ec.rerank_lambda,
+            neighbour_radius_m=ec.neighbour_radius_m,
         )  # fmt: skip
 
     def reset(self) -> None:
@@ -223,6 +228,7 @@ class ReIDEvaluator:
         self._ids: list[torch.Tensor] = []
         self._groups: list[torch.Tensor] = []
         self._times: list[torch.Tensor] = []
+        self._places: list[torch.Tensor] = []
         self._is_query: list[torch.Tensor] = []
         self._in_gallery: list[torch.Tensor] = []
         self._conditions: list[str | None] = []
@@ -240,6 +246,7 @@ class ReIDEvaluator:
         in_gallery: torch.Tensor | bool | None = None,
         conditions: Sequence[str | None] | None = None,
         timestamps: torch.Tensor | None = None,
+        places: torch.Tensor | None = None,
     ) -> None:
         """Adds a batch of B views.
 
@@ -252,6 +259,8 @@ class ReIDEvaluator:
                 ``is_query`` marks some views only, else every view (query = gallery).
             conditions: B condition names, or None when unknown.
             timestamps: [B] seconds, or None when unknown.
+            places: [B, 2] (x, y) metres of each view's vehicle in its keyframe (NaN rows:
+                unknown), or None when unknown.
         """
         b = embeddings.shape[0]
 
@@ -279,10 +288,16 @@ class ReIDEvaluator:
             times = torch.as_tensor(timestamps).reshape(-1).double().cpu()
             if times.shape != (b,):
                 raise ValueError(f"process: {times.numel()} timestamps for {b} views")
+        where = torch.full((b, 2), math.nan, dtype=torch.float64)
+        if places is not None:
+            where = torch.as_tensor(places).double().cpu()
+            if where.shape != (b, 2):
+                raise ValueError(f"process: places must be [{b}, 2], got {tuple(where.shape)}")
         self._emb.append(embeddings.detach().float().cpu())
         self._ids.append(ids.detach().cpu().long())
         self._groups.append(groups.detach().cpu().long())
         self._times.append(times)
+        self._places.append(where)
         self._is_query.append(q)
         self._in_gallery.append(g)
         self._conditions.extend(conditions if conditions is not None else [None] * b)
@@ -291,8 +306,8 @@ class ReIDEvaluator:
         self, embeddings: torch.Tensor, ids: torch.Tensor, views: Sequence[dict[str, Any]]
     ) -> None:
         """Adds B views described by their dataset records (``sample_token`` gives the group,
-        ``condition`` and ``timestamp`` (microseconds) are used when present); every view is a
-        query and in the gallery."""
+        ``condition``, ``timestamp`` (microseconds) and ``center`` (x, y of the box in the
+        keyframe, metres) are used when present); every view is a query and in the gallery."""
         groups = torch.tensor(
             [
                 self._group_codes.setdefault(v["sample_token"], len(self._group_codes))
@@ -301,8 +316,12 @@ class ReIDEvaluator:
             dtype=torch.int64,
         )
         times = torch.tensor([v.get("timestamp", math.nan) for v in views], dtype=torch.float64)
+        places = torch.tensor(
+            [v["center"][:2] if v.get("center") else (math.nan, math.nan) for v in views],
+            dtype=torch.float64,
+        ).reshape(-1, 2)
         self.process(embeddings, ids, groups, True, True, [v.get("condition") for v in views],
-                     times / 1e6)  # fmt: skip
+                     times / 1e6, places)  # fmt: skip
 
     def views(self) -> Views:
         """What has been processed, on the ranking device."""
@@ -310,13 +329,15 @@ class ReIDEvaluator:
         if not self._emb:
             empty = torch.zeros(0, dtype=torch.long)
             return Views(torch.zeros(0, 1, device=device), empty, empty, [],
-                         empty.double(), empty.bool(), empty.bool())  # fmt: skip
+                         empty.double(), empty.bool(), empty.bool(),
+                         torch.zeros(0, 2, dtype=torch.float64))  # fmt: skip
         emb = torch.cat(self._emb)
         if self.normalize:
             emb = F.normalize(emb, dim=1)
         return Views(
             emb.to(device), torch.cat(self._ids), torch.cat(self._groups), list(self._conditions),
             torch.cat(self._times), torch.cat(self._is_query), torch.cat(self._in_gallery),
+            torch.cat(self._places),
         )  # fmt: skip
 
     def evaluate(self) -> list[dict[str, Any]]:

@@ -23,6 +23,16 @@ Each is a function of the processed :class:`~bev_reid.reid.evaluator.Views` and 
 - ``retrieval_rerank``: the ``retrieval`` protocol ranked by the k-reciprocal distance of
   :mod:`bev_reid.reid.rerank` (``rerank_k1``, ``rerank_k2``, ``rerank_lambda``; records add
   ``k1``, ``k2``, ``lambda``).
+- ``neighbours``: what a tracker asks of an embedding when a vehicle comes back. A query's
+  gallery holds its own vehicle's views at least ``min_gap_s`` away in time (the positives, as
+  in ``retrieval_gap``) and the views of the other vehicles within ``neighbour_radius_m`` of it
+  at its own keyframe (the negatives: those a tracker could take for it); views without a place
+  (``center``) take no part. A full gallery is mostly vehicles from elsewhere, told apart by the
+  street they stand in; this one holds only the hard ones. CMC rank-k, mAP and mINP over that
+  gallery (ties ranked pessimistically, negatives first), and ``auc``: the share of (positive,
+  negative) pairs whose positive is the nearer (a tie counts half; 0.5 is chance), averaged over
+  the valid queries (those with a positive and a negative). Records add ``auc``, ``radius_m``,
+  ``min_gap_s`` and ``mean_neighbours`` (negatives per valid query).
 
 Shapes: N views, D embedding dims, T tracklets, L views per tracklet.
 """
@@ -36,7 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bev_reid.reid.evaluator import Settings, Views, record, register_protocol
+from bev_reid.reid.evaluator import Settings, Views, number, record, register_protocol
 from bev_reid.reid.metrics import DEFAULT_MEMORY_BUDGET, QueryResults, query_results, summarize
 from bev_reid.reid.rerank import KReciprocal
 
@@ -193,3 +203,92 @@ def rerank_protocol(v: Views, s: Settings) -> list[dict[str, Any]]:
         chunk=chunk, scores=scores,
     )  # fmt: skip
     return per_condition("retrieval_rerank", conditions, results, s, extra)
+
+
+@dataclass(frozen=True)
+class NeighbourResults:
+    """Per-query outcome of the ``neighbours`` protocol (Q queries): the ranking's results over
+    each query's own gallery, its AUC (NaN when invalid) and its negatives (0 when invalid)."""
+
+    ranking: QueryResults
+    auc: torch.Tensor  # [Q] float64
+    negatives: torch.Tensor  # [Q] int64
+
+
+def _ranked_gallery(pos: np.ndarray, neg: np.ndarray) -> tuple[int, float, float, float]:
+    """First rank (1-based), AP, INP and AUC of positive distances ``pos`` [P] and negative
+    distances ``neg`` [M] (both non-empty); ties rank the negatives first."""
+    dist = np.concatenate([pos, neg])
+    is_pos = np.concatenate([np.ones(len(pos), bool), np.zeros(len(neg), bool)])
+    order = np.lexsort((is_pos, dist))  # by distance, then negatives (False) first
+    ranks = np.flatnonzero(is_pos[order]) + 1  # 1-based ranks of the positives
+    ap = float(np.mean(np.arange(1, len(ranks) + 1) / ranks))
+    inp = len(ranks) / float(ranks[-1])
+    neg_sorted = np.sort(neg)
+    below = np.searchsorted(neg_sorted, pos, side="left")  # negatives nearer than each positive
+    ties = np.searchsorted(neg_sorted, pos, side="right") - below
+    auc = float(np.sum(len(neg) - below - ties + 0.5 * ties)) / (len(pos) * len(neg))
+    return int(ranks[0]), ap, inp, auc
+
+
+def _rows_by(keys: np.ndarray, rows: np.ndarray) -> dict[int, np.ndarray]:
+    """{key: the rows among ``rows`` whose ``keys`` [N] is key}."""
+    if rows.size == 0:
+        return {}
+    order = rows[np.argsort(keys[rows], kind="stable")]
+    values, starts = np.unique(keys[order], return_index=True)
+    return dict(zip(values.tolist(), np.split(order, starts[1:]), strict=True))
+
+
+def neighbour_results(v: Views, q: torch.Tensor, g: torch.Tensor, radius: float,
+                      min_gap: float = 0.0) -> NeighbourResults:  # fmt: skip
+    """The ``neighbours`` protocol's per-query results for queries ``q`` [N] bool against the
+    gallery views ``g`` [N] bool: negatives within ``radius`` metres, positives ``min_gap``
+    seconds or more away (0: any other keyframe, timestamps or not) (module doc)."""
+    emb = v.emb.detach().cpu().double().numpy()
+    ids, groups, times = v.ids.numpy(), v.groups.numpy(), v.timestamps.numpy()
+    places = v.places.numpy()
+    placed = np.isfinite(places).all(1)
+    gallery = g.numpy() & placed
+    queries = np.flatnonzero(q.numpy() & placed)
+    n = len(queries)
+    first, num_pos, negatives = (np.zeros(n, np.int64) for _ in range(3))
+    ap, inp, auc = np.zeros(n), np.zeros(n), np.full(n, np.nan)
+    rows = np.flatnonzero(gallery)
+    by_id, by_group = _rows_by(ids, rows), _rows_by(groups, rows)  # gallery rows of each
+    none = np.zeros(0, np.int64)
+    for row, i in enumerate(queries):
+        own = by_id.get(int(ids[i]), none)
+        own = own[groups[own] != groups[i]]
+        if min_gap > 0:
+            own = own[np.abs(times[own] - times[i]) >= min_gap]  # NaN: never far enough
+        near = by_group.get(int(groups[i]), none)
+        near = near[ids[near] != ids[i]]
+        near = near[np.hypot(*(places[near] - places[i]).T) <= radius]
+        if len(own) == 0 or len(near) == 0:
+            continue
+        dist = 1.0 - emb[np.concatenate([own, near])] @ emb[i]
+        first[row], ap[row], inp[row], auc[row] = _ranked_gallery(dist[: len(own)],
+                                                                  dist[len(own):])  # fmt: skip
+        num_pos[row], negatives[row] = len(own), len(near)
+    ranking = QueryResults(torch.from_numpy(first), torch.from_numpy(ap), torch.from_numpy(inp),
+                           torch.from_numpy(num_pos), int(gallery.sum()))  # fmt: skip
+    return NeighbourResults(ranking, torch.from_numpy(auc), torch.from_numpy(negatives))
+
+
+@register_protocol("neighbours")
+def neighbour_protocol(v: Views, s: Settings) -> list[dict[str, Any]]:
+    """Queries against their own vehicle's other views and their neighbours (module doc)."""
+    q = v.is_query & torch.isfinite(v.places).all(1)
+    res = neighbour_results(v, q, v.in_gallery, s.neighbour_radius_m, s.min_gap_s)
+    conditions = [v.conditions[i] for i in q.nonzero()[:, 0].tolist()]
+    extra = {"radius_m": s.neighbour_radius_m, "min_gap_s": s.min_gap_s}
+    records = per_condition("neighbours", conditions, res.ranking, s, extra)
+    for rec in records:
+        cond = rec["condition"]
+        mask = torch.tensor([cond == "all" or c == cond for c in conditions], dtype=torch.bool)
+        valid = mask & res.ranking.valid
+        rec["auc"] = number(res.auc[valid].mean()) if valid.any() else None
+        negatives = res.negatives[valid].double().mean() if valid.any() else None
+        rec["mean_neighbours"] = number(negatives)
+    return records

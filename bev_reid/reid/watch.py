@@ -83,7 +83,7 @@ def step_of(sidecar: Path) -> int | None:
 
 def summary_line(records: Sequence[dict[str, Any]]) -> str:
     """One line for the console: retrieval rank-1 and mAP, the same after the gap and re-ranked
-    and for tracklets (when evaluated), cmc rank-1, time."""
+    and for tracklets (when evaluated), cmc rank-1, the neighbours' AUC (when evaluated), time."""
 
     def get(protocol: str, key: str) -> str:
         for r in records:
@@ -107,7 +107,9 @@ def summary_line(records: Sequence[dict[str, Any]]) -> str:
     return (
         f"eval-reid: {what} ({r0['checkpoint']}): retrieval rank1 "
         f"{get('retrieval', 'rank1')} mAP {get('retrieval', 'mAP')}{more} | cmc rank1 "
-        f"{get('cmc', 'rank1')}" + (f" [{r0['seconds']:.1f} s]" if "seconds" in r0 else "")
+        f"{get('cmc', 'rank1')}"
+        + (f" | neighbours auc {get('neighbours', 'auc')}" if "neighbours" in present else "")
+        + (f" [{r0['seconds']:.1f} s]" if "seconds" in r0 else "")
     )
 
 
@@ -119,7 +121,7 @@ class EvalLog:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         self.metrics_path, self.errors_path = folder / METRICS_FILE, folder / ERRORS_FILE
-        self.keys = [f"rank{k}" for k in topk] + ["mAP", "mINP"]
+        self.keys = [f"rank{k}" for k in topk] + ["mAP", "mINP", "auc"]
         self.done = {r.get("checkpoint") for r in self.records() + read_jsonl(self.errors_path)}
         self._writer = None
 

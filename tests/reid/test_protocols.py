@@ -64,11 +64,13 @@ def world(num_ids: int, per_id: int, seed: int, conditions=("day", "night")):
     return emb.astype(np.float32), ids, slot, t, cond
 
 
-def evaluate(protocols, emb, ids, groups, t, cond, **settings):
+def evaluate(protocols, emb, ids, groups, t, cond, places=None, **settings):
     ev = ReIDEvaluator(protocols, topk=TOPK, device="cpu", **settings)
     for b in np.array_split(np.arange(len(ids)), 3):  # batches of mixed views
+        where = None if places is None else torch.from_numpy(places[b])
         ev.process(torch.from_numpy(emb[b]), torch.from_numpy(ids[b]), torch.from_numpy(groups[b]),
-                   conditions=[cond[i] for i in b], timestamps=torch.from_numpy(t[b]))  # fmt: skip
+                   conditions=[cond[i] for i in b], timestamps=torch.from_numpy(t[b]),
+                   places=where)  # fmt: skip
     return {(r["protocol"], r["condition"]): r for r in ev.evaluate()}
 
 
@@ -185,14 +187,17 @@ def test_the_config_names_protocols_and_settings():
     cfg = load_config(overrides={"eval_reid.rerank": True, "eval_reid.min_gap_s": 5})
     ev = ReIDEvaluator.from_config(cfg.eval_reid, "cpu")
     assert ev.protocols == ("cmc", "retrieval", "retrieval_rerank", "retrieval_gap", "tracklet",
-                            "cross_condition")  # fmt: skip
+                            "cross_condition", "neighbours")  # fmt: skip
     assert ev.settings.min_gap_s == 5.0 and ev.settings.rerank_k1 == 20
+    assert ev.settings.neighbour_radius_m == 8.0
     with pytest.raises(ConfigError, match="eval_reid.protocols must be registered.*'gap'"):
         load_config(overrides={"eval_reid.protocols": ["retrieval", "gap"]})
     with pytest.raises(ConfigError, match="eval_reid.min_gap_s must be >= 0"):
         load_config(overrides={"eval_reid.min_gap_s": -1})
     with pytest.raises(ConfigError, match="eval_reid.rerank_lambda must be"):
         load_config(overrides={"eval_reid.rerank_lambda": 1.5})
+    with pytest.raises(ConfigError, match="eval_reid.neighbour_radius_m must be > 0"):
+        load_config(overrides={"eval_reid.neighbour_radius_m": 0})
 
 
 def test_watcher_logs_every_default_protocol(reid_dataset, tmp_path, capsys):
@@ -204,7 +209,7 @@ def test_watcher_logs_every_default_protocol(reid_dataset, tmp_path, capsys):
         "reid_run.dataset_dir": str(reid_dataset), "reid_run.log_dir": str(tmp_path / "runs"),
         "reid_run.run_id": "run", "eval_reid.eval_log_dir": str(tmp_path / "eval"),
         "eval_reid.device": "cpu", "eval_reid.once": True, "eval_reid.trials": 2,
-        "eval_reid.rerank": True,
+        "eval_reid.rerank": True, "eval_reid.min_gap_s": 1.0,  # its scenes last 2.5 s
     })  # fmt: skip
     torch.manual_seed(0)
     model = BEVReIDModel(3, embedding_dim=16, widths=(8,), num_classes=4)
@@ -215,9 +220,97 @@ def test_watcher_logs_every_default_protocol(reid_dataset, tmp_path, capsys):
     records = [json.loads(line) for line in lines]
     alls = {r["protocol"] for r in records if r["condition"] == "all"}
     assert alls == {"cmc", "retrieval", "retrieval_rerank", "retrieval_gap", "tracklet",
-                    "cross_condition"}  # fmt: skip
+                    "cross_condition", "neighbours"}  # fmt: skip
     for r in records:
         if r["protocol"] != "cmc" and r["num_valid"]:
             assert 0 <= r["mAP"] <= 1 and not math.isnan(r["mAP"])
     out = capsys.readouterr().out
-    assert "retrieval rank1" in out and "| gap 3.0s rank1" in out and "| tracklet rank1" in out
+    assert "retrieval rank1" in out and "| gap 1.0s rank1" in out and "| tracklet rank1" in out
+    assert "| neighbours auc " in out
+    near = next(r for r in records if r["protocol"] == "neighbours" and r["condition"] == "all")
+    assert near["num_valid"] > 0 and 0 <= near["auc"] <= 1 and near["radius_m"] == 8.0
+
+
+def plain_auc(sim: np.ndarray, positive: np.ndarray, negative: np.ndarray) -> float:
+    """The share of (positive, negative) pairs whose positive is more similar; ties half."""
+    wins = [1.0 if p > n else 0.5 if p == n else 0.0
+            for p in sim[positive] for n in sim[negative]]  # fmt: skip
+    return float(np.mean(wins))
+
+
+def test_neighbour_protocol_against_a_plain_loop():
+    emb, ids, groups, t, cond = world(14, 10, seed=3)
+    # Each identity drives along x at its own lane y; a view's place is where it is at its slot.
+    g = np.random.default_rng(3)
+    lane, start = g.uniform(0, 12, 14), g.uniform(-10, 10, 14)
+    places = np.stack([start[ids] + 1.5 * groups, lane[ids]], axis=1)
+    places[5] = np.nan  # a view without a place takes no part
+    got = evaluate(("neighbours",), emb, ids, groups, t, cond, places, neighbour_radius_m=6.0,
+                   min_gap_s=1.0)  # fmt: skip
+    sim = emb.astype(np.float64) @ emb.T.astype(np.float64)
+    placed = np.isfinite(places).all(1)
+    per_query, aucs, negatives = [], [], []
+    for q in range(len(ids)):
+        if not placed[q]:
+            continue
+        own = (ids == ids[q]) & (groups != groups[q]) & placed & (np.abs(t - t[q]) >= 1.0)
+        near = (ids != ids[q]) & (groups == groups[q]) & placed
+        near &= np.linalg.norm(np.nan_to_num(places - places[q], nan=1e9), axis=1) <= 6.0
+        if not own.any() or not near.any():
+            per_query.append((None, cond[q]))
+            continue
+        per_query.append((plain_query(sim[q], own, own | near), cond[q]))
+        aucs.append((plain_auc(sim[q], own, near), cond[q]))
+        negatives.append(near.sum())
+    for c in ("all", "day", "night"):
+        rows = [r for r, rc in per_query if c in ("all", rc)]
+        rec = got[("neighbours", c)]
+        check(rec, summary(rows))
+        assert rec["num_queries"] == len(rows)
+        assert rec["auc"] == pytest.approx(np.mean([a for a, ac in aucs if c in ("all", ac)]))
+    rec = got[("neighbours", "all")]
+    assert rec["mean_neighbours"] == pytest.approx(np.mean(negatives))
+    assert 10 < rec["num_valid"] < rec["num_queries"] == len(ids) - 1
+    assert rec["radius_m"] == 6.0 and rec["min_gap_s"] == 1.0
+
+
+def test_neighbour_protocol_by_hand():
+    # Query q: id 1 at (0, 0) in keyframe 0, t = 0 s. The gallery, similarity to q = the x
+    # coordinate (the default gap: 3 s):
+    #   a: id 1, keyframe 1, t = 5,       x = 0.5   (own view: positive)
+    #   b: id 1, keyframe 2, t = 10,      x = 0.9   (own view: positive)
+    #   c: id 2, keyframe 0, 3 m,         x = 0.75  (neighbour: negative)
+    #   d: id 2, keyframe 0, 3 m,         x = 0.5   (neighbour, ties a: ranks before it)
+    #   e: id 3, keyframe 0, 20 m,        x = 1.0   (beyond the radius: left out)
+    #   f: id 2, keyframe 1, 1 m,         x = 1.0   (not in q's keyframe: left out)
+    #   g: id 1, keyframe 3, t = 1,       x = 1.0   (own view within the gap: left out)
+    # Ranked: b (0.9), c (0.75), d (0.5), a (0.5): first rank 1, AP (1/1 + 2/4) / 2 = 0.75,
+    # INP 2/4; AUC over (a, b) x (c, d): b wins both, a loses to c and ties d: (2 + 0.5) / 4.
+    x = np.array([1.0, 0.5, 0.9, 0.75, 0.5, 1.0, 1.0, 1.0])
+    emb = np.stack([x, np.sqrt(1 - x**2)], axis=1)
+    ids = torch.tensor([1, 1, 1, 2, 2, 3, 2, 1])
+    groups = torch.tensor([0, 1, 2, 0, 0, 0, 1, 3])
+    t = torch.tensor([0.0, 5, 10, 0, 0, 0, 5, 1])
+    places = torch.tensor([[0.0, 0], [5, 5], [9, 9], [3, 0], [0, 3], [20, 0], [1, 0], [0, 0]])
+    ev = ReIDEvaluator(("neighbours",), topk=TOPK, device="cpu")
+    is_query = torch.tensor([True] + [False] * 7)
+    ev.process(torch.from_numpy(emb).float(), ids, groups, is_query, ~is_query, timestamps=t,
+               places=places)  # fmt: skip
+    (rec,) = ev.evaluate()
+    assert (rec["rank1"], rec["num_valid"], rec["num_gallery"]) == (1.0, 1, 7)
+    assert rec["mAP"] == pytest.approx(0.75) and rec["mINP"] == pytest.approx(0.5)
+    assert rec["auc"] == pytest.approx(0.625) and rec["mean_neighbours"] == 2.0
+
+
+def test_neighbour_protocol_reads_places_from_view_records():
+    ev = ReIDEvaluator(("neighbours",), topk=TOPK, device="cpu")
+    views = [{"sample_token": s, "timestamp": t, "center": c} for s, t, c in
+             (("k0", 0, [0.0, 0.0, 1.0]), ("k0", 0, [2.0, 0.0, 1.0]), ("k1", 4e6, [9.0, 9.0, 1.0]),
+              ("k1", 4e6, [9.0, 11.0, 1.0]), ("k2", 8e6, None))]  # fmt: skip
+    emb = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.9, 0.1], [0.1, 0.9], [1.0, 0.0]])
+    ev.process_views(emb, torch.tensor([0, 1, 0, 1, 0]), views)
+    (rec,) = ev.evaluate()
+    # Four placed queries, each with its own view in the other keyframe and one neighbour 2 m
+    # away, nearer in embedding than the own view in none: every AUC and rank-1 is 1.
+    assert rec["num_queries"] == 4 and rec["num_valid"] == 4
+    assert rec["auc"] == 1.0 and rec["rank1"] == 1.0
