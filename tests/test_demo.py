@@ -28,6 +28,8 @@ TINY = [
     "train_reid.p_identities=6",
     "train_reid.k_views=3",
     "eval_reid.trials=2",
+    "eval_reid.min_gap_s=1.0",  # the world lasts 2.5 s
+    "eval_reid.neighbour_radius_m=30",  # and has few validation vehicles
 ]
 
 REPORT = (
@@ -68,6 +70,11 @@ def test_demo_end_to_end_and_rerun(tmp_path, capsys):
     assert all(isinstance(t, float) for k, t in summary["times"].items())
     out = capsys.readouterr().out
     assert "rank-1" in out and "camera: trained, all" in out
+    for name, run in saved["runs"].items():  # the tracker's question, beside its floors
+        near = [r for r in run["trained"] if r["protocol"] == "neighbours"]
+        assert near and near[0]["min_gap_s"] == 1.0 and near[0]["num_valid"] > 0, name
+        assert 0.0 <= near[0]["auc"] <= 1.0
+        assert f"{name}: own views 1 s apart against the vehicles within 30 m" in out
     # tensorboard logs of each stage and run
     for folder in ("lss", "reid/camera", "reid/lidar", "reid/both", "eval/camera", "eval/both"):
         assert list((tmp_path / folder).glob("events.out.tfevents.*")), folder

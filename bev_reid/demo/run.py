@@ -260,6 +260,23 @@ def _table(summary: dict[str, Any]) -> str:
                 f"  {run}: original CMC protocol (single-shot galleries): "
                 f"rank-1 {f(cmc[0]['rank1'])}, rank-5 {f(cmc[0]['rank5'])}"
             )
+        near = [
+            next(
+                (
+                    r
+                    for r in result[key]
+                    if r["protocol"] == "neighbours" and r["condition"] == "all"
+                ),
+                None,
+            )  # fmt: skip
+            for key in ("trained", "raw", "raw_standardised")
+        ]
+        if all(r is not None and r["auc"] is not None for r in near):
+            lines.append(
+                f"  {run}: own views {near[0]['min_gap_s']:g} s apart against the vehicles within "
+                f"{near[0]['radius_m']:g} m (neighbours AUC, 0.5 = chance): {f(near[0]['auc'])}, "
+                f"raw crops {f(near[1]['auc'])}, standardised {f(near[2]['auc'])}"
+            )
         lines.append("")
     lines += [*tracking_table(summary["tracking"]), ""]
     lines.append(
