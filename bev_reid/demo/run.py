@@ -225,6 +225,11 @@ def _records(cfg: Config) -> dict[str, list[dict[str, Any]]]:
     }
 
 
+def _overall(records: list[dict[str, Any]], protocol: str) -> dict[str, Any] | None:
+    """The record of ``protocol`` over all conditions, or None."""
+    return next((r for r in records if r["protocol"] == protocol and r["condition"] == "all"), None)
+
+
 def _table(summary: dict[str, Any]) -> str:
     def f(v):
         return "  -  " if v is None else f"{v:.3f}"
@@ -254,28 +259,21 @@ def _table(summary: dict[str, Any]) -> str:
                         f"  {label:40s} {f(r['rank1']):>7s} {f(r['rank5']):>7s} "
                         f"{f(r['mAP']):>7s} {f(r['mINP']):>7s}"
                     )
-        cmc = [r for r in result["trained"] if r["protocol"] == "cmc" and r["condition"] == "all"]
+        cmc = _overall(result["trained"], "cmc")
         if cmc:
             lines.append(
                 f"  {run}: original CMC protocol (single-shot galleries): "
-                f"rank-1 {f(cmc[0]['rank1'])}, rank-5 {f(cmc[0]['rank5'])}"
+                f"rank-1 {f(cmc['rank1'])}, rank-5 {f(cmc['rank5'])}"
             )
         near = [
-            next(
-                (
-                    r
-                    for r in result[key]
-                    if r["protocol"] == "neighbours" and r["condition"] == "all"
-                ),
-                None,
-            )  # fmt: skip
-            for key in ("trained", "raw", "raw_standardised")
+            _overall(result[key], "neighbours") for key in ("trained", "raw", "raw_standardised")
         ]
         if all(r is not None and r["auc"] is not None for r in near):
             lines.append(
                 f"  {run}: own views {near[0]['min_gap_s']:g} s apart against the vehicles within "
                 f"{near[0]['radius_m']:g} m (neighbours AUC, 0.5 = chance): {f(near[0]['auc'])}, "
-                f"raw crops {f(near[1]['auc'])}, standardised {f(near[2]['auc'])}"
+                f"raw crops {f(near[1]['auc'])}, standardised {f(near[2]['auc'])} "
+                f"({near[0]['num_valid']} views with both)"
             )
         lines.append("")
     lines += [*tracking_table(summary["tracking"]), ""]

@@ -39,6 +39,7 @@ Shapes: N views, D embedding dims, T tracklets, L views per tracklet.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,13 +62,15 @@ def per_condition(
     results: QueryResults,
     s: Settings,
     extra: dict[str, Any] | None = None,
+    more: Callable[[torch.Tensor], dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Records ``all`` and one per condition present among the queries (conditions [Q])."""
+    """Records ``all`` and one per condition present among the queries (conditions [Q]);
+    ``more(mask [Q] bool)`` gives further keys of the record of the queries ``mask``."""
     out = []
     for cond in ["all", *sorted({c for c in conditions if c is not None})]:
         mask = torch.tensor([cond == "all" or c == cond for c in conditions], dtype=torch.bool)
         rec = record(protocol, cond, summarize(results.subset(mask), s.topk), s.topk)
-        out.append({**rec, **(extra or {})})
+        out.append({**rec, **(extra or {}), **(more(mask) if more else {})})
     return out
 
 
@@ -268,8 +271,8 @@ def neighbour_results(v: Views, q: torch.Tensor, g: torch.Tensor, radius: float,
         if len(own) == 0 or len(near) == 0:
             continue
         dist = 1.0 - emb[np.concatenate([own, near])] @ emb[i]
-        first[row], ap[row], inp[row], auc[row] = _ranked_gallery(dist[: len(own)],
-                                                                  dist[len(own):])  # fmt: skip
+        pos, neg = dist[: len(own)], dist[len(own) :]
+        first[row], ap[row], inp[row], auc[row] = _ranked_gallery(pos, neg)
         num_pos[row], negatives[row] = len(own), len(near)
     ranking = QueryResults(torch.from_numpy(first), torch.from_numpy(ap), torch.from_numpy(inp),
                            torch.from_numpy(num_pos), int(gallery.sum()))  # fmt: skip
@@ -283,12 +286,12 @@ def neighbour_protocol(v: Views, s: Settings) -> list[dict[str, Any]]:
     res = neighbour_results(v, q, v.in_gallery, s.neighbour_radius_m, s.min_gap_s)
     conditions = [v.conditions[i] for i in q.nonzero()[:, 0].tolist()]
     extra = {"radius_m": s.neighbour_radius_m, "min_gap_s": s.min_gap_s}
-    records = per_condition("neighbours", conditions, res.ranking, s, extra)
-    for rec in records:
-        cond = rec["condition"]
-        mask = torch.tensor([cond == "all" or c == cond for c in conditions], dtype=torch.bool)
+
+    def means(mask: torch.Tensor) -> dict[str, Any]:
         valid = mask & res.ranking.valid
-        rec["auc"] = number(res.auc[valid].mean()) if valid.any() else None
-        negatives = res.negatives[valid].double().mean() if valid.any() else None
-        rec["mean_neighbours"] = number(negatives)
-    return records
+        if not valid.any():
+            return {"auc": None, "mean_neighbours": None}
+        return {"auc": number(res.auc[valid].mean()),
+                "mean_neighbours": number(res.negatives[valid].double().mean())}  # fmt: skip
+
+    return per_condition("neighbours", conditions, res.ranking, s, extra, means)
