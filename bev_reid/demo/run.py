@@ -27,6 +27,7 @@ from bev_reid.config import Config, save_config
 from bev_reid.demo.tracking import run_tracking_stage, summary_path, tracking_table
 from bev_reid.engine.checkpoint import latest_checkpoint, load_checkpoint
 from bev_reid.engine.io import atomic_write_text
+from bev_reid.reid.evaluator import overall
 
 STAGES = ("synth", "train-lss", "build-dataset", "train-reid", "eval-reid", "track")
 # The ReID runs: name -> the crop modalities it trains on (() = all the dataset has).
@@ -225,11 +226,6 @@ def _records(cfg: Config) -> dict[str, list[dict[str, Any]]]:
     }
 
 
-def _overall(records: list[dict[str, Any]], protocol: str) -> dict[str, Any] | None:
-    """The record of ``protocol`` over all conditions, or None."""
-    return next((r for r in records if r["protocol"] == protocol and r["condition"] == "all"), None)
-
-
 def _table(summary: dict[str, Any]) -> str:
     def f(v):
         return "  -  " if v is None else f"{v:.3f}"
@@ -259,14 +255,14 @@ def _table(summary: dict[str, Any]) -> str:
                         f"  {label:40s} {f(r['rank1']):>7s} {f(r['rank5']):>7s} "
                         f"{f(r['mAP']):>7s} {f(r['mINP']):>7s}"
                     )
-        cmc = _overall(result["trained"], "cmc")
+        cmc = overall(result["trained"], "cmc")
         if cmc:
             lines.append(
                 f"  {run}: original CMC protocol (single-shot galleries): "
                 f"rank-1 {f(cmc['rank1'])}, rank-5 {f(cmc['rank5'])}"
             )
         near = [
-            _overall(result[key], "neighbours") for key in ("trained", "raw", "raw_standardised")
+            overall(result[key], "neighbours") for key in ("trained", "raw", "raw_standardised")
         ]
         if all(r is not None and r["auc"] is not None for r in near):
             lines.append(

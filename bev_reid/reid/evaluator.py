@@ -133,6 +133,11 @@ def record(protocol: str, condition: str, summary: dict, topk: Sequence[int]) ->
     return rec
 
 
+def overall(records: Sequence[dict[str, Any]], protocol: str) -> dict[str, Any] | None:
+    """The record of ``protocol`` over all conditions (``condition == "all"``), or None."""
+    return next((r for r in records if r["protocol"] == protocol and r["condition"] == "all"), None)
+
+
 @register_protocol("cmc")
 def cmc_protocol(v: Views, s: Settings) -> list[dict[str, Any]]:
     """Single-shot CMC over the views marked query or gallery, per condition (module doc)."""

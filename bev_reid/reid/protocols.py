@@ -210,9 +210,11 @@ def rerank_protocol(v: Views, s: Settings) -> list[dict[str, Any]]:
 
 @dataclass(frozen=True)
 class NeighbourResults:
-    """Per-query outcome of the ``neighbours`` protocol (Q queries): the ranking's results over
-    each query's own gallery, its AUC (NaN when invalid) and its negatives (0 when invalid)."""
+    """Per-query outcome of the ``neighbours`` protocol (Q queries, the placed ones): their rows
+    among the views, the ranking's results over each query's own gallery, its AUC (NaN when
+    invalid) and its negatives (0 when invalid)."""
 
+    rows: list[int]
     ranking: QueryResults
     auc: torch.Tensor  # [Q] float64
     negatives: torch.Tensor  # [Q] int64
@@ -257,8 +259,8 @@ def neighbour_results(v: Views, q: torch.Tensor, g: torch.Tensor, radius: float,
     n = len(queries)
     first, num_pos, negatives = (np.zeros(n, np.int64) for _ in range(3))
     ap, inp, auc = np.zeros(n), np.zeros(n), np.full(n, np.nan)
-    rows = np.flatnonzero(gallery)
-    by_id, by_group = _rows_by(ids, rows), _rows_by(groups, rows)  # gallery rows of each
+    gallery_rows = np.flatnonzero(gallery)
+    by_id, by_group = _rows_by(ids, gallery_rows), _rows_by(groups, gallery_rows)
     none = np.zeros(0, np.int64)
     for row, i in enumerate(queries):
         own = by_id.get(int(ids[i]), none)
@@ -276,15 +278,16 @@ def neighbour_results(v: Views, q: torch.Tensor, g: torch.Tensor, radius: float,
         num_pos[row], negatives[row] = len(own), len(near)
     ranking = QueryResults(torch.from_numpy(first), torch.from_numpy(ap), torch.from_numpy(inp),
                            torch.from_numpy(num_pos), int(gallery.sum()))  # fmt: skip
-    return NeighbourResults(ranking, torch.from_numpy(auc), torch.from_numpy(negatives))
+    return NeighbourResults(
+        queries.tolist(), ranking, torch.from_numpy(auc), torch.from_numpy(negatives)
+    )
 
 
 @register_protocol("neighbours")
 def neighbour_protocol(v: Views, s: Settings) -> list[dict[str, Any]]:
     """Queries against their own vehicle's other views and their neighbours (module doc)."""
-    q = v.is_query & torch.isfinite(v.places).all(1)
-    res = neighbour_results(v, q, v.in_gallery, s.neighbour_radius_m, s.min_gap_s)
-    conditions = [v.conditions[i] for i in q.nonzero()[:, 0].tolist()]
+    res = neighbour_results(v, v.is_query, v.in_gallery, s.neighbour_radius_m, s.min_gap_s)
+    conditions = [v.conditions[i] for i in res.rows]
     extra = {"radius_m": s.neighbour_radius_m, "min_gap_s": s.min_gap_s}
 
     def means(mask: torch.Tensor) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from bev_reid.config import Config
 from bev_reid.engine.checkpoint import CheckpointError, list_checkpoints
 from bev_reid.reid.dataset import ReIDDataset, modality_channels
 from bev_reid.reid.evaluate import FLOORS, evaluate_checkpoint, raw_crop_baseline
+from bev_reid.reid.evaluator import overall
 
 METRICS_FILE = "metrics.jsonl"
 ERRORS_FILE = "errors.jsonl"
@@ -86,11 +87,8 @@ def summary_line(records: Sequence[dict[str, Any]]) -> str:
     and for tracklets (when evaluated), cmc rank-1, the neighbours' AUC (when evaluated), time."""
 
     def get(protocol: str, key: str) -> str:
-        for r in records:
-            if r["protocol"] == protocol and r["condition"] == "all":
-                v = r.get(key)
-                return "n/a" if v is None else f"{v:.4f}"
-        return "n/a"
+        v = (overall(records, protocol) or {}).get(key)
+        return "n/a" if v is None else f"{v:.4f}"
 
     r0 = records[0]
     present = {r["protocol"]: r for r in records if r["condition"] == "all"}
