@@ -729,6 +729,11 @@ class TrackConfig(_Section):
     # 0.5 (was 0.7 at any distance): fewer neighbours re-identified by mistake
     # (docs/results-tracking.md, "The lost track's cap").
     max_lost_cost: float = num(0.5, 0)
+    # A lost track's cost of a detection adds this times how far their box sizes are apart (the
+    # sum of |log ratio| of width, length and height), in both modes, scaled to the scene's size
+    # noise (bev_reid.track.tracker.SIZE_REFERENCE); 0: off (docs/results-tracking.md,
+    # "A lost track keeps its size").
+    size_weight: float = num(1.0, 0)
     # a dormant track is re-identified only below this
     max_appearance_distance: float = num(0.5, 0, 2)
     max_age: int = num(6, 0)  # keyframes a track coasts unmatched before it dies

@@ -41,6 +41,15 @@ def cosine_distances(tracks: np.ndarray, detections: np.ndarray) -> np.ndarray:
     return 1.0 - a @ b.T
 
 
+def size_changes(tracks: np.ndarray, detections: np.ndarray) -> np.ndarray:
+    """[T, D] how far box sizes [T, 3] and [D, 3] (width, length, height, metres) are apart:
+    the sum over the three of |log(track / detection)|, so a change by a factor counts the same
+    for a bus as for a car, larger or smaller."""
+    a = np.log(np.asarray(tracks, dtype=np.float64).reshape(-1, 3))
+    b = np.log(np.asarray(detections, dtype=np.float64).reshape(-1, 3))
+    return np.abs(a[:, None, :] - b[None, :, :]).sum(-1)
+
+
 def mean_view(views) -> np.ndarray:
     """[E] the normalised mean of views [M, E] (or a list of [E]; at least one), each normalised
     first."""

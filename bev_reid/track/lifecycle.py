@@ -17,6 +17,12 @@ Rules (``track.*`` config keys):
   someone else. With embeddings it takes a detection within ``gate_m`` as motion alone would,
   and one farther out only when their mixed cost (distance and appearance) is at most
   ``max_lost_cost``: a far detection must look alike.
+- Size (both modes): a lost track's cost of a detection adds ``size_weight`` times how far
+  their boxes' sizes are apart (:func:`bev_reid.track.association.size_changes`; the track's
+  size is the geometric mean of its last ``memory`` matched boxes), the weight scaled to how
+  much the detector's sizes vary in the scene (:meth:`bev_reid.track.tracker.Tracker.size_weight`).
+  A vehicle's box keeps its size while it is hidden; the car beside it often has another.
+  Tracks matched at the last keyframe go by distance (and appearance) alone.
 - Dormancy (with embeddings only): a track lost for more than ``max_age`` keyframes whose
   memory holds a view sleeps until ``reid_max_age`` keyframes lost: it then matches only a
   detection whose embedding lies within ``max_appearance_distance`` of its memory (and within its
@@ -54,12 +60,22 @@ class Track:
     hits: int = 1
     misses: int = 0  # keyframes since the last match (0: matched at the current keyframe)
     memory: deque = field(default_factory=deque)  # embeddings [E] of the last matched views
+    sizes: deque = field(default_factory=deque)  # log sizes [3] of the last matched boxes
 
     def remember(self, embedding: np.ndarray | None, size: int) -> None:
         if embedding is not None and np.all(np.isfinite(embedding)):
             self.memory.append(np.asarray(embedding, dtype=np.float64))
             while len(self.memory) > size:
                 self.memory.popleft()
+
+    def remember_size(self, size, keep: int) -> None:
+        self.sizes.append(np.log(np.asarray(size, dtype=np.float64)))
+        while len(self.sizes) > keep:
+            self.sizes.popleft()
+
+    def size(self) -> np.ndarray:
+        """[3] the geometric mean of the remembered box sizes (width, length, height), metres."""
+        return np.exp(np.mean(self.sizes, axis=0))
 
     def mean_view(self, dim: int) -> np.ndarray:
         """[E] the normalised mean of the memory; NaN when it is empty."""
@@ -98,6 +114,7 @@ def birth(
     )
     track = Track(track_id, detection.name, kf, detection)
     track.remember(embedding, cfg.memory)
+    track.remember_size(detection.size, cfg.memory)
     return track
 
 
@@ -110,6 +127,7 @@ def update(
     track.hits += 1
     track.misses = 0
     track.remember(embedding, cfg.memory)
+    track.remember_size(detection.size, cfg.memory)
 
 
 def coast(track: Track) -> None:

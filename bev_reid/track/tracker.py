@@ -30,8 +30,16 @@ from bev_reid.track.association import (
     centre_distances,
     cosine_distances,
     match,
+    size_changes,
 )
 from bev_reid.track.detections import Detection, tracking_record
+
+# The size term's scale: ``track.size_weight`` holds where the median size change of a running
+# track's matches is SIZE_REFERENCE (make-detections' 5 % size noise gives 0.135 on world 7);
+# with noisier sizes the weight falls with the square of that median (1/variance), with steadier
+# ones it rises, at most 100-fold. It starts once a scene has SIZE_SAMPLES such matches.
+SIZE_REFERENCE = 0.135
+SIZE_SAMPLES = 20
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,15 @@ class Tracker:
         self.last_timestamp: int | None = None
         self.frame = -1  # keyframe number in the scene
         self.tracklets: dict[int, stitch.Tracklet] = {}  # track id -> what stitching needs
+        self.size_noise: list[float] = []  # size changes of running tracks' matches
+
+    def size_weight(self) -> float:
+        """``size_weight`` in units of this scene's size noise (see SIZE_REFERENCE); 0 until the
+        scene has SIZE_SAMPLES matches of running tracks."""
+        if self.cfg.size_weight <= 0 or len(self.size_noise) < SIZE_SAMPLES:
+            return 0.0
+        median = max(float(np.median(self.size_noise)), SIZE_REFERENCE / 10)
+        return self.cfg.size_weight * (SIZE_REFERENCE / median) ** 2
 
     def _cost(
         self, tracks: list[lifecycle.Track], dets: list[Detection], emb: np.ndarray | None
@@ -104,13 +121,19 @@ class Tracker:
         dormant = np.array([lifecycle.is_dormant(t, cfg) for t in tracks], dtype=bool)
         same = same.reshape(distance.shape).astype(bool)
         cost = association_cost(distance, gate, appearance, weight, limit, same, dormant, moving)
+        lost = np.array([lifecycle.is_lost(t) for t in tracks], dtype=bool)[:, None]
         if appearance is not None and weight > 0:
             # A lost track weighs both kinds of evidence: a near detection may look unlike its
             # memory, a farther one must look alike (the mixed cost is capped). Within the
             # matched gate it takes what motion alone would: a weak embedding costs nothing there.
-            lost = np.array([lifecycle.is_lost(t) for t in tracks], dtype=bool)[:, None]
             far = distance > cfg.gate_m
             cost[lost & far & np.isfinite(appearance) & (cost > cfg.max_lost_cost)] = np.inf
+        size_weight = self.size_weight()
+        if size_weight > 0:  # a lost track prefers a box of its own size (lifecycle: Size)
+            change = size_changes(
+                np.stack([t.size() for t in tracks]), np.array([d.size for d in dets])
+            )
+            cost = np.where(lost, cost + size_weight * change, cost)
         return cost
 
     def _associate(
@@ -152,6 +175,9 @@ class Tracker:
         for track in self.tracks:
             if id(track) in matched:
                 j = matched[id(track)]
+                if not lifecycle.is_lost(track):  # how much a box's size varies: the noise
+                    change = size_changes(track.size(), dets[j].size)
+                    self.size_noise.append(float(change[0, 0]))
                 views[track.id] = None if emb is None else emb[j]
                 lifecycle.update(track, dets[j], views[track.id], cfg)
             else:

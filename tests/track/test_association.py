@@ -11,6 +11,7 @@ from bev_reid.track.association import (
     centre_distances,
     cosine_distances,
     match,
+    size_changes,
 )
 
 
@@ -63,6 +64,14 @@ def test_cost_terms_by_hand():
     assert association_cost(distance, 2.0, needs_appearance=np.array([True]))[0, 0] == np.inf
     same = np.array([[True, True, False, True]])
     assert association_cost(distance, 2.0, same_class=same)[0, 2] == np.inf
+
+
+def test_size_changes_by_hand():
+    car, van = (1.9, 4.5, 1.6), (2.0, 5.4, 2.2)
+    change = size_changes(np.array([car, van]), np.array([car, van, (3.8, 2.25, 1.6)]))
+    by_hand = math.log(2.0 / 1.9) + math.log(5.4 / 4.5) + math.log(2.2 / 1.6)
+    assert change[:, :2] == pytest.approx(np.array([[0.0, by_hand], [by_hand, 0.0]]))
+    assert change[0, 2] == pytest.approx(2 * math.log(2))  # twice as wide, half as long
 
 
 def test_distances():

@@ -2,14 +2,15 @@
 re-identification of a lost track by appearance, on hand-made keyframes."""
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
 
 from bev_reid.config import TrackConfig
 from bev_reid.track.detections import Detection
-from bev_reid.track.lifecycle import Track, birth, gate_of
-from bev_reid.track.tracker import Frame, Tracker
+from bev_reid.track.lifecycle import Track, birth, gate_of, update
+from bev_reid.track.tracker import SIZE_REFERENCE, SIZE_SAMPLES, Frame, Tracker
 
 # lost_gate_speed_mps 0: a lost track's gate grows at full rate at any speed (the speed's share
 # has its own test below).
@@ -19,9 +20,10 @@ CFG = TrackConfig(gate_m=2.0, lost_gate_growth_m=1.0, max_age=6, appearance_weig
 EA, EC = np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])  # two unlike vehicles
 
 
-def det(x: float, y: float = 0.0, name: str = "car", score: float = 0.9) -> Detection:
-    return Detection("s", (x, y, 1.0), (1.9, 4.5, 1.6), (1.0, 0.0, 0.0, 0.0), (0.0, 0.0), name,
-                     score)  # fmt: skip
+def det(
+    x: float, y: float = 0.0, name: str = "car", score: float = 0.9, size=(1.9, 4.5, 1.6)
+) -> Detection:
+    return Detection("s", (x, y, 1.0), size, (1.0, 0.0, 0.0, 0.0), (0.0, 0.0), name, score)
 
 
 def run(frames: list[list[tuple[Detection, np.ndarray]]], cfg=CFG, appearance=True):
@@ -138,3 +140,57 @@ def test_appearance_memory_mean_and_nearest():
     for e in ([1.0, 0.0], [0.0, 1.0]):
         mixed.remember(np.array(e), 4)
     assert mixed.appearance_distance(probe[:2], "mean") == pytest.approx([1 - 2**-0.5] * 2)
+
+
+def parked(k: int, jitter: float) -> list[tuple[Detection, np.ndarray]]:
+    """Twelve parked cars far from the rest, their sizes off by a factor (1 + jitter) up and
+    down in turn at keyframe k: matches of running tracks that show the detector's size noise."""
+    out = []
+    for i in range(12):
+        f = (1 + jitter) ** (1 if (i + k) % 2 else -1)
+        out.append((det(100.0 + 10 * i, 50.0, size=(1.9 * f, 4.5 * f, 1.6 * f)), EC))
+    return out
+
+
+def test_a_lost_track_prefers_a_box_of_its_own_size_as_far_as_sizes_are_steady():
+    # A car lost one keyframe (gate 3 m); a van's detection 0.6 m from it, the car's own 1.0 m.
+    van = det(0.6, size=(2.0, 5.4, 2.2))
+    change = math.log(2.0 / 1.9) + math.log(5.4 / 4.5) + math.log(2.2 / 1.6)  # 0.55
+
+    def last(jitter: float, cfg=CFG, appearance=True) -> dict:
+        car = [(det(0.0), EA)]
+        frames = [car, car, [], [(van, EA), (det(1.0), EA)]]
+        return run([f + parked(k, jitter) for k, f in enumerate(frames)], cfg, appearance)[-1]
+
+    # The running matches before keyframe 3: the car's at keyframe 1 (no change), the parked
+    # cars' 12 at keyframe 1 by 6 log(1 + jitter) (from one box to the other way) and 12 at
+    # keyframe 2 by 3 log(1 + jitter) (from the mean of both, 1): median 3 log(1 + jitter).
+    assert SIZE_SAMPLES <= 25
+    steady = math.exp(SIZE_REFERENCE / 3) - 1  # median SIZE_REFERENCE: the weight as set
+    for appearance in (False, True):  # same look: distance and size decide, in both modes
+        # Distance alone: 0.6 / 3 < 1.0 / 3, the van. With size: 0.2 + 1 x 0.55 > 0.33, the car
+        # (and with the mixed cost, 0.5 x 0.2 + 0.55 > 0.5 x 0.33).
+        out = last(steady, appearance=appearance)
+        assert out[1.0] == "0" and out[0.6] != "0"
+        out = last(steady, dataclasses.replace(CFG, size_weight=0.0), appearance)
+        assert out[0.6] == "0" and out[1.0] != "0"
+    # Sizes four times as noisy: the weight falls 16-fold, 0.5 (0.2 + 0) + 0.55 / 16 < 0.5 x 0.33
+    # (the mixed cost, appearance alike): the van.
+    out = last(math.exp(4 * SIZE_REFERENCE / 3) - 1)
+    assert out[0.6] == "0" and out[1.0] != "0"
+    assert change == pytest.approx(0.55, abs=0.01)
+    # A track matched at the last keyframe goes by distance alone: it takes the van.
+    car = [(det(0.0), EA)]
+    frames = [car, car, car, [(van, EA), (det(1.0), EA)]]
+    out = run([f + parked(k, steady) for k, f in enumerate(frames)])[-1]
+    assert out[1.0] != "0" and "0" in out.values()
+
+
+def test_a_track_remembers_the_geometric_mean_of_its_last_sizes():
+    cfg = dataclasses.replace(CFG, memory=2)
+    track = birth(0, det(0.0, size=(1.0, 4.0, 1.0)), None, cfg)
+    assert track.size() == pytest.approx([1.0, 4.0, 1.0])
+    update(track, det(0.0, size=(4.0, 4.0, 2.0)), None, cfg)
+    assert track.size() == pytest.approx([2.0, 4.0, 2**0.5])
+    update(track, det(0.0, size=(4.0, 1.0, 2.0)), None, cfg)  # the first box left the memory
+    assert track.size() == pytest.approx([4.0, 2.0, 2.0])
