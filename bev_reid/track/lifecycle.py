@@ -64,14 +64,10 @@ class Track:
 
     def remember(self, embedding: np.ndarray | None, size: int) -> None:
         if embedding is not None and np.all(np.isfinite(embedding)):
-            self.memory.append(np.asarray(embedding, dtype=np.float64))
-            while len(self.memory) > size:
-                self.memory.popleft()
+            _keep_last(self.memory, np.asarray(embedding, dtype=np.float64), size)
 
     def remember_size(self, size, keep: int) -> None:
-        self.sizes.append(np.log(np.asarray(size, dtype=np.float64)))
-        while len(self.sizes) > keep:
-            self.sizes.popleft()
+        _keep_last(self.sizes, np.log(np.asarray(size, dtype=np.float64)), keep)
 
     def size(self) -> np.ndarray:
         """[3] the geometric mean of the remembered box sizes (width, length, height), metres."""
@@ -95,6 +91,13 @@ class Track:
             views = views / np.linalg.norm(views, axis=1, keepdims=True).clip(min=1e-12)
             dist = (1.0 - dets @ views.T).min(1)
         return dist  # NaN rows of ``embeddings`` stay NaN
+
+
+def _keep_last(items: deque, item: np.ndarray, keep: int) -> None:
+    """Appends ``item``, dropping the oldest beyond ``keep``."""
+    items.append(item)
+    while len(items) > keep:
+        items.popleft()
 
 
 def same_class(track: Track, detection: Detection) -> bool:

@@ -91,8 +91,9 @@ class Tracker:
         return self.cfg.size_weight * (SIZE_REFERENCE / median) ** 2
 
     def _cost(
-        self, tracks: list[lifecycle.Track], dets: list[Detection], emb: np.ndarray | None
-    ) -> np.ndarray:
+        self, tracks: list[lifecycle.Track], dets: list[Detection], emb: np.ndarray | None,
+        size_weight: float,
+    ) -> np.ndarray:  # fmt: skip
         cfg = self.cfg
         distance = centre_distances(
             np.array([t.kf.centre for t in tracks]).reshape(-1, 2),
@@ -128,7 +129,6 @@ class Tracker:
             # matched gate it takes what motion alone would: a weak embedding costs nothing there.
             far = distance > cfg.gate_m
             cost[lost & far & np.isfinite(appearance) & (cost > cfg.max_lost_cost)] = np.inf
-        size_weight = self.size_weight()
         if size_weight > 0:  # a lost track prefers a box of its own size (lifecycle: Size)
             change = size_changes(
                 np.stack([t.size() for t in tracks]), np.array([d.size for d in dets])
@@ -138,14 +138,14 @@ class Tracker:
 
     def _associate(
         self, tracks: list[lifecycle.Track], dets: list[Detection], emb: np.ndarray | None,
-        free: list[int],
+        free: list[int], size_weight: float,
     ) -> list[tuple[int, int]]:  # fmt: skip
         """Matches (track index into ``tracks``, detection index into ``dets``) among the
-        detections ``free``."""
+        detections ``free``; ``size_weight``: this keyframe's :meth:`size_weight`."""
         if not tracks or not free:
             return []
         sub_emb = None if emb is None else emb[free]
-        pairs, _, _ = match(self._cost(tracks, [dets[j] for j in free], sub_emb))
+        pairs, _, _ = match(self._cost(tracks, [dets[j] for j in free], sub_emb, size_weight))
         return [(i, free[j]) for i, j in pairs]
 
     def step(self, frame: Frame) -> list[dict]:
@@ -168,8 +168,9 @@ class Tracker:
         free = list(range(len(dets)))
         views: dict[int, np.ndarray | None] = {}  # track id -> its embedding at this keyframe
         matched: dict[int, int] = {}  # id(track) -> detection index
+        size_weight = self.size_weight()  # one median per keyframe, for both stages
         for group in (active, lost):
-            for i, j in self._associate(group, dets, emb, free):
+            for i, j in self._associate(group, dets, emb, free, size_weight):
                 matched[id(group[i])] = j
             free = [j for j in free if j not in set(matched.values())]
         for track in self.tracks:
