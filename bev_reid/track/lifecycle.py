@@ -62,9 +62,9 @@ class Track:
     memory: deque = field(default_factory=deque)  # embeddings [E] of the last matched views
     sizes: deque = field(default_factory=deque)  # log sizes [3] of the last matched boxes
 
-    def remember(self, embedding: np.ndarray | None, size: int) -> None:
+    def remember(self, embedding: np.ndarray | None, keep: int) -> None:
         if embedding is not None and np.all(np.isfinite(embedding)):
-            _keep_last(self.memory, np.asarray(embedding, dtype=np.float64), size)
+            _keep_last(self.memory, np.asarray(embedding, dtype=np.float64), keep)
 
     def remember_size(self, size, keep: int) -> None:
         _keep_last(self.sizes, np.log(np.asarray(size, dtype=np.float64)), keep)
