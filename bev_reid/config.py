@@ -687,7 +687,7 @@ class TrackConfig(_Section):
 
     Files chain through the keys: make-detections writes ``detections``, track reads it and
     writes ``out``, eval-track scores ``out`` into the folder ``eval_out``, show-tracks draws
-    ``out`` into ``picture``.
+    ``out`` into ``picture`` and lists its identity switches in ``switches``.
     """
 
     SECTION = "track"
@@ -696,6 +696,7 @@ class TrackConfig(_Section):
     out: str = "runs/track/tracks.json"  # nuScenes tracking-results JSON
     eval_out: str = "runs/track/eval"  # the devkit's metrics_summary.json goes here
     picture: str = "runs/track/tracks.png"
+    switches: str = ""  # CSV list of the identity switches; "": beside picture, NAME-switches.csv
     reid_checkpoint: str = ""  # a ReID checkpoint (file or folder), "none": motion alone, "oracle"
     lss_checkpoint: str = ""  # LSS checkpoint, when the embedding's crops hold camera channels
     device: str = "auto"  # auto, cpu, cuda or cuda:N (the BEV pass and the embedding)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 
 from bev_reid.commands import config_option, data_args, register_command
 from bev_reid.config import Config
@@ -94,6 +95,12 @@ def _show_tracks_args(p: argparse.ArgumentParser) -> None:
     data_args(p)
     config_option(p, "--results", "track.out", "tracking-results JSON to draw")
     config_option(p, "--out", "track.picture", "picture to write (.png, .pdf, .svg, .jpg)")
+    config_option(
+        p,
+        "--switches",
+        "track.switches",
+        "CSV list of the identity switches (empty: beside the picture, NAME-switches.csv)",
+    )
 
 
 @register_command(
@@ -104,6 +111,11 @@ def _show_tracks_args(p: argparse.ArgumentParser) -> None:
 def show_tracks(args: argparse.Namespace, cfg: Config) -> int:
     from bev_reid.track.visualize import draw_tracks
 
-    path, switches = draw_tracks(cfg)
-    print(f"wrote {path} ({switches} identity switches marked)")
+    drawn = draw_tracks(cfg)
+    kinds = Counter(s.kind for s in drawn.switches)
+    print(
+        f"wrote {drawn.picture} ({drawn.drawn} identity switches marked) and {drawn.switch_list} "
+        f"({len(drawn.switches)} switches: {kinds['new']} came back on a new track, "
+        f"{kinds['taken']} taken by another track)"
+    )
     return 0

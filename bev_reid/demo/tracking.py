@@ -90,7 +90,7 @@ def run_tracking_stage(cfg: Config, runs: dict[str, Config], out: Path) -> dict[
             "car": {k: labels.get(k, {}).get("car") for k in ("amota", "ids", "frag")},
             "keyframes_per_s": timing["keyframes"] / max(timing["seconds"], 1e-9),
         }
-    picture, switches = draw_tracks(configs["reid"])
+    drawn = draw_tracks(configs["reid"])
     stage = {
         "world_seed": world.seed,
         "scenes": TRACK_SCENES,
@@ -98,8 +98,9 @@ def run_tracking_stage(cfg: Config, runs: dict[str, Config], out: Path) -> dict[
         "max_gap": cfg.track.det_max_gap,
         "miss_rate": cfg.track.det_miss_rate,
         "results": results,
-        "picture": picture.name,
-        "switches_drawn": switches,
+        "picture": drawn.picture.name,
+        "switches_drawn": drawn.drawn,
+        "switch_list": drawn.switch_list.name,
     }
     atomic_write_text(summary_path(out), json.dumps(stage, indent=1))
     return stage

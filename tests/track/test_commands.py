@@ -33,8 +33,13 @@ def test_make_detections_track_eval_and_show(synth_world, track_checkpoint, tmp_
     summary = json.loads((tmp_path / "ev" / "metrics_summary.json").read_text())
     assert {"amota", "amotp", "mota", "ids", "frag"} <= set(summary)
     picture = tmp_path / "tracks.png"
-    assert main(["show-tracks", *flags, "--results", str(reid), "--out", str(picture)]) == 0
+    listed = tmp_path / "switches.csv"
+    assert main(["show-tracks", *flags, "--results", str(reid), "--out", str(picture),
+                 "--switches", str(listed)]) == 0  # fmt: skip
     assert picture.stat().st_size > 10_000
+    lines = listed.read_text().splitlines()
+    assert lines[0].startswith("scene,keyframe,sample_token,tracking_name,instance_token,from_id")
+    assert f"and {listed} ({len(lines) - 1} switches:" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

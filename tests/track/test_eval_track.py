@@ -1,5 +1,7 @@
-"""eval-track runs the devkit's own evaluation; show-tracks marks the switches it would count."""
+"""eval-track runs the devkit's own evaluation; show-tracks marks the switches it would count
+and lists them."""
 
+import csv
 import json
 
 import pytest
@@ -56,8 +58,70 @@ def test_ground_truth_scores_perfectly_and_a_swap_is_one_switch(synth_world, tmp
                                        "track.eval_out": str(tmp_path / "eval2"),
                                        "track.picture": str(tmp_path / "swap.png")})  # fmt: skip
     assert evaluate_tracking(cfg)["ids"] == 1  # the devkit's count
-    path, switches = draw_tracks(cfg)
-    assert switches == 1 and path.stat().st_size > 10_000
+    drawn = draw_tracks(cfg)
+    assert drawn.drawn == 1 and drawn.picture.stat().st_size > 10_000
+    assert drawn.switch_list == tmp_path / "swap-switches.csv"  # beside the picture
+
+    # The switch list, against the swap as it was written: the car's third sighting.
+    nusc = NuScenes(version=synth_world.version, dataroot=str(synth_world.path), verbose=False)
+    (row,) = list(csv.DictReader(drawn.switch_list.open()))
+    car = row["instance_token"]
+    sightings = sorted(
+        (nusc.get("sample", a["sample_token"])["timestamp"], a)
+        for a in nusc.sample_annotation
+        if a["instance_token"] == car and a["num_lidar_pts"] + a["num_radar_pts"] > 0
+    )
+    second, third = sightings[1][1], sightings[2][1]
+    scene = nusc.get("scene", nusc.get("sample", third["sample_token"])["scene_token"])
+    order = [s["token"] for s in sorted(nusc.sample, key=lambda s: s["timestamp"])
+             if s["scene_token"] == scene["token"]]  # fmt: skip
+    assert row["scene"] == scene["name"] and row["sample_token"] == third["sample_token"]
+    assert int(row["keyframe"]) == order.index(third["sample_token"])
+    assert int(row["gap"]) == order.index(third["sample_token"]) - order.index(
+        second["sample_token"]
+    )
+    assert (row["from_id"], row["to_id"]) == (car, car + "-other")
+    assert row["kind"] == "new" and row["from_alive"] == "False"
+    assert row["tracking_name"] == "car"
+    assert int(row["lidar_pts"]) == third["num_lidar_pts"]
+    assert int(row["visibility"]) == int(third["visibility_token"])
+    assert float(row["x"]) == pytest.approx(third["translation"][0], abs=0.01)
+
+
+def test_two_tracks_that_trade_cars_are_listed_as_taken(synth_world, tmp_path):
+    """Two cars seen at the same keyframes trade track ids from one keyframe on: two switches,
+    each to a track that already followed the other car, whose old track goes on."""
+    results = ground_truth_tracks(synth_world)
+    nusc = NuScenes(version=synth_world.version, dataroot=str(synth_world.path), verbose=False)
+    scene = nusc.scene[0]
+    order = [s["token"] for s in sorted(nusc.sample, key=lambda s: s["timestamp"])
+             if s["scene_token"] == scene["token"]]  # fmt: skip
+    cars = [{r["tracking_id"] for r in results[t] if r["tracking_name"] == "car"} for t in order]
+    # Two cars at keyframes k - 1 and k; from k on they trade ids.
+    k, a, b = next(
+        (k, *sorted(cars[k - 1] & cars[k])[:2])
+        for k in range(1, len(order))
+        if len(cars[k - 1] & cars[k]) >= 2
+    )
+    trade = {a: b, b: a}
+    for token in order[k:]:
+        for r in results[token]:
+            r["tracking_id"] = trade.get(r["tracking_id"], r["tracking_id"])
+    write_results(tmp_path / "trade.json", results)
+    cfg = world_config(synth_world, **{"track.out": str(tmp_path / "trade.json"),
+                                       "track.picture": str(tmp_path / "trade.png"),
+                                       "track.switches": str(tmp_path / "list.csv"),
+                                       "data.scenes": scene["name"]})  # fmt: skip
+    drawn = draw_tracks(cfg)
+    assert drawn.switch_list == tmp_path / "list.csv"
+    rows = list(csv.DictReader(drawn.switch_list.open()))
+    assert sorted((r["instance_token"], r["from_id"], r["to_id"]) for r in rows) == [
+        (a, a, b), (b, b, a)
+    ]  # fmt: skip
+    for r in rows:
+        assert int(r["keyframe"]) == k and r["sample_token"] == order[k] and r["gap"] == "1"
+        assert r["kind"] == "taken" and r["from_alive"] == "True"
+    assert [s.kind for s in drawn.switches] == ["taken", "taken"]
 
 
 def test_results_that_miss_keyframes_are_refused(synth_world, tmp_path):
