@@ -723,6 +723,10 @@ class TrackConfig(_Section):
     # ... on motion alone (no view on either side) in proportion to the track's speed, fully at
     # this speed or faster, m/s; 0: always fully (docs/results-tracking.md, "A parked car").
     lost_gate_speed_mps: float = num(2.0, 0)
+    # ... and where both sides have a view, at least this share of the growth for a parked track
+    # (1: always fully, as before; 0: as on motion alone) (docs/results-tracking.md, "A parked
+    # car's look")
+    lost_gate_look_floor: float = num(0.25, 0, 1)
     # share of the cosine distance in the cost (0: motion alone)
     appearance_weight: float = num(0.3, 0, 1)
     # With embeddings, a lost track takes a detection beyond gate_m only below this mixed cost:

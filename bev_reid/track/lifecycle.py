@@ -159,10 +159,14 @@ def is_reported(track: Track, cfg: TrackConfig) -> bool:
 
 def gate_of(track: Track, cfg: TrackConfig, moving: bool = False) -> float:
     """The track's distance gate, metres: wider the longer it has been lost (up to
-    ``max_gate_m``). ``moving``: the gate for evidence of motion alone, whose growth scales with
-    the track's speed (full at ``lost_gate_speed_mps`` and faster; 0 turns the scaling off)."""
+    ``max_gate_m``), by a share of ``lost_gate_growth_m`` per keyframe lost that scales with the
+    track's speed (full at ``lost_gate_speed_mps`` and faster; 0 turns the scaling off).
+    ``moving``: the gate for evidence of motion alone, whose share falls to 0 for a parked
+    track; otherwise (a view on both sides) to ``lost_gate_look_floor``."""
     share = 1.0
-    if moving and cfg.lost_gate_speed_mps > 0:
-        share = min(1.0, float(np.linalg.norm(track.kf.velocity)) / cfg.lost_gate_speed_mps)
+    if cfg.lost_gate_speed_mps > 0:
+        speed = min(1.0, float(np.linalg.norm(track.kf.velocity)) / cfg.lost_gate_speed_mps)
+        floor = 0.0 if moving else cfg.lost_gate_look_floor
+        share = floor + (1.0 - floor) * speed
     growth = share * cfg.lost_gate_growth_m * track.misses
     return min(cfg.gate_m + growth, max(cfg.gate_m, cfg.max_gate_m))

@@ -116,8 +116,9 @@ class Tracker:
             ]
         )
         gate = np.array([lifecycle.gate_of(t, cfg) for t in tracks])
-        # Without a view on either side only motion speaks: a lost track's gate then widens with
-        # its speed (a parked car stays where it was). A known look may reach the whole gate.
+        # A lost track's gate widens with its speed (a parked car stays near where it was).
+        # Without a view on either side only motion speaks: then a parked track's gate stays at
+        # gate_m; a known look may reach a little farther (lost_gate_look_floor).
         moving = np.array([lifecycle.gate_of(t, cfg, moving=True) for t in tracks])
         dormant = np.array([lifecycle.is_dormant(t, cfg) for t in tracks], dtype=bool)
         same = same.reshape(distance.shape).astype(bool)

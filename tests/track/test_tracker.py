@@ -103,7 +103,10 @@ def test_on_motion_alone_a_lost_track_reaches_as_far_as_its_speed_allows():
     track.kf.x[2:] = (0.6, 0.8)  # velocity, 1 m/s
     track.misses = 3
     assert gate_of(track, cfg, moving=True) == pytest.approx(3.5)
-    assert gate_of(track, cfg) == gate_of(track, CFG, moving=True) == pytest.approx(5.0)
+    # With views on both sides the share is at least lost_gate_look_floor: 0.25 + 0.75 * 0.5.
+    assert gate_of(track, cfg) == pytest.approx(2 + 0.625 * 3)
+    full = dataclasses.replace(cfg, lost_gate_look_floor=1.0)
+    assert gate_of(track, full) == gate_of(track, CFG, moving=True) == pytest.approx(5.0)
     track.kf.x[2:] = (3.0, 4.0)  # 5 m/s: the full growth, up to max_gate_m
     track.misses = 9
     assert gate_of(track, cfg, moving=True) == gate_of(track, cfg) == cfg.max_gate_m
@@ -121,7 +124,10 @@ def test_on_motion_alone_a_lost_track_reaches_as_far_as_its_speed_allows():
     assert ids(parked, CFG, False) == ["0"]  # a gate growing at any speed takes it
     assert ids(parked, cfg, False) == ["1"]  # parked: the gate stays at gate_m
     assert ids(parked, cfg) == ["1"]  # with embeddings too when the detection has none
-    parked[3] = [(det(2.5), EA)]  # ... but one that looks like the car may reach the full gate
+    parked[3] = [(det(2.5), EA)]  # one that looks like the car reaches the full gate with a
+    assert ids(parked, full) == ["0"]  # floor of 1, with 0.25 only 2 + 0.25 x 1 m
+    assert ids(parked, cfg) == ["1"]
+    parked[3] = [(det(2.2), EA)]
     assert ids(parked, cfg) == ["0"]
     # At 5 m/s, predicted at 7.5 m after the keyframe lost, seen 2.5 m further: taken.
     driving = [[(moving(0.0, 5.0), EA)], [(moving(2.5, 5.0), EA)], [], [(moving(10.0, 5.0), nan)]]
