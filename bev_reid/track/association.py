@@ -3,13 +3,15 @@
 The cost of track i and detection j mixes their gated centre distance with the cosine distance of
 their embeddings:
 
-    cost = (1 - w) d_ij / gate_i + w a_ij,        a_ij = 1 - <e_i, e_j>  (unit vectors, in [0, 2])
+    cost = (1 - w) d_ij / g_ij + w a_ij,        a_ij = 1 - <e_i, e_j>  (unit vectors, in [0, 2])
 
-and is infinite (never matched) when d_ij > gate_i (or, for a pair with no appearance, beyond
-the track's narrower motion gate), when the classes differ, when a_ij exceeds
-the track's appearance limit, or when a track that needs appearance (a dormant one) meets a
-detection without it. A pair with no appearance (a track or a detection without an
-embedding) costs its distance term alone, d_ij / gate_i. ``w`` = 0 is motion alone.
+where g_ij is the track's gate for a pair whose appearance is known (its look gate, at most its
+gate) and its gate otherwise. A pair with no appearance (a track or a detection without an
+embedding) costs its distance term alone, d_ij / gate_i. The cost is infinite (never matched)
+when d_ij is beyond the pair's own gate (the look gate for a pair with appearance, the motion
+gate for one without; both at most gate_i), when the classes differ, when a_ij exceeds the
+track's appearance limit, or when a track that needs appearance (a dormant one) meets a
+detection without it. ``w`` = 0 is motion alone.
 
 :func:`match` then takes, among the matchings of finite-cost pairs, one with the most pairs and,
 among those, the least total cost (scipy's ``linear_sum_assignment`` on the cost with infinite
@@ -68,6 +70,7 @@ def association_cost(
     same_class: np.ndarray | None = None,
     needs_appearance: np.ndarray | None = None,
     motion_gate: np.ndarray | float | None = None,
+    look_gate: np.ndarray | float | None = None,
 ) -> np.ndarray:
     """The cost matrix [T, D] (see the module doc); ``inf`` marks pairs that may not match.
 
@@ -82,27 +85,33 @@ def association_cost(
             known (dormant tracks, re-identified by appearance alone); None: none.
         motion_gate: [T] (or one) gate for the pairs whose appearance is not known, metres (at
             most ``gate``); None: ``gate``.
+        look_gate: [T] (or one) gate for the pairs whose appearance is known, metres (at most
+            ``gate``); it also scales their distance term. None: ``gate``.
     """
     distance = np.asarray(distance, dtype=np.float64)
     t = distance.shape[0]
-    gate = np.broadcast_to(np.asarray(gate, dtype=np.float64), (t,))[:, None]  # T x 1
-    cost = distance / gate
-    allowed = distance <= gate
+
+    def per_track(value: np.ndarray | float | None) -> np.ndarray:  # T x 1, at most gate
+        if value is None:
+            return full
+        value = np.broadcast_to(np.asarray(value, dtype=np.float64), (t,))[:, None]
+        return np.minimum(value, full)
+
+    full = np.broadcast_to(np.asarray(gate, dtype=np.float64), (t,))[:, None]  # T x 1
+    looks = appearance is not None and weight > 0
     has = np.zeros(distance.shape, dtype=bool)  # pairs whose appearance is known
-    if appearance is not None and weight > 0:
+    if looks:
         appearance = np.asarray(appearance, dtype=np.float64)
         has = np.isfinite(appearance)
+    look = per_track(look_gate)
+    cost = distance / np.where(has, look, full)
+    allowed = distance <= np.where(has, look, per_track(motion_gate))
+    if looks:
         limit = np.broadcast_to(np.asarray(max_appearance, dtype=np.float64), (t,))[:, None]
-        mixed = (1.0 - weight) * cost + weight * np.where(has, appearance, 0.0)
-        cost = np.where(has, mixed, cost)
+        cost = np.where(has, (1.0 - weight) * cost + weight * np.where(has, appearance, 0.0), cost)
         allowed &= ~has | (appearance <= limit)
-        if needs_appearance is not None:
-            allowed &= has | ~np.asarray(needs_appearance, dtype=bool)[:, None]
-    elif needs_appearance is not None:
-        allowed &= ~np.asarray(needs_appearance, dtype=bool)[:, None]
-    if motion_gate is not None:
-        motion_gate = np.broadcast_to(np.asarray(motion_gate, dtype=np.float64), (t,))[:, None]
-        allowed &= has | (distance <= motion_gate)
+    if needs_appearance is not None:
+        allowed &= has | ~np.asarray(needs_appearance, dtype=bool)[:, None]
     if same_class is not None:
         allowed &= np.asarray(same_class, dtype=bool)
     return np.where(allowed, cost, np.inf)

@@ -157,16 +157,16 @@ def is_reported(track: Track, cfg: TrackConfig) -> bool:
     return track.misses == 0 and track.hits >= cfg.min_hits
 
 
-def gate_of(track: Track, cfg: TrackConfig, moving: bool = False) -> float:
+def gate_of(track: Track, cfg: TrackConfig, floor: float = 1.0) -> float:
     """The track's distance gate, metres: wider the longer it has been lost (up to
-    ``max_gate_m``), by a share of ``lost_gate_growth_m`` per keyframe lost that scales with the
-    track's speed (full at ``lost_gate_speed_mps`` and faster; 0 turns the scaling off).
-    ``moving``: the gate for evidence of motion alone, whose share falls to 0 for a parked
-    track; otherwise (a view on both sides) to ``lost_gate_look_floor``."""
+    ``max_gate_m``), by a share of ``lost_gate_growth_m`` per keyframe lost. The share scales
+    with the track's speed (full at ``lost_gate_speed_mps`` and faster; 0 turns the scaling
+    off) from ``floor`` for a parked track: 1 gives the full growth at any speed (the gate that
+    scales the cost), 0 the gate of motion alone, ``lost_gate_look_floor`` that of a pair with a
+    view on both sides."""
     share = 1.0
     if cfg.lost_gate_speed_mps > 0:
         speed = min(1.0, float(np.linalg.norm(track.kf.velocity)) / cfg.lost_gate_speed_mps)
-        floor = 0.0 if moving else cfg.lost_gate_look_floor
         share = floor + (1.0 - floor) * speed
     growth = share * cfg.lost_gate_growth_m * track.misses
     return min(cfg.gate_m + growth, max(cfg.gate_m, cfg.max_gate_m))

@@ -115,14 +115,19 @@ class Tracker:
                 for t in tracks
             ]
         )
+        # A lost track's gate widens with the keyframes lost; the full growth scales the
+        # distance term of the cost. Which pairs it may take depends on its speed too (a parked
+        # car stays near where it was): without a view on either side only motion speaks, and a
+        # parked track's gate stays at gate_m; a known look may reach a little farther
+        # (lost_gate_look_floor).
         gate = np.array([lifecycle.gate_of(t, cfg) for t in tracks])
-        # A lost track's gate widens with its speed (a parked car stays near where it was).
-        # Without a view on either side only motion speaks: then a parked track's gate stays at
-        # gate_m; a known look may reach a little farther (lost_gate_look_floor).
-        moving = np.array([lifecycle.gate_of(t, cfg, moving=True) for t in tracks])
+        looks = np.array([lifecycle.gate_of(t, cfg, cfg.lost_gate_look_floor) for t in tracks])
+        moving = np.array([lifecycle.gate_of(t, cfg, 0.0) for t in tracks])
         dormant = np.array([lifecycle.is_dormant(t, cfg) for t in tracks], dtype=bool)
         same = same.reshape(distance.shape).astype(bool)
-        cost = association_cost(distance, gate, appearance, weight, limit, same, dormant, moving)
+        cost = association_cost(
+            distance, gate, appearance, weight, limit, same, dormant, moving, looks
+        )
         lost = np.array([lifecycle.is_lost(t) for t in tracks], dtype=bool)[:, None]
         if appearance is not None and weight > 0:
             # A lost track weighs both kinds of evidence: a near detection may look unlike its

@@ -64,6 +64,12 @@ def test_cost_terms_by_hand():
     assert association_cost(distance, 2.0, needs_appearance=np.array([True]))[0, 0] == np.inf
     same = np.array([[True, True, False, True]])
     assert association_cost(distance, 2.0, same_class=same)[0, 2] == np.inf
+    # Own gates: 1.5 m for pairs with appearance (and their scale), 0.8 m for those without.
+    own = association_cost(distance, 2.0, appearance, 0.5, 0.6, motion_gate=0.8, look_gate=1.5)
+    assert own[0, 0] == pytest.approx(0.5 * 1.0 / 1.5 + 0.5 * 0.2)
+    assert own[0, 2] == np.inf  # no embedding, 1 m: beyond the motion gate
+    wide = association_cost(distance, 2.0, appearance, 0.5, 0.6, motion_gate=1.0, look_gate=0.9)
+    assert wide[0, 0] == np.inf and wide[0, 2] == pytest.approx(1.0 / 2.0)  # full gate's scale
 
 
 def test_size_changes_by_hand():

@@ -102,14 +102,15 @@ def test_on_motion_alone_a_lost_track_reaches_as_far_as_its_speed_allows():
     track = birth(0, det(0.0), None, cfg)
     track.kf.x[2:] = (0.6, 0.8)  # velocity, 1 m/s
     track.misses = 3
-    assert gate_of(track, cfg, moving=True) == pytest.approx(3.5)
+    assert gate_of(track, cfg, 0.0) == pytest.approx(3.5)
     # With views on both sides the share is at least lost_gate_look_floor: 0.25 + 0.75 * 0.5.
-    assert gate_of(track, cfg) == pytest.approx(2 + 0.625 * 3)
+    assert gate_of(track, cfg, 0.25) == pytest.approx(2 + 0.625 * 3)
+    # The full growth at any speed: 2 + 1 * 3 (it scales the cost's distance term).
+    assert gate_of(track, cfg) == gate_of(track, CFG, 0.0) == pytest.approx(5.0)
     full = dataclasses.replace(cfg, lost_gate_look_floor=1.0)
-    assert gate_of(track, full) == gate_of(track, CFG, moving=True) == pytest.approx(5.0)
     track.kf.x[2:] = (3.0, 4.0)  # 5 m/s: the full growth, up to max_gate_m
     track.misses = 9
-    assert gate_of(track, cfg, moving=True) == gate_of(track, cfg) == cfg.max_gate_m
+    assert gate_of(track, cfg, 0.0) == gate_of(track, cfg, 0.25) == cfg.max_gate_m
 
     def moving(x: float, v: float) -> Detection:
         return Detection("s", (x, 0.0, 1.0), (1.9, 4.5, 1.6), (1.0, 0.0, 0.0, 0.0), (v, 0.0),
@@ -132,6 +133,40 @@ def test_on_motion_alone_a_lost_track_reaches_as_far_as_its_speed_allows():
     # At 5 m/s, predicted at 7.5 m after the keyframe lost, seen 2.5 m further: taken.
     driving = [[(moving(0.0, 5.0), EA)], [(moving(2.5, 5.0), EA)], [], [(moving(10.0, 5.0), nan)]]
     assert ids(driving, cfg, False) == ["0"]
+
+
+def test_the_look_floor_narrows_pairs_with_views_and_leaves_motion_alone():
+    """lost_gate_look_floor narrows a parked lost track's gate for the pairs with a view on both
+    sides, and scales their distance term by it; a pair without views keeps the full gate's
+    scale, so motion alone is as it was."""
+
+    def parked_lost_twice(floor: float, appearance: bool) -> Tracker:
+        cfg = dataclasses.replace(CFG, lost_gate_speed_mps=2.0, lost_gate_look_floor=floor)
+        tracker = Tracker(cfg, use_appearance=appearance)
+        for k, dets in enumerate([[det(0.0)], [det(0.0)], [], []]):
+            emb = np.stack([EA] * len(dets)) if dets and appearance else None
+            tracker.step(Frame(f"s{k}", k * 500_000, dets, emb))
+        (track,) = tracker.tracks
+        assert track.misses == 2 and np.linalg.norm(track.kf.velocity) < 0.2
+        return tracker
+
+    def cost(tracker: Tracker, xs: list[float]) -> np.ndarray:
+        views = np.stack([EA] * len(xs)) if tracker.use_appearance else None
+        return tracker._cost(tracker.tracks, [det(x) for x in xs], views, 0.0)[0]
+
+    full = 2.0 + 1.0 * 2  # the full gate after two keyframes lost
+    for floor, look in ((0.25, 2.0 + 0.25 * 2), (1.0, full)):
+        # Motion alone: scaled by the full gate; a parked track's gate stays at gate_m.
+        assert cost(parked_lost_twice(floor, False), [1.5, 2.2]) == pytest.approx(
+            [1.5 / full, np.inf]
+        )
+        w = CFG.appearance_weight  # with views: scaled by the look gate, 2.2 m inside it
+        assert cost(parked_lost_twice(floor, True), [1.5, 2.2]) == pytest.approx(
+            [(1 - w) * 1.5 / look, (1 - w) * 2.2 / look]
+        )
+    # 2.8 m: beyond the look gate of the floor (2 + 0.25 x 2 m), inside the full one.
+    assert cost(parked_lost_twice(0.25, True), [2.8])[0] == np.inf
+    assert np.isfinite(cost(parked_lost_twice(1.0, True), [2.8])[0])
 
 
 def test_appearance_memory_mean_and_nearest():
