@@ -41,6 +41,15 @@ def camera_channel_names(count: int) -> list[str]:
     return [f"camera_{i:02d}" for i in range(count)]
 
 
+def learnt_categories(object_data: dict[str, Any]) -> list[str] | None:
+    """The sorted categories of a dataset's training identities (object_data.json), or None
+    when it does not list them."""
+    identities = object_data.get("identities")
+    if not isinstance(identities, list):
+        return None
+    return sorted({i["category"] for i in identities if i.get("split", "train") == "train"})
+
+
 def read_object_data(path: str | Path) -> dict[str, Any]:
     """object_data.json of a dataset folder, checked; a clear error when the folder is not a
     finished dataset."""

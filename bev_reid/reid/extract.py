@@ -41,12 +41,16 @@ class CropRecipe:
         grid: the BEV grid the crops were sampled from.
         channels: the channel names of a crop, in order.
         lss_checkpoint: path, step and SHA-256 of the LSS checkpoint (camera channels), or None.
+        learnt_categories: the nuScenes categories of the identities the net was trained on
+            (e.g. ``vehicle.car``, ``vehicle.bus.rigid``), or None where the checkpoint does not
+            say (then the dataset's category prefixes alone decide what it covers).
     """
 
     build: BuildConfig
     grid: GridConfig
     channels: tuple[str, ...]
     lss_checkpoint: dict[str, Any] | None
+    learnt_categories: tuple[str, ...] | None = None
 
     @property
     def needs_lidar(self) -> bool:
@@ -67,9 +71,18 @@ class CropRecipe:
         return self.build.camera_texture
 
     def covers(self, category: str) -> bool:
-        """Whether boxes of this nuScenes category (e.g. ``vehicle.car``) are what the embedding
-        learnt (the dataset's category prefixes)."""
-        return category.startswith(tuple(self.build.categories))
+        """Whether boxes of this nuScenes category (e.g. ``vehicle.car``, or ``vehicle.bus`` for
+        all buses) are what the embedding learnt: of the dataset's category prefixes and, where
+        the checkpoint records them, of a category it was trained on (an embedding trained on
+        cars, trucks and buses has never seen a bicycle)."""
+        if not category.startswith(tuple(self.build.categories)):
+            return False
+        if self.learnt_categories is None:
+            return True
+        return any(
+            seen.startswith(category) or category.startswith(seen)
+            for seen in self.learnt_categories
+        )
 
 
 def recipe_from_meta(meta: dict[str, Any], where: str) -> CropRecipe:
@@ -84,20 +97,23 @@ def recipe_from_meta(meta: dict[str, Any], where: str) -> CropRecipe:
     Raises:
         CheckpointError: no recipe, or one whose channels do not follow from its settings.
     """
-    recipe = meta.get("crop_recipe")
-    if not isinstance(recipe, dict):
-        from bev_reid.reid.dataset import read_object_data
+    from bev_reid.reid.dataset import learnt_categories, read_object_data
 
+    def dataset_meta() -> dict[str, Any] | None:  # the object_data.json it was trained on
         folder = meta.get("dataset")
         try:
-            recipe = read_object_data(folder) if folder else None
+            return read_object_data(folder) if folder else None
         except (FileNotFoundError, ValueError):
-            recipe = None
+            return None
+
+    recipe = meta.get("crop_recipe")
+    if not isinstance(recipe, dict):
+        recipe = dataset_meta()
         if recipe is None:
             raise CheckpointError(
                 f"ReID checkpoint {where!r} does not record how its crops were cut (no "
-                f"meta['crop_recipe'], and its dataset {folder!r} is gone): retrain it with "
-                "this bev-reid, or track with --reid-checkpoint none"
+                f"meta['crop_recipe'], and its dataset {meta.get('dataset')!r} is gone): "
+                "retrain it with this bev-reid, or track with --reid-checkpoint none"
             )
     try:
         crop, grid = recipe["crop"], GridConfig(**{k: tuple(v) for k, v in recipe["grid"].items()})
@@ -141,7 +157,17 @@ def recipe_from_meta(meta: dict[str, Any], where: str) -> CropRecipe:
             f"ReID checkpoint {where!r}: its crop recipe gives LiDAR channels {list(expected)}, "
             f"but it records {list(lidar)}"
         )
-    return CropRecipe(settings, grid, channels, recipe.get("lss_checkpoint"))
+    learnt = recipe.get("learnt_categories")
+    if learnt is None:  # a checkpoint written before it was recorded: its dataset, if still there
+        learnt = learnt_categories(dataset_meta() or {})
+    if learnt is not None and not (
+        isinstance(learnt, list) and all(isinstance(c, str) for c in learnt)
+    ):
+        raise CheckpointError(
+            f"ReID checkpoint {where!r}: learnt_categories {learnt!r} is not a list of names"
+        )
+    learnt = None if learnt is None else tuple(learnt)
+    return CropRecipe(settings, grid, channels, recipe.get("lss_checkpoint"), learnt)
 
 
 def _lidar_channels(bc: BuildConfig) -> tuple[str, ...]:

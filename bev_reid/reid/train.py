@@ -36,7 +36,7 @@ from bev_reid.engine.loop import Every, resume_or_start, save_and_prune
 from bev_reid.engine.run import last_checkpoint, open_run, wrap_ddp
 from bev_reid.models.heads import HEADS
 from bev_reid.models.reid import BEVReIDModel
-from bev_reid.reid.dataset import ReIDDataset
+from bev_reid.reid.dataset import ReIDDataset, learnt_categories
 from bev_reid.reid.sampler import PKBatchSampler
 
 PROJECTOR_MAX_VIEWS = 4096  # views in the end-of-run embedding projector (a seeded subset)
@@ -278,8 +278,11 @@ def _train(cfg: Config, dist: DistInfo) -> Path:
         # How the crops were cut (object_data.json's settings), so that the checkpoint alone
         # tells a user such as the tracker how to cut new ones: see bev_reid.reid.extract.
         "crop_recipe": {
-            k: dataset.meta.get(k)
-            for k in ("grid", "crop", "modalities", "channels", "lss_checkpoint", "filters")
+            **{
+                k: dataset.meta.get(k)
+                for k in ("grid", "crop", "modalities", "channels", "lss_checkpoint", "filters")
+            },
+            "learnt_categories": learnt_categories(dataset.meta),
         },
     }
     bar = tqdm(

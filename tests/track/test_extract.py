@@ -1,6 +1,7 @@
 """Crops at tracking time are cut exactly as the ReID dataset's were: the checkpoint's recipe,
 the builder's per-keyframe code, and the global -> ego transform of detections."""
 
+import dataclasses
 import json
 import os
 
@@ -64,3 +65,30 @@ def test_missing_recipe_or_sensors_are_named(synth_world, track_checkpoint, tmp_
     data = DataConfig(dataroot=str(tmp_path), version=synth_world.version, num_workers=0)
     with pytest.raises(SensorMissingError, match="needs LIDAR_TOP data.*LIDAR_TOP.*is missing"):
         cutter_for(model, data=data).keyframes()
+
+
+def test_the_checkpoint_names_the_categories_it_learnt(track_dataset, track_checkpoint, tmp_path):
+    """An embedding covers only the categories of its training identities: a synthetic world's
+    cars, trucks and buses, not the bicycles that the `vehicle` prefix would also admit."""
+    identities = json.loads((track_dataset / "object_data.json").read_text())["identities"]
+    trained = {i["category"] for i in identities if i["split"] == "train"}
+    model = BEVReIDModel.from_checkpoint(track_checkpoint)
+    meta = model.checkpoint_meta
+    assert meta["crop_recipe"]["learnt_categories"] == sorted(trained)
+    recipe = recipe_from_meta(meta, "ckpt")
+    assert "vehicle.car" in trained and recipe.covers("vehicle.car")
+    for category in ("vehicle.bicycle", "vehicle.motorcycle", "human.pedestrian"):
+        assert not recipe.covers(category)
+    # vehicle.bus covers every bus: a dataset's vehicle.bus.rigid stands for it.
+    bus = dataclasses.replace(recipe, learnt_categories=("vehicle.bus.rigid", "vehicle.car"))
+    assert bus.covers("vehicle.bus") and not bus.covers("vehicle.truck")
+    # A checkpoint from before: its dataset's identities, or the prefixes once it is gone.
+    older = {**meta, "crop_recipe": {k: v for k, v in meta["crop_recipe"].items()
+                                     if k != "learnt_categories"}}  # fmt: skip
+    assert recipe_from_meta(older, "old").learnt_categories == tuple(sorted(trained))
+    gone = {**older, "dataset": str(tmp_path / "gone")}
+    assert recipe_from_meta(gone, "old").learnt_categories is None
+    assert recipe_from_meta(gone, "old").covers("vehicle.bicycle")
+    bad = {**meta, "crop_recipe": {**meta["crop_recipe"], "learnt_categories": "vehicle.car"}}
+    with pytest.raises(CheckpointError, match="learnt_categories 'vehicle.car' is not a list"):
+        recipe_from_meta(bad, "bad")
