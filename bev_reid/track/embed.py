@@ -3,9 +3,9 @@ dataset was (:mod:`bev_reid.reid.extract`), the ReID net on the crops.
 
 Detections are global; the crops are cut in the keyframe's ego frame (that of its LIDAR_TOP
 sweep, as :meth:`bev_reid.data.nuscenes.NuScenesDB.boxes` puts the annotations). Only
-detections of the classes the embedding learnt (the dataset's category prefixes, e.g. vehicles)
-get an embedding, when their crop holds anything; the others get a NaN row and are tracked on
-motion alone.
+detections of the classes the embedding learnt (the categories of its training identities, e.g.
+cars, trucks and buses; :meth:`bev_reid.reid.extract.CropRecipe.covers`) get an embedding, when
+their crop holds anything; the others get a NaN row and are tracked on motion alone.
 
 Shapes: K detections, E embedding dims.
 """
