@@ -90,6 +90,7 @@ def association_cost(
     """
     distance = np.asarray(distance, dtype=np.float64)
     t = distance.shape[0]
+    full = np.broadcast_to(np.asarray(gate, dtype=np.float64), (t,))[:, None]  # T x 1
 
     def per_track(value: np.ndarray | float | None) -> np.ndarray:  # T x 1, at most gate
         if value is None:
@@ -97,7 +98,6 @@ def association_cost(
         value = np.broadcast_to(np.asarray(value, dtype=np.float64), (t,))[:, None]
         return np.minimum(value, full)
 
-    full = np.broadcast_to(np.asarray(gate, dtype=np.float64), (t,))[:, None]  # T x 1
     looks = appearance is not None and weight > 0
     has = np.zeros(distance.shape, dtype=bool)  # pairs whose appearance is known
     if looks:
