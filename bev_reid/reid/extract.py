@@ -158,8 +158,8 @@ def recipe_from_meta(meta: dict[str, Any], where: str) -> CropRecipe:
             f"but it records {list(lidar)}"
         )
     learnt = recipe.get("learnt_categories")
-    if learnt is None:  # a checkpoint written before it was recorded: its dataset, if still there
-        learnt = learnt_categories(dataset_meta() or {})
+    if learnt is None:  # written before it was recorded: its dataset's identities, if at hand
+        learnt = learnt_categories(recipe) or learnt_categories(dataset_meta() or {})
     if learnt is not None and not (
         isinstance(learnt, list) and all(isinstance(c, str) for c in learnt)
     ):
