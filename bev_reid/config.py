@@ -606,6 +606,10 @@ class TrainReIDConfig(_Section):
     cell_dropout: float = num(0.6, 0, 1, below=True)
     cell_dropout_spread: float = num(0.3, 0, 1)
     lr: float = num(1e-3, 0)  # 0 freezes the weights
+    # onecycle: a warm-up over the first `warmup` share of the steps, then a cosine down to
+    # 0.01 lr by max_steps (bev_reid.engine.loop.lr_factor)
+    lr_schedule: Literal["constant", "onecycle"] = "constant"
+    warmup: float = num(0.0, 0, 1, below=True)
     weight_decay: float = num(0.0, 0)
     max_steps: int = num(20000, 1)
     checkpoint_every: int = num(500, 0)  # steps; 0 = off (the last step is always saved)

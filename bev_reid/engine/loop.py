@@ -1,11 +1,12 @@
 """The pieces of a training loop both trainers share: the "every N steps or seconds" schedule,
-resume-or-start, and the periodic save-and-prune of checkpoints.
+resume-or-start, the periodic save-and-prune of checkpoints, and the learning-rate schedule.
 
 A period of 0 means off, for steps and for seconds alike; the config refuses negative periods.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -83,3 +84,16 @@ def save_and_prune(
     path = save_checkpoint(ckpt_dir, step, model, optimizer, meta=meta)
     prune_checkpoints(ckpt_dir, keep)
     return path
+
+
+def lr_factor(step: int, max_steps: int, schedule: str, warmup: float) -> float:
+    """The learning rate of optimizer step ``step + 1`` over the configured ``lr``: 1 (constant),
+    or one cycle: a linear warm-up from 0.1 over the first ``warmup`` share of the steps, then a
+    cosine down to 0.01. A function of the step alone, so a resumed run takes the same steps."""
+    if schedule == "constant":
+        return 1.0
+    t = step / max(1, max_steps)
+    if t < warmup:
+        return 0.1 + 0.9 * t / warmup
+    rest = (t - warmup) / max(1e-9, 1 - warmup)
+    return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, rest)))

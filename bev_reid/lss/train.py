@@ -7,7 +7,6 @@ run takes the same next step as an uninterrupted one.
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from collections.abc import Iterator
@@ -26,7 +25,7 @@ from bev_reid.engine.distributed import (
     cleanup_distributed,
     init_distributed,
 )
-from bev_reid.engine.loop import Every, resume_or_start, save_and_prune
+from bev_reid.engine.loop import Every, lr_factor, resume_or_start, save_and_prune
 from bev_reid.engine.run import last_checkpoint, open_run, wrap_ddp
 from bev_reid.lss.losses import dual_loss, iou_counts
 from bev_reid.lss.model import build_model, forward, resolve_amp, to_device
@@ -92,19 +91,6 @@ def depth_image(depth_logits: torch.Tensor, target: torch.Tensor, dbound) -> tor
     bottom = torch.where(target[0, 0] >= 0, shade(lidar), torch.zeros_like(lidar))
     img = torch.cat([shade(pred), torch.ones_like(pred[:1]), bottom], 0).cpu()
     return img.unsqueeze(0).expand(3, -1, -1)
-
-
-def lr_factor(step: int, max_steps: int, schedule: str, warmup: float) -> float:
-    """The learning rate of optimizer step ``step + 1`` over ``train_lss.lr``: 1 (constant), or
-    one cycle: a linear warm-up from 0.1 over the first ``warmup`` share of the steps, then a
-    cosine down to 0.01. A function of the step alone, so a resumed run takes the same steps."""
-    if schedule == "constant":
-        return 1.0
-    t = step / max(1, max_steps)
-    if t < warmup:
-        return 0.1 + 0.9 * t / warmup
-    rest = (t - warmup) / max(1e-9, 1 - warmup)
-    return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, rest)))
 
 
 def train_lss(cfg: Config) -> Path:

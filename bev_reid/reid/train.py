@@ -32,7 +32,7 @@ from bev_reid.engine.distributed import (
     cleanup_distributed,
     init_distributed,
 )
-from bev_reid.engine.loop import Every, resume_or_start, save_and_prune
+from bev_reid.engine.loop import Every, lr_factor, resume_or_start, save_and_prune
 from bev_reid.engine.run import last_checkpoint, open_run, wrap_ddp
 from bev_reid.models.heads import HEADS
 from bev_reid.models.reid import BEVReIDModel
@@ -304,6 +304,8 @@ def _train(cfg: Config, dist: DistInfo) -> Path:
             ) * tc.cell_dropout_spread
             dropout = (tc.cell_dropout + offset).clamp(0.0, 0.95)
         crops = augment_crops(crops, tc.mirror, tc.shift, tc.rotate, dropout, dropout_channels)
+        for group in optimizer.param_groups:
+            group["lr"] = tc.lr * lr_factor(step, tc.max_steps, tc.lr_schedule, tc.warmup)
         out = net(crops, ids)
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()

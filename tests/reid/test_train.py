@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -271,16 +272,40 @@ def test_resume_takes_the_same_steps_as_an_uninterrupted_run(reid_dataset, tmp_p
     third = load_checkpoint(whole.with_name("step_00000003.json")).tensors
     assert not torch.equal(third["model.net.fc.weight"], a["model.net.fc.weight"])
 
+    # A one-cycle run killed after step 3 (its step-3 checkpoint alone in a fresh run folder)
+    # resumes on the same learning rates: the schedule is a function of the step.
+    constant = a
+    cycle = {**common, "train_reid.lr_schedule": "onecycle", "train_reid.warmup": 0.2}
+    whole = train_reid(run_config(reid_dataset, tmp_path / "cycle", **cycle))
+    killed = tmp_path / "killed" / "test" / "checkpoints"
+    killed.mkdir(parents=True)
+    for f in whole.parent.glob("step_00000003.*"):
+        shutil.copy(f, killed / f.name)
+    resumed = train_reid(
+        run_config(reid_dataset, tmp_path / "killed", **cycle, **{"train_reid.resume": True})
+    )
+    a, b = load_checkpoint(whole).tensors, load_checkpoint(resumed).tensors
+    for k in keys:
+        assert torch.equal(a[k], b[k]), k
+    # ... and the schedule did change the steps: the same seed with a constant rate ends elsewhere.
+    assert not torch.equal(a["model.net.fc.weight"], constant["model.net.fc.weight"])
+
 
 def test_triplet_mode_trains_and_an_unknown_mode_is_a_clear_error(reid_dataset, tmp_path):
     # With batches of neighbours, as configs/track-reid.yaml trains it.
+    # And with the one-cycle learning rate: the rate logged at each step is the one it took.
     cfg = run_config(reid_dataset, tmp_path, **{"train_reid.loss_mode": "triplet",
                                                 "train_reid.max_steps": 60,
-                                                "train_reid.neighbours": 1.0})  # fmt: skip
+                                                "train_reid.neighbours": 1.0,
+                                                "train_reid.lr_schedule": "onecycle"})  # fmt: skip
     train_reid(cfg)
     loss = losses(tmp_path / "test")
     assert np.isfinite(loss).all()
     assert loss[-10:].mean() < 0.95 * loss[:10].mean(), loss
+    lrs = {e.step: e.value for e in events(tmp_path / "test").Scalars("lr")}
+    lr = cfg.train_reid.lr  # no warm-up (the default): the full rate, then a cosine down
+    expected = {s: lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * (s - 1) / 60))) for s in lrs}
+    assert sorted(lrs) == list(range(1, 61)) and lrs == pytest.approx(expected, rel=1e-5)
     tags = set(events(tmp_path / "test").Tags()["scalars"])
     assert "head/d_neg" in tags and "scale" not in tags
     assert (
