@@ -610,6 +610,9 @@ class TrainReIDConfig(_Section):
     # 0.01 lr by max_steps (bev_reid.engine.loop.lr_factor)
     lr_schedule: Literal["constant", "onecycle"] = "constant"
     warmup: float = num(0.0, 0, 1, below=True)
+    # Checkpoints hold an exponential moving average of the weights with this decay per step
+    # (bev_reid.engine.loop.WeightAverage), e.g. 0.999; 0: the weights of the last step.
+    weight_average: float = num(0.0, 0, 1, below=True)
     weight_decay: float = num(0.0, 0)
     max_steps: int = num(20000, 1)
     checkpoint_every: int = num(500, 0)  # steps; 0 = off (the last step is always saved)

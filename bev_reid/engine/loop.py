@@ -1,5 +1,6 @@
 """The pieces of a training loop both trainers share: the "every N steps or seconds" schedule,
-resume-or-start, the periodic save-and-prune of checkpoints, and the learning-rate schedule.
+resume-or-start, the periodic save-and-prune of checkpoints, the learning-rate schedule and a
+moving average of the weights.
 
 A period of 0 means off, for steps and for seconds alike; the config refuses negative periods.
 """
@@ -74,14 +75,15 @@ def resume_or_start(
 def save_and_prune(
     ckpt_dir: Path,
     step: int,
-    model: torch.nn.Module,
+    model: torch.nn.Module | dict[str, torch.Tensor],
     optimizer: torch.optim.Optimizer,
     meta: dict[str, Any],
     keep: int,
+    extra_tensors: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Writes the checkpoint of ``step`` (atomically, sidecar last), then keeps the ``keep``
     newest (0 keeps all). Returns the sidecar's path."""
-    path = save_checkpoint(ckpt_dir, step, model, optimizer, meta=meta)
+    path = save_checkpoint(ckpt_dir, step, model, optimizer, meta=meta, extra_tensors=extra_tensors)
     prune_checkpoints(ckpt_dir, keep)
     return path
 
@@ -97,3 +99,27 @@ def lr_factor(step: int, max_steps: int, schedule: str, warmup: float) -> float:
         return 0.1 + 0.9 * t / warmup
     rest = (t - warmup) / max(1e-9, 1 - warmup)
     return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, rest)))
+
+
+class WeightAverage:
+    """An exponential moving average of a model's weights and floating-point buffers (integer
+    buffers, such as BatchNorm's batch count, are copied): after optimizer step ``t`` (1, 2, ...)
+    each average moves to ``a + (1 - d) (w - a)`` with ``d = min(decay, (1 + t) / (10 + t))``: a
+    short memory at first, so the random start is soon forgotten. The average starts at the
+    weights it is made from.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        """Takes in the weights after optimizer step ``step`` (counted from 1)."""
+        d = min(self.decay, (1 + step) / (10 + step))
+        for k, w in model.state_dict().items():
+            a = self.state[k]
+            if a.is_floating_point():
+                a.lerp_(w.detach(), 1 - d)
+            else:
+                a.copy_(w)

@@ -32,7 +32,13 @@ from bev_reid.engine.distributed import (
     cleanup_distributed,
     init_distributed,
 )
-from bev_reid.engine.loop import Every, lr_factor, resume_or_start, save_and_prune
+from bev_reid.engine.loop import (
+    Every,
+    WeightAverage,
+    lr_factor,
+    resume_or_start,
+    save_and_prune,
+)
 from bev_reid.engine.run import last_checkpoint, open_run, wrap_ddp
 from bev_reid.models.heads import HEADS
 from bev_reid.models.reid import BEVReIDModel
@@ -40,6 +46,11 @@ from bev_reid.reid.dataset import ReIDDataset, learnt_categories
 from bev_reid.reid.sampler import PKBatchSampler
 
 PROJECTOR_MAX_VIEWS = 4096  # views in the end-of-run embedding projector (a seeded subset)
+
+
+# Under this name (extra.train.*) a checkpoint with train_reid.weight_average keeps the weights
+# being trained; its model.* tensors are their average.
+TRAINED = "train"
 
 
 def build_reid_model(cfg: Config, in_channels: int, num_classes: int) -> BEVReIDModel:
@@ -237,7 +248,7 @@ def _train(cfg: Config, dist: DistInfo) -> Path:
     model.set_input_statistics(*crop_statistics(dataset, tc.seed))
     model = model.to(dist.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    step = 0
+    step, trained = 0, {}
     ckpt = resume_or_start(ckpt_dir, tc.resume, "train-reid", announce=dist.is_main)
     if ckpt is not None:
         if ckpt.meta.get("kind") != "reid" or ckpt.meta.get("model") != model.config:
@@ -246,11 +257,19 @@ def _train(cfg: Config, dist: DistInfo) -> Path:
                 f"{ckpt.meta.get('model')!r}, this run builds {model.config!r}; use another "
                 "reid_run.run_id or drop --resume"
             )
-        model.load_state_dict(ckpt.model_state())
+        # With train_reid.weight_average the model's tensors are the average; the weights
+        # being trained are kept beside them (extra.train).
+        trained = ckpt.group(f"extra.{TRAINED}")
+        model.load_state_dict(trained or ckpt.model_state())
         restore_training_state(ckpt, optimizer, restore_rng=False)  # reseeded per step
         step = ckpt.step
     elif tc.init_from:
         init_net_from(model, tc.init_from)
+    average = None
+    if tc.weight_average > 0:
+        average = WeightAverage(model, tc.weight_average)
+        if trained:  # resumed: the average goes on from the saved one
+            average.state = {k: v.to(dist.device) for k, v in ckpt.model_state().items()}
     net = wrap_ddp(model, dist)
     writer = open_run(run_dir, to_dict(cfg), dist)
     log_due = Every(tc.log_every)
@@ -311,6 +330,8 @@ def _train(cfg: Config, dist: DistInfo) -> Path:
         out.loss.backward()
         optimizer.step()
         step += 1
+        if average is not None:
+            average.update(model, step)
         seen += crops.shape[0] * dist.world_size
         logged = {"loss": out.loss.detach(), "accuracy": out.accuracy, **out.extra}
         values = all_reduce_mean(torch.stack([v.float().reshape(()) for v in logged.values()]))
@@ -331,10 +352,17 @@ def _train(cfg: Config, dist: DistInfo) -> Path:
         # The last step is always saved: the run's result (and the evaluator's last checkpoint).
         if (save_due.due(step) or last) and dist.is_main:
             meta = {**meta_base, "metrics": metrics}
-            save_and_prune(ckpt_dir, step, model, optimizer, meta, tc.keep_checkpoints)
+            if average is None:
+                save_and_prune(ckpt_dir, step, model, optimizer, meta, tc.keep_checkpoints)
+            else:  # users (the evaluator, the tracker) load the average
+                weights = {f"{TRAINED}.{k}": v for k, v in model.state_dict().items()}
+                save_and_prune(ckpt_dir, step, average.state, optimizer, meta,
+                               tc.keep_checkpoints, weights)  # fmt: skip
     bar.close()
     if writer is not None:
         if step > 0:
+            if average is not None:
+                model.load_state_dict(average.state)
             add_projector(writer, model, cfg, dist.device, step)
         writer.close()
     return last_checkpoint(ckpt_dir, "train-reid")

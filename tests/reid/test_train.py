@@ -291,6 +291,51 @@ def test_resume_takes_the_same_steps_as_an_uninterrupted_run(reid_dataset, tmp_p
     assert not torch.equal(a["model.net.fc.weight"], constant["model.net.fc.weight"])
 
 
+def test_weight_average_is_saved_as_the_model_and_resumes(reid_dataset, tmp_path):
+    common = {"train_reid.max_steps": 6, "train_reid.checkpoint_every": 1,
+              "train_reid.weight_average": 0.5, "reid.dropout": 0.5}  # fmt: skip
+    last = train_reid(run_config(reid_dataset, tmp_path / "avg", **common))
+    steps = [load_checkpoint(p) for p in list_checkpoints(last.parent)]
+    assert [c.step for c in steps] == [1, 2, 3, 4, 5, 6]
+    # The weights trained are those of a run without the average, step for step ...
+    plain = train_reid(
+        run_config(reid_dataset, tmp_path / "plain", **{**common, "train_reid.weight_average": 0})
+    )
+    assert not any(k.startswith("extra.") for k in load_checkpoint(plain).tensors)
+    for c, p in zip(steps, list_checkpoints(plain.parent), strict=True):
+        for k, v in load_checkpoint(p).model_state().items():
+            assert torch.equal(c.group("extra.train")[k], v), (c.step, k)
+    # ... and the model's tensors are their average, worked out here step by step (from the
+    # initial weights, which a zero learning rate keeps).
+    init = load_checkpoint(
+        train_reid(run_config(reid_dataset, tmp_path / "init", **{**common, "train_reid.lr": 0,
+                                                                    "train_reid.max_steps": 1}))
+    ).model_state()  # fmt: skip
+    key = "net.fc.weight"
+    a = init[key].clone()
+    for c in steps:
+        d = min(0.5, (1 + c.step) / (10 + c.step))
+        a = d * a + (1 - d) * c.group("extra.train")[key]
+        torch.testing.assert_close(c.model_state()[key], a)
+    assert not torch.allclose(a, steps[-1].group("extra.train")[key])
+    # The users of a checkpoint load the average.
+    model = BEVReIDModel.from_checkpoint(last)
+    torch.testing.assert_close(model.state_dict()[key], a)
+
+    # Killed after step 3, the run resumes on the weights it trained and the average it kept.
+    killed = tmp_path / "killed" / "test" / "checkpoints"
+    killed.mkdir(parents=True)
+    for f in last.parent.glob("step_00000003.*"):
+        shutil.copy(f, killed / f.name)
+    resumed = load_checkpoint(
+        train_reid(run_config(reid_dataset, tmp_path / "killed", **common,
+                              **{"train_reid.resume": True}))
+    ).tensors  # fmt: skip
+    for k, v in steps[-1].tensors.items():
+        if not k.startswith("rng."):
+            assert torch.equal(resumed[k], v), k
+
+
 def test_triplet_mode_trains_and_an_unknown_mode_is_a_clear_error(reid_dataset, tmp_path):
     # With batches of neighbours, as configs/track-reid.yaml trains it.
     # And with the one-cycle learning rate: the rate logged at each step is the one it took.
