@@ -57,6 +57,16 @@ def losses(run_dir: Path) -> np.ndarray:
     return np.array([e.value for e in events(run_dir).Scalars("loss")])
 
 
+def killed_after(sidecar: Path, log_dir: Path) -> Path:
+    """A run of ``run_config(..., log_dir)`` as if killed right after ``sidecar``'s step: that
+    checkpoint alone in its checkpoint folder. Returns ``log_dir``."""
+    folder = log_dir / "test" / "checkpoints"
+    folder.mkdir(parents=True)
+    for f in sidecar.parent.glob(sidecar.stem + ".*"):
+        shutil.copy(f, folder / f.name)
+    return log_dir
+
+
 # ---------------------------------------------------------------------------------------------
 # Augmentation
 
@@ -277,13 +287,8 @@ def test_resume_takes_the_same_steps_as_an_uninterrupted_run(reid_dataset, tmp_p
     constant = a
     cycle = {**common, "train_reid.lr_schedule": "onecycle", "train_reid.warmup": 0.2}
     whole = train_reid(run_config(reid_dataset, tmp_path / "cycle", **cycle))
-    killed = tmp_path / "killed" / "test" / "checkpoints"
-    killed.mkdir(parents=True)
-    for f in whole.parent.glob("step_00000003.*"):
-        shutil.copy(f, killed / f.name)
-    resumed = train_reid(
-        run_config(reid_dataset, tmp_path / "killed", **cycle, **{"train_reid.resume": True})
-    )
+    killed = killed_after(whole.with_name("step_00000003.json"), tmp_path / "killed")
+    resumed = train_reid(run_config(reid_dataset, killed, **cycle, **{"train_reid.resume": True}))
     a, b = load_checkpoint(whole).tensors, load_checkpoint(resumed).tensors
     for k in keys:
         assert torch.equal(a[k], b[k]), k
@@ -323,12 +328,9 @@ def test_weight_average_is_saved_as_the_model_and_resumes(reid_dataset, tmp_path
     torch.testing.assert_close(model.state_dict()[key], a)
 
     # Killed after step 3, the run resumes on the weights it trained and the average it kept.
-    killed = tmp_path / "killed" / "test" / "checkpoints"
-    killed.mkdir(parents=True)
-    for f in last.parent.glob("step_00000003.*"):
-        shutil.copy(f, killed / f.name)
+    killed = killed_after(last.with_name("step_00000003.json"), tmp_path / "killed")
     resumed = load_checkpoint(
-        train_reid(run_config(reid_dataset, tmp_path / "killed", **common,
+        train_reid(run_config(reid_dataset, killed, **common,
                               **{"train_reid.resume": True}))
     ).tensors  # fmt: skip
     for k, v in steps[-1].tensors.items():
