@@ -746,6 +746,12 @@ class TrackConfig(_Section):
     # noise (bev_reid.track.tracker.SIZE_REFERENCE); 0: off (docs/results-tracking.md,
     # "A lost track keeps its size").
     size_weight: float = num(1.0, 0)
+    # Where a track is looked for: its centre predicted at its own velocity, moved by this share
+    # of the change to the detection's velocity over the time since the track was last matched
+    # (0.5: a constant acceleration between the two velocities; 0: the track's velocity alone).
+    # The detection's velocity tells a parked car's lost track from a car driving past its spot
+    # (docs/results-tracking.md, "The detection's velocity").
+    velocity_blend: float = num(0.5, 0, 1)
     # a dormant track is re-identified only below this
     max_appearance_distance: float = num(0.5, 0, 2)
     max_age: int = num(6, 0)  # keyframes a track coasts unmatched before it dies

@@ -26,11 +26,32 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 
-def centre_distances(tracks: np.ndarray, detections: np.ndarray) -> np.ndarray:
-    """[T, D] Euclidean distances between centres [T, 2] and [D, 2], metres."""
-    tracks = np.asarray(tracks, dtype=np.float64).reshape(-1, 2)
-    detections = np.asarray(detections, dtype=np.float64).reshape(-1, 2)
-    return np.linalg.norm(tracks[:, None, :] - detections[None, :, :], axis=-1)
+def blended_distances(
+    predicted: np.ndarray, velocity: np.ndarray, seconds: np.ndarray | float,
+    centres: np.ndarray, detection_velocity: np.ndarray, blend: float,
+) -> np.ndarray:  # fmt: skip
+    """[T, D] distances from detection centres [D, 2] to where each track should be if it had
+    changed its velocity [T, 2] part way to the detection's [D, 2] over ``seconds`` ([T] or
+    [T, D]) since it was last matched.
+
+    ``predicted`` ([T, 2], or [T, D, 2]) is the track's centre moved on at its own velocity; a
+    share ``blend`` of the velocity change moves it by ``blend * seconds * (v_det - v_track)``.
+    With ``blend`` 0.5 that is a constant acceleration from one velocity to the other (the
+    distance covered is the mean velocity times the time); with 0, the plain distances from
+    ``predicted``.
+    """
+    velocity = np.asarray(velocity, dtype=np.float64).reshape(-1, 2)
+    detection_velocity = np.asarray(detection_velocity, dtype=np.float64).reshape(-1, 2)
+    t, d = len(velocity), len(detection_velocity)
+    predicted = np.broadcast_to(
+        np.asarray(predicted, dtype=np.float64).reshape(t, -1, 2), (t, d, 2)
+    )
+    seconds = np.asarray(seconds, dtype=np.float64)
+    seconds = np.broadcast_to(seconds.reshape(t, 1) if seconds.ndim == 1 else seconds, (t, d))
+    change = detection_velocity[None, :, :] - velocity[:, None, :]  # T x D x 2
+    moved = predicted + blend * seconds[..., None] * change
+    centres = np.asarray(centres, dtype=np.float64).reshape(-1, 2)
+    return np.linalg.norm(moved - centres[None, :, :], axis=-1)
 
 
 def cosine_distances(tracks: np.ndarray, detections: np.ndarray) -> np.ndarray:

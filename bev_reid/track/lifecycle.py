@@ -59,6 +59,7 @@ class Track:
     detection: Detection  # the latest matched detection
     hits: int = 1
     misses: int = 0  # keyframes since the last match (0: matched at the current keyframe)
+    since: float = 0.0  # seconds from the last match to the latest prediction
     memory: deque = field(default_factory=deque)  # embeddings [E] of the last matched views
     sizes: deque = field(default_factory=deque)  # log sizes [3] of the last matched boxes
 
@@ -129,6 +130,7 @@ def update(
     track.detection = detection
     track.hits += 1
     track.misses = 0
+    track.since = 0.0
     track.remember(embedding, cfg.memory)
     track.remember_size(detection.size, cfg.memory)
 

@@ -13,8 +13,9 @@ reported at keyframe j of the same scene:
 
 - candidates: same class; 0 < j - i <= ``reid_max_age``; both have views; B's first centre lies
   within ``min(gate_m + lost_gate_growth_m * (j - i), stitch_gate_m)`` metres of A's last
-  centre moved on by A's velocity over the gap (the lost tracks' gate of the online tracker,
-  capped wider);
+  centre moved on over the gap by A's velocity blended with B's first (``velocity_blend``, as
+  the online tracker looks for a lost track: :func:`bev_reid.track.association.blended_distances`;
+  the lost tracks' gate, capped wider);
 - cost: the cosine distance between the normalised mean of A's last ``memory`` views and that
   of B's first ``memory`` views; pairs above ``stitch_max_distance`` are never joined;
 - each track is joined to at most one predecessor and one successor, the pairs taken by the
@@ -34,7 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bev_reid.config import TrackConfig
-from bev_reid.track.association import cosine_distances, match, mean_view
+from bev_reid.track.association import blended_distances, cosine_distances, match, mean_view
 
 
 @dataclass
@@ -51,6 +52,7 @@ class Tracklet:
     first_centre: np.ndarray  # [2] global, metres
     last_centre: np.ndarray
     last_velocity: np.ndarray  # [2] m/s
+    first_velocity: np.ndarray  # [2] m/s, at the first report
     head: list[np.ndarray] = field(default_factory=list)  # the first views (embeddings [E])
     tail: list[np.ndarray] = field(default_factory=list)  # the latest views
 
@@ -78,10 +80,10 @@ def start_tracklet(
 ) -> Tracklet:  # fmt: skip
     """The tracklet of a track first reported at keyframe ``frame``."""
     centre = np.asarray(centre, dtype=np.float64)
+    velocity = np.asarray(velocity, dtype=np.float64)
     tracklet = Tracklet(
-        track_id, label, frame, frame, seconds, seconds, centre, centre,
-        np.asarray(velocity, dtype=np.float64),
-    )  # fmt: skip
+        track_id, label, frame, frame, seconds, seconds, centre, centre, velocity, velocity
+    )
     tracklet.add_view(embedding, memory)
     return tracklet
 
@@ -110,8 +112,10 @@ def stitch_cost(tracklets: list[Tracklet], cfg: TrackConfig) -> np.ndarray:
     last_centre = np.stack([t.last_centre for t in tracklets])  # N x 2
     velocity = np.stack([t.last_velocity for t in tracklets])
     predicted = last_centre[:, None, :] + seconds[..., None] * velocity[:, None, :]  # N x N x 2
-    firsts = np.stack([t.first_centre for t in tracklets])[None, :, :]
-    distance = np.linalg.norm(predicted - firsts, axis=-1)
+    distance = blended_distances(
+        predicted, velocity, seconds, np.stack([t.first_centre for t in tracklets]),
+        np.stack([t.first_velocity for t in tracklets]), cfg.velocity_blend,
+    )  # fmt: skip
     gate = np.minimum(cfg.gate_m + cfg.lost_gate_growth_m * gap, cfg.stitch_gate_m)
     labels = np.array([t.label for t in tracklets], dtype=object)
     allowed = (

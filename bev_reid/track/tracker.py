@@ -2,7 +2,10 @@
 
 Per keyframe (one :class:`Frame`):
 
-1. every track predicts its centre ``dt`` seconds ahead (:mod:`bev_reid.track.motion`);
+1. every track predicts its centre ``dt`` seconds ahead (:mod:`bev_reid.track.motion`); each
+   detection is looked for from there, moved by a share of the change from the track's velocity
+   to the detection's over the time since the track was last matched (``velocity_blend``:
+   :func:`bev_reid.track.association.blended_distances`);
 2. the detections of tracked classes, scored at least ``min_score``, are associated in two
    stages (:mod:`bev_reid.track.association`): first the tracks matched at the previous keyframe
    (the distance gate ``gate_m``), then the lost tracks with the remaining detections (a wider
@@ -27,7 +30,7 @@ from bev_reid.config import TrackConfig
 from bev_reid.track import lifecycle, stitch
 from bev_reid.track.association import (
     association_cost,
-    centre_distances,
+    blended_distances,
     cosine_distances,
     match,
     size_changes,
@@ -95,9 +98,13 @@ class Tracker:
         size_weight: float,
     ) -> np.ndarray:  # fmt: skip
         cfg = self.cfg
-        distance = centre_distances(
+        distance = blended_distances(
             np.array([t.kf.centre for t in tracks]).reshape(-1, 2),
+            np.array([t.kf.velocity for t in tracks]).reshape(-1, 2),
+            np.array([t.since for t in tracks]),
             np.array([d.translation[:2] for d in dets]).reshape(-1, 2),
+            np.array([d.velocity for d in dets], dtype=np.float64).reshape(-1, 2),
+            cfg.velocity_blend,
         )
         labels = np.array([t.label for t in tracks], dtype=object)
         same = labels[:, None] == np.array([d.name for d in dets], dtype=object)[None, :]
@@ -162,6 +169,7 @@ class Tracker:
         self.frame += 1
         for track in self.tracks:
             track.kf.predict(dt)
+            track.since += dt
         keep = [
             i
             for i, d in enumerate(frame.detections)

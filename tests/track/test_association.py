@@ -8,7 +8,7 @@ import pytest
 
 from bev_reid.track.association import (
     association_cost,
-    centre_distances,
+    blended_distances,
     cosine_distances,
     match,
     size_changes,
@@ -81,7 +81,25 @@ def test_size_changes_by_hand():
 
 
 def test_distances():
-    d = centre_distances(np.array([[0.0, 0.0], [1.0, 1.0]]), np.array([[3.0, 4.0]]))
-    assert d[:, 0] == pytest.approx([5.0, math.hypot(2, 3)])
+    still = np.zeros((2, 2))
+    d = blended_distances([[0.0, 0.0], [1.0, 1.0]], still, 1.0, [[3.0, 4.0]], [[9.0, 9.0]], 0.0)
+    assert d[:, 0] == pytest.approx([5.0, math.hypot(2, 3)])  # blend 0: the plain distances
     c = cosine_distances(np.array([[1.0, 0.0], [0.0, 2.0]]), np.array([[1.0, 1.0], [-3.0, 0.0]]))
     assert c == pytest.approx(np.array([[1 - 2**-0.5, 2.0], [1 - 2**-0.5, 1.0]]))
+
+
+def test_blended_distances_by_hand():
+    # A track last matched 2 s ago at x = 0, parked (predicted at 0); a detection at x = 3 going
+    # 3 m/s: accelerating evenly from 0 to 3 m/s in 2 s covers 3 m, so half the velocity change
+    # puts the track right on it; its own velocity leaves it 3 m short, the detection's 3 m on.
+    args = ([[0.0, 0.0]], [[0.0, 0.0]], [2.0], [[3.0, 0.0]], [[3.0, 0.0]])
+    assert blended_distances(*args, 0.5)[0, 0] == pytest.approx(0.0)
+    assert blended_distances(*args, 0.0)[0, 0] == pytest.approx(3.0)
+    assert blended_distances(*args, 1.0)[0, 0] == pytest.approx(3.0)
+    # Per pair: centres already moved on per pair [T, D, 2] and times [T, D] (as stitching has);
+    # track 1 goes 4 m/s in y, detection 1 stands still: 0.5 x 1 s x (0 - 4) back in y.
+    predicted = np.array([[[0.0, 0.0], [0.0, 0.0]], [[1.0, 4.0], [1.0, 4.0]]])
+    seconds = np.array([[0.0, 0.0], [0.0, 1.0]])
+    d = blended_distances(predicted, [[0.0, 0.0], [0.0, 4.0]], seconds,
+                          [[0.0, 0.0], [1.0, 2.0]], [[5.0, 5.0], [0.0, 0.0]], 0.5)  # fmt: skip
+    assert d == pytest.approx(np.array([[0.0, math.sqrt(5)], [math.sqrt(17), 0.0]]))

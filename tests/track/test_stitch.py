@@ -44,11 +44,17 @@ def test_no_join_across_looks_classes_overlaps_gaps_or_distance():
     assert stitch([a, tracklet(1, 8, 9, 0.5, views=[NAN, NAN])], CFG) == {}  # no views
 
 
-def test_the_gate_follows_the_earlier_track_velocity():
-    # 4 m/s for 5 keyframes (2.5 s): 10 m on; the gate is 6 m wide.
+def test_the_gate_follows_the_velocities_of_both_tracks():
+    # A goes 4 m/s; B starts 5 keyframes (2.5 s) after A's end, also at 4 m/s: 10 m on, joined
+    # (the gate is 6 m wide); where A ended, yet moving as fast, it is 10 m off.
     moving = tracklet(0, 0, 3, -6.0, 0.0, vx=4.0)
-    assert stitch([moving, tracklet(1, 8, 9, 10.0)], CFG) == {1: 0}
-    assert stitch([moving, tracklet(1, 8, 9, 0.0)], CFG) == {}  # where it stopped: > 6 m off
+    assert stitch([moving, tracklet(1, 8, 9, 10.0, vx=4.0)], CFG) == {1: 0}
+    assert stitch([moving, tracklet(1, 8, 9, 0.0, vx=4.0)], CFG) == {}
+    # A ends at 8 m/s; B stands 8 m on, 2 s later (gate 6 m): braking evenly from 8 m/s to 0
+    # covers 8 m (velocity_blend 0.5), at A's own velocity the car would be 16 m on.
+    fast, stopped = tracklet(0, 0, 3, -12.0, 0.0, vx=8.0), tracklet(1, 7, 8, 8.0)
+    assert stitch([fast, stopped], CFG) == {1: 0}
+    assert stitch([fast, stopped], dataclasses.replace(CFG, velocity_blend=0.0)) == {}
 
 
 def test_the_view_means_are_compared_and_the_first_and_last_views_count():

@@ -235,3 +235,25 @@ def test_a_track_remembers_the_geometric_mean_of_its_last_sizes():
     assert track.size() == pytest.approx([2.0, 4.0, 2**0.5])
     update(track, det(0.0, size=(4.0, 1.0, 2.0)), None, cfg)  # the first box left the memory
     assert track.size() == pytest.approx([4.0, 2.0, 2.0])
+
+
+def test_the_detection_velocity_tells_a_parked_car_from_one_driving_past_its_spot():
+    def car(x: float, v: float) -> Detection:
+        return Detection("s", (x, 0.0, 1.0), (1.9, 4.5, 1.6), (1.0, 0.0, 0.0, 0.0), (v, 0.0),
+                         "car", 0.9)  # fmt: skip
+
+    nan = np.full(3, np.nan)
+    own = dataclasses.replace(CFG, velocity_blend=0.0)
+    # Parked at x = 0, lost for 3 keyframes; then a car 1 m from its spot going 7 m/s. Speeding
+    # up evenly from 0 to 7 m/s in the 2 s since the track was seen covers 7 m: not the parked
+    # car (6 m off, beyond its 5 m gate). Its own velocity alone puts it 1 m off: taken.
+    passing = [[(car(0.0, 0.0), nan)]] * 2 + [[]] * 3 + [[(car(1.0, 7.0), nan)]]
+    for appearance in (False, True):
+        assert list(run(passing, CFG, appearance)[-1].values()) == ["1"]
+        assert list(run(passing, own, appearance)[-1].values()) == ["0"]
+    # Seen at 8 m/s twice, hidden for 3 keyframes, then standing 8 m on from its last sighting:
+    # braking evenly to a stop in those 2 s covers 8 m; at its own 8 m/s it would be 16 m on
+    # (8 m off, beyond the 5 m gate).
+    braking = [[(car(-4.0, 8.0), nan)], [(car(0.0, 8.0), nan)], [], [], [], [(car(8.0, 0.0), nan)]]
+    assert list(run(braking, CFG, False)[-1].values()) == ["0"]
+    assert list(run(braking, own, False)[-1].values()) == ["1"]
