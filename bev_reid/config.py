@@ -750,7 +750,8 @@ class TrackConfig(_Section):
     # of the change to the detection's velocity over the time since the track was last matched
     # (0.5: a constant acceleration between the two velocities; 0: the track's velocity alone).
     # The detection's velocity tells a parked car's lost track from a car driving past its spot
-    # (docs/results-tracking.md, "The detection's velocity").
+    # (docs/results-tracking.md, "The detection's velocity"). Set 0 for a detector that writes
+    # no velocity estimates (zeros): the blend would then pull every track towards standing.
     velocity_blend: float = num(0.5, 0, 1)
     # a dormant track is re-identified only below this
     max_appearance_distance: float = num(0.5, 0, 2)
