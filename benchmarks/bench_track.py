@@ -8,6 +8,8 @@ detections of ``make-detections`` (seed 0, gaps of up to 3 keyframes):
 
 - reference: the tracking loop on motion alone (association, Kalman filter, life cycle), the
   detections in memory;
+- the same loop without the non-maximum suppression of overlapping vehicle boxes
+  (``track.nms_iou`` 1): what the suppression costs;
 - reading: the keyframes the embedding needs (LiDAR, and the images when painted), alone;
 - BEV pass: reading, cutting every detection's crop from one pass and the ReID net;
 - ``track`` with ReID and with ``none``: the whole command (reading the tables and the
@@ -21,6 +23,7 @@ raster dataset of the data (speed does not depend on training).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import tempfile
 import time
@@ -92,10 +95,12 @@ def main() -> None:
         dets = read_detections(det)
         n = len(tokens)
 
-        def motion_loop() -> None:
-            tracker = Tracker(cfg.track, use_appearance=False)
+        def motion_loop(track_cfg=cfg.track) -> None:
+            tracker = Tracker(track_cfg, use_appearance=False)
             for t in tokens:
                 tracker.step(Frame(t, stamps[t], dets.get(t, [])))
+
+        no_nms = dataclasses.replace(cfg.track, nms_iou=1.0)
 
         embedder = open_embedder(cfg, db)
 
@@ -115,6 +120,7 @@ def main() -> None:
 
         rows = [
             ("tracking loop, motion alone (reference)", median_time(motion_loop, args.repeats)),
+            ("loop, no suppression", median_time(lambda: motion_loop(no_nms), args.repeats)),
             ("reading the keyframes", median_time(reading, args.repeats)),
             ("reading + BEV pass + crops + ReID net", median_time(bev_pass, args.repeats)),
             ("track --reid-checkpoint none", median_time(command("none"), args.repeats)),

@@ -723,6 +723,13 @@ class TrackConfig(_Section):
     # The tracker (see bev_reid.track.tracker).
     classes: tuple[str, ...] = TRACKING_CLASSES  # nuScenes tracking classes that are tracked
     min_score: float = num(0.0, 0)  # detections scored lower are dropped
+    # A detection of nms_classes whose footprint overlaps a higher-scored one of its class by
+    # more than this intersection over union is dropped (non-maximum suppression); 1: none.
+    # Vehicles only: parked bicycles and walking people overlap for real (on the real scene,
+    # bicycle AMOTA fell from 1.0 to 0.65 with them in) (docs/results-tracking.md, "Duplicates
+    # and the matching's trade").
+    nms_iou: float = num(0.1, 0, 1)
+    nms_classes: tuple[str, ...] = ("bus", "car", "trailer", "truck")
     # centre distance beyond which a detection never matches a track, m
     gate_m: float = num(2.0, 0, above=True)
     # the gate widens by this much per keyframe a track is lost
@@ -753,6 +760,13 @@ class TrackConfig(_Section):
     # (docs/results-tracking.md, "The detection's velocity"). Set 0 for a detector that writes
     # no velocity estimates (zeros): the blend would then pull every track towards standing.
     velocity_blend: float = num(0.5, 0, 1)
+    # The matching takes the pairs that save the most, counting a track and a detection left
+    # apart at this cost (bev_reid.track.association.match): one good pair beats two poor ones
+    # that would displace it. A large value (1e6): the most pairs first, then the least cost (as
+    # before; every pair costs less than 1 + 2 x appearance_weight + the size term). On motion
+    # alone a pair beyond 0.8 of its gate is never taken (docs/results-tracking.md,
+    # "Duplicates and the matching's trade").
+    max_pair_cost: float = num(0.8, 0, above=True)
     # a dormant track is re-identified only below this
     max_appearance_distance: float = num(0.5, 0, 2)
     max_age: int = num(6, 0)  # keyframes a track coasts unmatched before it dies
@@ -781,6 +795,11 @@ class TrackConfig(_Section):
             raise ConfigError(
                 f"track.classes must be a non-empty list of {', '.join(TRACKING_CLASSES)}; "
                 f"got {list(self.classes)!r}"
+            )
+        if not set(self.nms_classes) <= set(TRACKING_CLASSES):
+            raise ConfigError(
+                f"track.nms_classes must be a list of {', '.join(TRACKING_CLASSES)}; "
+                f"got {list(self.nms_classes)!r}"
             )
 
 

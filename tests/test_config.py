@@ -80,6 +80,10 @@ def test_sections_built_in_python_are_checked_as_loaded_ones():
         TrackConfig(device="cuda:first")
     with pytest.raises(ConfigError, match="track.classes must be a non-empty list"):
         TrackConfig(classes=("car", "tank"))
+    with pytest.raises(ConfigError, match="track.nms_classes must be a list of .*'van'"):
+        TrackConfig(nms_classes=("car", "van"))
+    with pytest.raises(ConfigError, match="track.nms_iou must be >= 0 and <= 1"):
+        TrackConfig(nms_iou=1.5)
     with pytest.raises(ConfigError, match=r"pandaset.frames must be >= 0 \(each item\)"):
         PandaSetConfig(frames=(0, -1))
     with pytest.raises(ConfigError, match="pandaset.drift_warn_m must be >= 0; got nan"):

@@ -13,9 +13,13 @@ gate for one without; both at most gate_i), when the classes differ, when a_ij e
 track's appearance limit, or when a track that needs appearance (a dormant one) meets a
 detection without it. ``w`` = 0 is motion alone.
 
-:func:`match` then takes, among the matchings of finite-cost pairs, one with the most pairs and,
-among those, the least total cost (scipy's ``linear_sum_assignment`` on the cost with infinite
-entries replaced by a constant larger than any finite total).
+:func:`match` then takes the matching that saves the most against leaving tracks and detections
+apart at ``max_pair_cost`` a pair (scipy's ``linear_sum_assignment``): one good pair beats two
+poor ones that would displace it. With an infinite ``max_pair_cost`` it takes, among the
+matchings of finite-cost pairs, one with the most pairs and, among those, the least total cost.
+
+Before that, :func:`duplicates` finds the boxes a higher-scored box of the same class overlaps
+(non-maximum suppression on the ground-plane footprints, with shapely): the tracker drops them.
 
 Shapes: T tracks, D detections, E embedding dims.
 """
@@ -23,6 +27,7 @@ Shapes: T tracks, D detections, E embedding dims.
 from __future__ import annotations
 
 import numpy as np
+import shapely
 from scipy.optimize import linear_sum_assignment
 
 
@@ -52,6 +57,54 @@ def blended_distances(
     moved = predicted + blend * seconds[..., None] * change
     centres = np.asarray(centres, dtype=np.float64).reshape(-1, 2)
     return np.linalg.norm(moved - centres[None, :, :], axis=-1)
+
+
+def footprints(centres: np.ndarray, sizes: np.ndarray, yaws: np.ndarray) -> np.ndarray:
+    """[N] shapely polygons of boxes' ground-plane footprints: centres [N, 2], sizes [N, 2+]
+    (width, length, ...; the length lies along the heading), yaws [N] radians."""
+    centres = np.asarray(centres, dtype=np.float64).reshape(-1, 2)
+    sizes = np.asarray(sizes, dtype=np.float64).reshape(len(centres), -1)
+    yaws = np.asarray(yaws, dtype=np.float64).reshape(-1)
+    along = np.array([1, 1, -1, -1])[None, :] * sizes[:, 1:2] / 2  # N x 4, box frame x
+    across = np.array([1, -1, -1, 1])[None, :] * sizes[:, 0:1] / 2  # N x 4, box frame y
+    c, s = np.cos(yaws)[:, None], np.sin(yaws)[:, None]
+    x = centres[:, 0:1] + c * along - s * across
+    y = centres[:, 1:2] + s * along + c * across
+    return shapely.polygons(np.stack([x, y], axis=-1))
+
+
+def duplicates(
+    centres: np.ndarray, sizes: np.ndarray, yaws: np.ndarray, labels: np.ndarray,
+    scores: np.ndarray, max_iou: float,
+) -> np.ndarray:  # fmt: skip
+    """[N] bool: the boxes a higher-scored box of the same label overlaps by more than
+    ``max_iou`` (intersection over union of their footprints), taken greedily from the highest
+    score down (non-maximum suppression; a suppressed box suppresses nothing). Arguments as
+    :func:`footprints`, with labels [N] and scores [N]."""
+    centres = np.asarray(centres, dtype=np.float64).reshape(-1, 2)
+    n = len(centres)
+    out = np.zeros(n, dtype=bool)
+    if n < 2 or max_iou >= 1.0:
+        return out
+    sizes = np.asarray(sizes, dtype=np.float64).reshape(n, -1)
+    labels = np.asarray(labels, dtype=object)
+    # Only boxes whose circumscribed circles meet can overlap: the few pairs worth a polygon.
+    radius = np.hypot(sizes[:, 0], sizes[:, 1]) / 2
+    gap = np.linalg.norm(centres[:, None] - centres[None, :], axis=-1)
+    near = (gap < radius[:, None] + radius[None, :]) & (labels[:, None] == labels[None, :])
+    np.fill_diagonal(near, False)
+    if not near.any():
+        return out
+    i, j = np.nonzero(np.triu(near))
+    polys = footprints(centres, sizes, yaws)
+    inter = shapely.area(shapely.intersection(polys[i], polys[j]))
+    union = shapely.area(polys[i]) + shapely.area(polys[j]) - inter
+    over = np.zeros((n, n), dtype=bool)
+    over[i, j] = over[j, i] = inter > max_iou * np.maximum(union, 1e-12)
+    for k in np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable"):
+        if not out[k]:
+            out |= over[k]  # k is kept; what it overlaps goes (a box never overlaps itself)
+    return out
 
 
 def cosine_distances(tracks: np.ndarray, detections: np.ndarray) -> np.ndarray:
@@ -138,11 +191,22 @@ def association_cost(
     return np.where(allowed, cost, np.inf)
 
 
-def match(cost: np.ndarray) -> tuple[list[tuple[int, int]], list[int], list[int]]:
+def match(
+    cost: np.ndarray, max_pair_cost: float = np.inf
+) -> tuple[list[tuple[int, int]], list[int], list[int]]:
     """Hungarian matching on a cost matrix with ``inf`` for forbidden pairs.
+
+    With a finite ``max_pair_cost`` the matching takes the pairs that save the most in all:
+    the largest sum of ``max_pair_cost - cost`` over the pairs taken (leaving a track and a
+    detection apart costs ``max_pair_cost``; a pair costing that much or more is never taken).
+    One good pair then beats two poor ones that would displace it: a lost parked car's track
+    keeps its own returning detection even when it could otherwise take a false positive beside
+    it and leave the real one to the false positive's track. With ``inf``: the matchings with
+    the most pairs first, then the least total cost.
 
     Args:
         cost: [T, D].
+        max_pair_cost: the cost of leaving a track and a detection apart.
     Returns:
         matches (track, detection) sorted by track, unmatched tracks, unmatched detections.
     """
@@ -151,11 +215,19 @@ def match(cost: np.ndarray) -> tuple[list[tuple[int, int]], list[int], list[int]
     if t == 0 or d == 0:
         return [], list(range(t)), list(range(d))
     finite = np.isfinite(cost)
-    # Larger than any total of finite costs: a forbidden pair is taken only when nothing else
-    # fills that row, and is then dropped, so the most pairs win first, then the lowest cost.
-    big = 1.0 + 2.0 * min(t, d) * (np.abs(cost[finite]).max() if finite.any() else 1.0)
-    rows, cols = linear_sum_assignment(np.where(finite, cost, big))
-    pairs = [(int(r), int(c)) for r, c in zip(rows, cols, strict=True) if finite[r, c]]
+    if np.isfinite(max_pair_cost):
+        # Savings (negative: minimised); a pair that saves nothing is dropped afterwards.
+        saving = np.where(finite, np.minimum(cost - max_pair_cost, 0.0), 0.0)
+        rows, cols = linear_sum_assignment(saving)
+        keep = saving[rows, cols] < 0
+    else:
+        # Larger than any total of finite costs: a forbidden pair is taken only when nothing
+        # else fills that row, and is then dropped, so the most pairs win first, then the
+        # lowest cost.
+        big = 1.0 + 2.0 * min(t, d) * (np.abs(cost[finite]).max() if finite.any() else 1.0)
+        rows, cols = linear_sum_assignment(np.where(finite, cost, big))
+        keep = finite[rows, cols]
+    pairs = [(int(r), int(c)) for r, c, k in zip(rows, cols, keep, strict=True) if k]
     used_t, used_d = {p[0] for p in pairs}, {p[1] for p in pairs}
     return (
         sorted(pairs),

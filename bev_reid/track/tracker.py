@@ -6,10 +6,12 @@ Per keyframe (one :class:`Frame`):
    detection is looked for from there, moved by a share of the change from the track's velocity
    to the detection's over the time since the track was last matched (``velocity_blend``:
    :func:`bev_reid.track.association.blended_distances`);
-2. the detections of tracked classes, scored at least ``min_score``, are associated in two
-   stages (:mod:`bev_reid.track.association`): first the tracks matched at the previous keyframe
-   (the distance gate ``gate_m``), then the lost tracks with the remaining detections (a wider
-   gate, and an appearance limit: re-identification; dormant tracks by appearance alone);
+2. the detections of tracked classes, scored at least ``min_score`` and (vehicles,
+   ``nms_classes``) not overlapping a higher-scored one of their class by more than ``nms_iou``,
+   are associated in two stages (:mod:`bev_reid.track.association`): first the tracks matched
+   at the previous keyframe (the distance gate ``gate_m``), then the lost tracks with the
+   remaining detections (a wider gate, and an appearance limit: re-identification; dormant
+   tracks by appearance alone), each by the matching that saves the most (``max_pair_cost``);
 3. matched tracks update, unmatched ones coast, unmatched detections start tracks, and tracks
    lost too long die (:mod:`bev_reid.track.lifecycle`);
 4. the tracks matched at this keyframe are reported as tracking-results records.
@@ -32,6 +34,7 @@ from bev_reid.track.association import (
     association_cost,
     blended_distances,
     cosine_distances,
+    duplicates,
     match,
     size_changes,
 )
@@ -158,7 +161,8 @@ class Tracker:
         if not tracks or not free:
             return []
         sub_emb = None if emb is None else emb[free]
-        pairs, _, _ = match(self._cost(tracks, [dets[j] for j in free], sub_emb, size_weight))
+        cost = self._cost(tracks, [dets[j] for j in free], sub_emb, size_weight)
+        pairs, _, _ = match(cost, self.cfg.max_pair_cost)
         return [(i, free[j]) for i, j in pairs]
 
     def step(self, frame: Frame) -> list[dict]:
@@ -175,6 +179,19 @@ class Tracker:
             for i, d in enumerate(frame.detections)
             if d.name in cfg.classes and d.score >= cfg.min_score
         ]
+        nms = [i for i in keep if frame.detections[i].name in cfg.nms_classes]
+        if cfg.nms_iou < 1.0 and len(nms) > 1:
+            boxes = [frame.detections[i] for i in nms]
+            gone = duplicates(
+                np.array([d.translation[:2] for d in boxes]),
+                np.array([d.size for d in boxes]),
+                np.array([d.yaw for d in boxes]),
+                np.array([d.name for d in boxes], dtype=object),
+                np.array([d.score for d in boxes]),
+                cfg.nms_iou,
+            )
+            dropped = {i for i, g in zip(nms, gone, strict=True) if g}
+            keep = [i for i in keep if i not in dropped]
         dets = [frame.detections[i] for i in keep]
         emb = None if frame.embeddings is None else np.asarray(frame.embeddings)[keep]
         active = [t for t in self.tracks if not lifecycle.is_lost(t)]

@@ -10,6 +10,8 @@ from bev_reid.track.association import (
     association_cost,
     blended_distances,
     cosine_distances,
+    duplicates,
+    footprints,
     match,
     size_changes,
 )
@@ -26,6 +28,43 @@ def brute_force(cost: np.ndarray) -> tuple[int, float]:
                 if math.isfinite(total) and (k > best[0] or (k == best[0] and total < best[1])):
                     best = (k, total)
     return best
+
+
+def brute_force_saving(cost: np.ndarray, limit: float) -> float:
+    """The largest sum of ``limit - cost`` over every matching of pairs costing below limit."""
+    t, d = cost.shape
+    best = 0.0
+    for k in range(1, min(t, d) + 1):
+        for rows in itertools.combinations(range(t), k):
+            for cols in itertools.permutations(range(d), k):
+                costs = [cost[r, c] for r, c in zip(rows, cols, strict=True)]
+                if all(c < limit for c in costs):
+                    best = max(best, sum(limit - c for c in costs))
+    return best
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_match_with_a_pair_limit_saves_the_most(seed):
+    rng = np.random.default_rng(seed)
+    t, d = rng.integers(1, 5, size=2)
+    cost = rng.uniform(0, 2, (t, d))
+    cost[rng.uniform(size=(t, d)) < 0.3] = np.inf
+    pairs, free_t, free_d = match(cost, 1.2)
+    assert all(cost[i, j] < 1.2 for i, j in pairs)
+    assert sum(1.2 - cost[i, j] for i, j in pairs) == pytest.approx(brute_force_saving(cost, 1.2))
+    assert sorted([i for i, _ in pairs] + free_t) == list(range(t))
+    assert sorted([j for _, j in pairs] + free_d) == list(range(d))
+
+
+def test_one_good_pair_beats_two_poor_ones_that_displace_it():
+    # Track 0 (a lost parked car) and its own returning detection 0 cost 0.1; the track born on
+    # a false positive beside it could take detection 0 (0.9) and leave track 0 the false
+    # positive, detection 1 (0.95): two pairs, 1.85 in all.
+    cost = np.array([[0.1, 0.95], [0.9, np.inf]])
+    assert match(cost)[0] == [(0, 1), (1, 0)]  # the most pairs first
+    assert match(cost, 1.0)[0] == [(0, 0)]  # saves 0.9 against 0.1 + 0.05
+    assert match(cost, 2.0)[0] == [(0, 1), (1, 0)]  # saves 2.15 against 1.9
+    assert match(np.array([[1.0, 1.5]]), 1.0) == ([], [0], [0, 1])  # at the limit: none
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -103,3 +142,45 @@ def test_blended_distances_by_hand():
     d = blended_distances(predicted, [[0.0, 0.0], [0.0, 4.0]], seconds,
                           [[0.0, 0.0], [1.0, 2.0]], [[5.0, 5.0], [0.0, 0.0]], 0.5)  # fmt: skip
     assert d == pytest.approx(np.array([[0.0, math.sqrt(5)], [math.sqrt(17), 0.0]]))
+
+
+def test_footprints_by_hand():
+    # A 2 m wide, 4 m long box turned 90 degrees: its length lies along y.
+    poly = footprints(np.array([[10.0, 5.0]]), np.array([[2.0, 4.0, 1.5]]), np.array([math.pi / 2]))
+    xs, ys = np.asarray(poly[0].exterior.coords).T
+    assert (xs.min(), xs.max(), ys.min(), ys.max()) == pytest.approx((9, 11, 3, 7))
+    assert poly[0].area == pytest.approx(8.0)
+
+
+def test_duplicates_by_hand():
+    centres = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 2.5], [0.3, 0.0], [1.0, 0.0]])
+    sizes = np.array([[2.0, 4.0]] * 5)
+    yaws = np.zeros(5)
+    labels = np.array(["car", "car", "car", "car", "truck"], dtype=object)
+    scores = np.array([0.9, 0.5, 0.8, 0.4, 0.3])
+    # Box 1 overlaps box 0 by 3 x 2 = 6 of a union of 10 (IoU 0.6); box 2, 2.5 m across (wider
+    # than the 2 m boxes), not at all; box 3 by 3.7 x 2 (IoU 7.4 / 8.6); box 4 is a truck.
+    out = duplicates(centres, sizes, yaws, labels, scores, 0.5)
+    assert out.tolist() == [False, True, False, True, False]
+    assert duplicates(centres, sizes, yaws, labels, scores, 0.7).tolist() == [
+        False, False, False, True, False
+    ]  # fmt: skip
+    assert not duplicates(centres, sizes, yaws, labels, scores, 1.0).any()  # 1: none dropped
+    # A box turned across another (a cross): overlap 2 x 2 = 4 of 12 (IoU 1/3).
+    cross = duplicates(
+        np.zeros((2, 2)), sizes[:2], np.array([0.0, math.pi / 2]), labels[:2], scores[:2], 0.3
+    )
+    assert cross.tolist() == [False, True]
+    assert not duplicates(
+        np.zeros((2, 2)), sizes[:2], np.array([0.0, math.pi / 2]), labels[:2], scores[:2], 0.34
+    ).any()
+
+
+def test_a_suppressed_box_suppresses_nothing():
+    # 0 beats 1, which would have beaten 2; 2 does not overlap 0 and stays.
+    centres = np.array([[0.0, 0.0], [1.5, 0.0], [3.0, 0.0]])
+    out = duplicates(
+        centres, np.array([[2.0, 4.0]] * 3), np.zeros(3), np.array(["car"] * 3, dtype=object),
+        np.array([0.9, 0.8, 0.7]), 0.3,
+    )  # fmt: skip
+    assert out.tolist() == [False, True, False]

@@ -13,10 +13,12 @@ from bev_reid.track.lifecycle import Track, birth, gate_of, update
 from bev_reid.track.tracker import SIZE_REFERENCE, SIZE_SAMPLES, Frame, Tracker
 
 # lost_gate_speed_mps 0: a lost track's gate grows at full rate at any speed (the speed's share
-# has its own test below).
+# has its own test below). nms_iou 1: the hand-made boxes lie on a line, closer than real cars
+# could stand; max_pair_cost 1e6: the gates are tested to their edges (both rules have their own
+# tests below).
 CFG = TrackConfig(gate_m=2.0, lost_gate_growth_m=1.0, max_age=6, appearance_weight=0.5,
                   max_lost_cost=0.7, max_appearance_distance=0.6, reid_max_age=20,
-                  lost_gate_speed_mps=0.0)  # fmt: skip
+                  lost_gate_speed_mps=0.0, nms_iou=1.0, max_pair_cost=1e6)  # fmt: skip
 EA, EC = np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])  # two unlike vehicles
 
 
@@ -257,3 +259,57 @@ def test_the_detection_velocity_tells_a_parked_car_from_one_driving_past_its_spo
     braking = [[(car(-4.0, 8.0), nan)], [(car(0.0, 8.0), nan)], [], [], [], [(car(8.0, 0.0), nan)]]
     assert list(run(braking, CFG, False)[-1].values()) == ["0"]
     assert list(run(braking, own, False)[-1].values()) == ["1"]
+
+
+def at(x: float, y: float, score: float = 0.9) -> Detection:
+    return Detection("s", (x, y, 1.0), (1.9, 4.5, 1.6), (1.0, 0.0, 0.0, 0.0), (0.0, 0.0), "car",
+                     score)  # fmt: skip
+
+
+def ids_at(frames, cfg, appearance) -> dict[tuple[float, float], str]:
+    """The last keyframe's {(x, y) of a detection: the tracking id reported nearest it}."""
+    tracker = Tracker(cfg, use_appearance=appearance)
+    for k, items in enumerate(frames):
+        emb = np.stack([e for _, e in items]) if items else np.zeros((0, 3))
+        records = tracker.step(Frame(f"s{k}", k * 500_000, [d for d, _ in items], emb))
+    out = {}
+    for r in records:  # a track reports its filtered centre, near its detection
+        centre = r["translation"][:2]
+        near = min(frames[-1], key=lambda item: math.dist(item[0].translation[:2], centre))
+        out[tuple(np.round(near[0].translation[:2], 1))] = r["tracking_id"]
+    return out
+
+
+def test_a_lost_parked_car_keeps_its_own_detection_from_a_false_positive_track():
+    # A parked car (track 0) at the origin; a false positive (no embedding) 1.4 m to its side
+    # starts track 1; both are missed once; the car returns with another false positive 1.4 m
+    # to its other side. Track 1 could take the car (1.4 m: cost 0.7) and track 0 the new false
+    # positive (0.7): two pairs. Leaving a track and a detection apart at 0.8 (max_pair_cost),
+    # the car's own pair (cost 0) saves 0.8 against 2 x 0.1.
+    cfg = dataclasses.replace(CFG, lost_gate_growth_m=0.0)  # the gate stays at 2 m
+    nan = np.full(3, np.nan)
+    car = (at(0.0, 0.0), EA)
+    frames = [[car], [car, (at(0.0, 1.4, 0.3), nan)], [], [car, (at(0.0, -1.4, 0.3), nan)]]
+    for appearance in (False, True):
+        most_pairs = ids_at(frames, cfg, appearance)
+        assert most_pairs[(0.0, 0.0)] == "1" and most_pairs[(0.0, -1.4)] == "0"  # a switch
+        saving = ids_at(frames, dataclasses.replace(cfg, max_pair_cost=0.8), appearance)
+        assert saving == {(0.0, 0.0): "0", (0.0, -1.4): "2"}
+
+
+def test_non_maximum_suppression_drops_a_lower_scored_overlapping_box():
+    # Two boxes of one car 1 m apart along its length (IoU 3.5 x 1.9 / 5.5 x 1.9 = 0.64) and a
+    # car 3 m to the side: with nms_iou 0.5 the 0.4-scored duplicate goes; with 1, it starts a
+    # track of its own.
+    frames = [[(at(0.0, 0.0), EA), (at(1.0, 0.0, 0.4), EA), (at(0.0, 3.0), EC)]]
+    cfg = dataclasses.replace(CFG, nms_iou=0.5)
+    assert ids_at(frames, cfg, True) == {(0.0, 0.0): "0", (0.0, 3.0): "1"}
+    assert ids_at(frames, dataclasses.replace(cfg, nms_iou=0.7), True) == {
+        (0.0, 0.0): "0", (1.0, 0.0): "1", (0.0, 3.0): "2"
+    }  # fmt: skip
+    assert len(ids_at(frames, CFG, False)) == 3  # 1 (the default): none dropped
+    # Pedestrians are not in nms_classes: two close together (IoU 0.6 x 0.7 / 0.8 x 0.7) stay.
+    people = [[(dataclasses.replace(d, name="pedestrian", size=(0.7, 0.7, 1.8)), e)
+               for d, e in [(at(0.0, 0.0), EA), (at(0.1, 0.0, 0.4), EC)]]]  # fmt: skip
+    assert len(ids_at(people, cfg, True)) == 2
+    assert len(ids_at(people, dataclasses.replace(cfg, nms_classes=("pedestrian",)), True)) == 1
