@@ -128,7 +128,6 @@ setup(
         "tqdm>=4.60",
         "tensorboard>=2.14",
         "safetensors>=0.4",
-        "shapely>=2.0",  # box footprints for the tracker's non-maximum suppression
         "matplotlib>=3.7",
         "pillow>=9",
         "shapely>=2",
