@@ -17,30 +17,30 @@ from bev_reid.track.association import (
 )
 
 
-def brute_force(cost: np.ndarray) -> tuple[int, float]:
-    """(most pairs, least total cost among those) over every matching of finite pairs."""
+def matchings(cost: np.ndarray):
+    """The pair costs of every matching of at least one pair (finite or not)."""
     t, d = cost.shape
-    best = (0, 0.0)
     for k in range(1, min(t, d) + 1):
         for rows in itertools.combinations(range(t), k):
             for cols in itertools.permutations(range(d), k):
-                total = sum(cost[r, c] for r, c in zip(rows, cols, strict=True))
-                if math.isfinite(total) and (k > best[0] or (k == best[0] and total < best[1])):
-                    best = (k, total)
+                yield [cost[r, c] for r, c in zip(rows, cols, strict=True)]
+
+
+def brute_force(cost: np.ndarray) -> tuple[int, float]:
+    """(most pairs, least total cost among those) over every matching of finite pairs."""
+    best = (0, 0.0)
+    for costs in matchings(cost):
+        k, total = len(costs), sum(costs)
+        if math.isfinite(total) and (k > best[0] or (k == best[0] and total < best[1])):
+            best = (k, total)
     return best
 
 
 def brute_force_saving(cost: np.ndarray, limit: float) -> float:
     """The largest sum of ``limit - cost`` over every matching of pairs costing below limit."""
-    t, d = cost.shape
-    best = 0.0
-    for k in range(1, min(t, d) + 1):
-        for rows in itertools.combinations(range(t), k):
-            for cols in itertools.permutations(range(d), k):
-                costs = [cost[r, c] for r, c in zip(rows, cols, strict=True)]
-                if all(c < limit for c in costs):
-                    best = max(best, sum(limit - c for c in costs))
-    return best
+    saved = [sum(limit - c for c in costs) for costs in matchings(cost)
+             if all(c < limit for c in costs)]  # fmt: skip
+    return max(saved, default=0.0)
 
 
 @pytest.mark.parametrize("seed", range(40))
