@@ -741,8 +741,9 @@ class TrackConfig(_Section):
     # (1: always fully, as before; 0: as on motion alone) (docs/results-tracking.md, "A parked
     # car's look")
     lost_gate_look_floor: float = num(0.25, 0, 1)
-    # share of the cosine distance in the cost (0: motion alone)
-    appearance_weight: float = num(0.3, 0, 1)
+    # share of the cosine distance in the cost (0: motion alone); 0.45 (was 0.3) since the
+    # matching by savings (docs/results-tracking.md, "The appearance settings re-tuned")
+    appearance_weight: float = num(0.45, 0, 1)
     # With embeddings, a lost track takes a detection beyond gate_m only below this mixed cost:
     # a farther detection must look alike too (within gate_m, what motion alone would take).
     # 0.5 (was 0.7 at any distance): fewer neighbours re-identified by mistake
@@ -776,7 +777,8 @@ class TrackConfig(_Section):
     # With embeddings, once a scene is tracked: a track that starts after another ended joins
     # it when their views look alike (bev_reid.track.stitch; offline: it needs the whole scene).
     stitch: bool = True
-    stitch_max_distance: float = num(0.3, 0, 2)  # the largest cosine distance of joined views
+    # the largest cosine distance of joined views (0.4, was 0.3: "The appearance settings re-tuned")
+    stitch_max_distance: float = num(0.4, 0, 2)
     # the widest gate between a track's end and the next's start, m
     stitch_gate_m: float = num(10.0, 0, above=True)
     max_gate_m: float = num(8.0, 0, above=True)  # the widest the gate of a lost track grows, metres
