@@ -43,17 +43,28 @@ def brute_force_saving(cost: np.ndarray, limit: float) -> float:
     return max(saved, default=0.0)
 
 
-@pytest.mark.parametrize("seed", range(40))
-def test_match_with_a_pair_limit_saves_the_most(seed):
+def random_cost(seed: int, forbidden: float) -> np.ndarray:
+    """A random [1..4, 1..4] cost matrix in [0, 2) with about ``forbidden`` of it infinite."""
     rng = np.random.default_rng(seed)
     t, d = rng.integers(1, 5, size=2)
     cost = rng.uniform(0, 2, (t, d))
-    cost[rng.uniform(size=(t, d)) < 0.3] = np.inf
+    cost[rng.uniform(size=(t, d)) < forbidden] = np.inf
+    return cost
+
+
+def assert_every_track_and_detection_once(cost, pairs, free_t, free_d) -> None:
+    t, d = cost.shape
+    assert sorted([i for i, _ in pairs] + free_t) == list(range(t))
+    assert sorted([j for _, j in pairs] + free_d) == list(range(d))
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_match_with_a_pair_limit_saves_the_most(seed):
+    cost = random_cost(seed, 0.3)
     pairs, free_t, free_d = match(cost, 1.2)
     assert all(cost[i, j] < 1.2 for i, j in pairs)
     assert sum(1.2 - cost[i, j] for i, j in pairs) == pytest.approx(brute_force_saving(cost, 1.2))
-    assert sorted([i for i, _ in pairs] + free_t) == list(range(t))
-    assert sorted([j for _, j in pairs] + free_d) == list(range(d))
+    assert_every_track_and_detection_once(cost, pairs, free_t, free_d)
 
 
 def test_one_good_pair_beats_two_poor_ones_that_displace_it():
@@ -69,16 +80,12 @@ def test_one_good_pair_beats_two_poor_ones_that_displace_it():
 
 @pytest.mark.parametrize("seed", range(40))
 def test_match_has_the_most_pairs_then_the_least_cost(seed):
-    rng = np.random.default_rng(seed)
-    t, d = rng.integers(1, 5, size=2)
-    cost = rng.uniform(0, 2, (t, d))
-    cost[rng.uniform(size=(t, d)) < 0.4] = np.inf
+    cost = random_cost(seed, 0.4)
     pairs, free_t, free_d = match(cost)
     count, total = brute_force(cost)
     assert len(pairs) == count
     assert sum(cost[i, j] for i, j in pairs) == pytest.approx(total)
-    assert sorted([i for i, _ in pairs] + free_t) == list(range(t))
-    assert sorted([j for _, j in pairs] + free_d) == list(range(d))
+    assert_every_track_and_detection_once(cost, pairs, free_t, free_d)
 
 
 def test_match_prefers_two_pairs_to_one_cheap_pair():
