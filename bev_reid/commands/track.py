@@ -64,8 +64,9 @@ def track(args: argparse.Namespace, cfg: Config) -> int:
         else "motion alone"
     )
     rate = run.keyframes / max(run.seconds, 1e-9)
+    filled = f", {run.filled} boxes filled in gaps" if run.filled else ""
     print(
-        f"wrote {run.path}: {run.keyframes} keyframes, {run.tracks} tracks ({mode}), "
+        f"wrote {run.path}: {run.keyframes} keyframes, {run.tracks} tracks ({mode}){filled}, "
         f"{rate:.1f} keyframes/s"
     )
     return 0

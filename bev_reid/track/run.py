@@ -4,7 +4,8 @@ Reads the detection-results file (checked against the dataroot's keyframes), tra
 (``data.scenes``, else all of the version) keyframe by keyframe with :class:`Tracker`, embedding
 the detections with the ReID checkpoint (one BEV pass per keyframe) unless it is ``none``, and
 writes tracking-results JSON that lists every keyframe of those scenes. At the end of each scene
-the tracks that join an earlier one take its id (:mod:`bev_reid.track.stitch`).
+the tracks that join an earlier one take its id (:mod:`bev_reid.track.stitch`), and the
+keyframes inside a track at which it was lost get interpolated boxes (:mod:`bev_reid.track.gaps`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from tqdm import tqdm
 from bev_reid.config import Config, ConfigError
 from bev_reid.data.nuscenes import NuScenesDB, resolve_scenes
 from bev_reid.track.detections import DEFAULT_META, read_detections, write_results
+from bev_reid.track.gaps import fill_gaps
 from bev_reid.track.tracker import Frame, Tracker
 
 
@@ -32,6 +34,7 @@ class TrackingRun:
     embed_seconds: float  # the BEV pass, cropping and the ReID net
     appearance: bool
     stitched: int = 0  # tracks joined to an earlier one at the end of their scene
+    filled: int = 0  # boxes interpolated inside tracks (track.fill_gaps)
 
 
 def open_embedder(cfg: Config, db: NuScenesDB):
@@ -72,7 +75,7 @@ def run_tracking(cfg: Config, progress: bool = True) -> TrackingRun:
     total = sum(len(db.keyframes(s)) for s in scenes)
     bar = tqdm(total=total, desc="track", unit="keyframe", disable=not progress)
     start = time.perf_counter()
-    stitched = 0
+    stitched = filled = 0
     for scene in scenes:
         tracker.reset()
         tokens = db.keyframes(scene)
@@ -88,6 +91,9 @@ def run_tracking(cfg: Config, progress: bool = True) -> TrackingRun:
         for token in tokens:
             for record in results[token]:
                 record["tracking_id"] = renamed.get(record["tracking_id"], record["tracking_id"])
+        if cfg.track.fill_gaps:
+            stamps = [int(db.sample(t)["timestamp"]) for t in tokens]
+            filled += fill_gaps(results, tokens, stamps)
     seconds = time.perf_counter() - start
     bar.close()
     meta = dict(DEFAULT_META)
@@ -102,4 +108,5 @@ def run_tracking(cfg: Config, progress: bool = True) -> TrackingRun:
         0.0 if embedder is None else embedder.seconds,
         embedder is not None,
         stitched,
+        filled,
     )
