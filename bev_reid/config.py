@@ -702,6 +702,9 @@ class TrackConfig(_Section):
     detections: str = "runs/track/detections.json"  # nuScenes detection-results JSON
     out: str = "runs/track/tracks.json"  # nuScenes tracking-results JSON
     eval_out: str = "runs/track/eval"  # the devkit's metrics_summary.json goes here
+    # eval-track: "devkit" (the official figures) or "fixed": the devkit's filling of holes in
+    # tracks with its time weights the right way round (bev_reid.track.evaluate)
+    eval_interpolation: typing.Literal["devkit", "fixed"] = "devkit"
     picture: str = "runs/track/tracks.png"
     switches: str = ""  # CSV list of the identity switches; "": beside picture, NAME-switches.csv
     reid_checkpoint: str = ""  # a ReID checkpoint (file or folder), "none": motion alone, "oracle"

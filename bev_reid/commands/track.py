@@ -76,6 +76,12 @@ def _eval_track_args(p: argparse.ArgumentParser) -> None:
     data_args(p)
     config_option(p, "--results", "track.out", "tracking-results JSON to evaluate")
     config_option(p, "--out", "track.eval_out", "folder for the devkit's metrics_summary.json")
+    config_option(
+        p,
+        "--interpolation",
+        "track.eval_interpolation",
+        "devkit (official) or fixed: the devkit's filling of holes in tracks forwards in time",
+    )
 
 
 @register_command(
