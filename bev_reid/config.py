@@ -786,7 +786,8 @@ class TrackConfig(_Section):
     stitch_gate_m: float = num(10.0, 0, above=True)
     # Once a scene is tracked, the keyframes inside a track at which it was not reported get
     # boxes interpolated between those either side (bev_reid.track.gaps), in both modes; else
-    # the devkit fills them with its own interpolation, which runs backwards in time.
+    # the devkit fills them with its own interpolation, which runs backwards in time. Like stitch
+    # it needs the track's future: false (and stitch false) keeps the output online.
     fill_gaps: bool = True
     max_gate_m: float = num(8.0, 0, above=True)  # the widest the gate of a lost track grows, metres
     min_hits: int = num(1, 1)  # matched detections before a track is reported

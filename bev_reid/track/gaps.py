@@ -74,7 +74,7 @@ def fill_gaps(results: dict[str, list[dict]], tokens: list[str], timestamps: lis
                     left["tracking_id"],
                     left["tracking_name"],
                     score,
-                )  # fmt: skip
+                )
             )
             added += 1
     return added
