@@ -79,11 +79,12 @@ def run_tracking(cfg: Config, progress: bool = True) -> TrackingRun:
     for scene in scenes:
         tracker.reset()
         tokens = db.keyframes(scene)
+        stamps = [int(db.sample(t)["timestamp"]) for t in tokens]  # microseconds
         keyframes = embedder.keyframes(tokens) if embedder is not None else iter(tokens)
-        for token, keyframe in zip(tokens, keyframes, strict=True):
+        for token, stamp, keyframe in zip(tokens, stamps, keyframes, strict=True):
             dets = detections.get(token, [])
             emb = embedder.embed(keyframe, dets) if embedder is not None else None
-            frame = Frame(token, int(db.sample(token)["timestamp"]), dets, emb)
+            frame = Frame(token, stamp, dets, emb)
             results[token] = tracker.step(frame)
             bar.update(1)
         renamed = tracker.stitch()
@@ -92,7 +93,6 @@ def run_tracking(cfg: Config, progress: bool = True) -> TrackingRun:
             for record in results[token]:
                 record["tracking_id"] = renamed.get(record["tracking_id"], record["tracking_id"])
         if cfg.track.fill_gaps:
-            stamps = [int(db.sample(t)["timestamp"]) for t in tokens]
             filled += fill_gaps(results, tokens, stamps)
     seconds = time.perf_counter() - start
     bar.close()

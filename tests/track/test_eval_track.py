@@ -193,7 +193,7 @@ def test_a_hole_in_a_moving_cars_track_costs_nothing_with_the_fixed_interpolatio
         for k in range(4, len(order))
         for car in sorted(
             {r["tracking_id"] for r in results[order[k]] if r["tracking_name"] == "car"}
-        )  # fmt: skip
+        )
         if seen(k, car) and hole(k, car)[0] < 0.5 and hole(k, car)[1] > 3.0
     )
     for j in (k - 3, k - 2, k - 1):
@@ -209,7 +209,7 @@ def test_a_hole_in_a_moving_cars_track_costs_nothing_with_the_fixed_interpolatio
                     "track.eval_interpolation": mode,
                 },
             )
-        )  # fmt: skip
+        )
         for mode in ("devkit", "fixed")
     }
     assert summaries["devkit"]["fp"] >= 2 and summaries["devkit"]["amota"] < 1.0
