@@ -707,9 +707,7 @@ class TrackConfig(_Section):
     eval_interpolation: typing.Literal["devkit", "fixed"] = "devkit"
     picture: str = "runs/track/tracks.png"
     switches: str = ""  # CSV list of the identity switches; "": beside picture, NAME-switches.csv
-    # a ReID checkpoint (file or folder; several, comma-separated: one embedding, their cosine
-    # distances averaged), "none": motion alone, "oracle": the annotated identities
-    reid_checkpoint: str = ""
+    reid_checkpoint: str = ""  # a ReID checkpoint (file or folder), "none": motion alone, "oracle"
     lss_checkpoint: str = ""  # LSS checkpoint, when the embedding's crops hold camera channels
     device: str = "auto"  # auto, cpu, cuda or cuda:N (the BEV pass and the embedding)
     # make-detections: ground-truth boxes degraded by a seeded model (see bev_reid.track.degrade).

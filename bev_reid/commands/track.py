@@ -43,8 +43,7 @@ def _track_args(p: argparse.ArgumentParser) -> None:
         p,
         "--reid-checkpoint",
         "track.reid_checkpoint",
-        "ReID checkpoint (several, comma-separated: used as one), none: motion alone, or oracle: "
-        "the annotated identities (an upper bound)",
+        "ReID checkpoint, none: motion alone, or oracle: the annotated identities (an upper bound)",
     )
     config_option(
         p, "--lss-checkpoint", "track.lss_checkpoint", "LSS checkpoint (crops with camera channels)"

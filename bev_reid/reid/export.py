@@ -241,13 +241,7 @@ class OnnxEmbedder(nn.Module):
 
 def load_embedder(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
     """A ReID checkpoint (file or folder) as a :class:`BEVReIDModel`, or an ``.onnx`` export as
-    an :class:`OnnxEmbedder` (its crop recipe comes from its sidecar); several of either,
-    separated by commas, as one :class:`~bev_reid.reid.ensemble.EmbeddingEnsemble`."""
-    from bev_reid.reid.ensemble import EmbeddingEnsemble, checkpoint_list
-
-    paths = checkpoint_list(path)
-    if len(paths) > 1:
-        return EmbeddingEnsemble([load_embedder(p, device) for p in paths])
+    an :class:`OnnxEmbedder` (its crop recipe comes from its sidecar)."""
     if str(path).endswith(".onnx"):
         return OnnxEmbedder(path)
     return BEVReIDModel.from_checkpoint(path, map_location=device)
