@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -40,7 +41,7 @@ def holes(
     times, in order): ``(left, right, k, r)`` for every keyframe ``k`` strictly between two
     consecutive boxes, ``r`` = (times[k] - t_left) / (t_right - t_left) the share of the way from
     left to right."""
-    for (k0, left), (k1, right) in zip(track, track[1:], strict=False):
+    for (k0, left), (k1, right) in pairwise(track):
         for k in range(k0 + 1, k1):
             yield left, right, k, (times[k] - times[k0]) / (times[k1] - times[k0])
 
