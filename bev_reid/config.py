@@ -764,6 +764,13 @@ class TrackConfig(_Section):
     # (docs/results-tracking.md, "The detection's velocity"). Set 0 for a detector that writes
     # no velocity estimates (zeros): the blend would then pull every track towards standing.
     velocity_blend: float = num(0.5, 0, 1)
+    # A lost track slower than this (its filter's speed, m/s) is looked for both where it would
+    # have moved and, by a detection as slow, where it was last matched; the nearer of the two
+    # counts. A parked car stays where it stood, and at such speeds a track's velocity is mostly
+    # the detector's noise, which carries its prediction into the next parked car over a few
+    # seconds hidden. 0: off (docs/results-tracking.md, "A slow track is looked for where it
+    # stood").
+    lost_still_speed_mps: float = num(1.0, 0)
     # The matching takes the pairs that save the most, counting a track and a detection left
     # apart at this cost (bev_reid.track.association.match): one good pair beats two poor ones
     # that would displace it. A large value (1e6): the most pairs first, then the least cost (as

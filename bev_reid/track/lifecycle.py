@@ -17,6 +17,12 @@ Rules (``track.*`` config keys):
   someone else. With embeddings it takes a detection within ``gate_m`` as motion alone would,
   and one farther out only when their mixed cost (distance and appearance) is at most
   ``max_lost_cost``: a far detection must look alike.
+- Standing still (both modes): a lost track slower than ``lost_still_speed_mps`` (its filter's
+  speed) is looked for both where its motion carries it and, by a detection whose velocity is
+  as slow, where it was last matched; that detection's distance is the smaller of the two (a
+  car driving past the spot is no parked car coming back). A parked car does not move while
+  hidden, and its filter's speed is then the detector's noise: over seconds hidden, that noise
+  alone carries the prediction a car's width or more, towards the next car in the row.
 - Size (both modes): a lost track's cost of a detection adds ``size_weight`` times how far
   their boxes' sizes are apart (:func:`bev_reid.track.association.size_changes`; the track's
   size is the geometric mean of its last ``memory`` matched boxes), the weight scaled to how
@@ -142,6 +148,12 @@ def coast(track: Track) -> None:
 
 def is_lost(track: Track) -> bool:
     return track.misses >= 1
+
+
+def is_still(track: Track, cfg: TrackConfig) -> bool:
+    """Lost and slower than ``lost_still_speed_mps``: it may stand where it was last matched."""
+    speed = float(np.linalg.norm(track.kf.velocity))
+    return is_lost(track) and speed < cfg.lost_still_speed_mps
 
 
 def is_dormant(track: Track, cfg: TrackConfig) -> bool:

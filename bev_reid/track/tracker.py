@@ -5,7 +5,8 @@ Per keyframe (one :class:`Frame`):
 1. every track predicts its centre ``dt`` seconds ahead (:mod:`bev_reid.track.motion`); each
    detection is looked for from there, moved by a share of the change from the track's velocity
    to the detection's over the time since the track was last matched (``velocity_blend``:
-   :func:`bev_reid.track.association.blended_distances`);
+   :func:`bev_reid.track.association.blended_distances`), and a slow lost track also where it
+   was last matched, by a slow detection (``lost_still_speed_mps``; the nearer place counts);
 2. the detections of tracked classes, scored at least ``min_score`` and (vehicles,
    ``nms_classes``) not overlapping a higher-scored one of their class by more than ``nms_iou``,
    are associated in two stages (:mod:`bev_reid.track.association`): first the tracks matched
@@ -101,14 +102,26 @@ class Tracker:
         size_weight: float,
     ) -> np.ndarray:  # fmt: skip
         cfg = self.cfg
+        centres = np.array([d.translation[:2] for d in dets]).reshape(-1, 2)
+        velocities = np.array([d.velocity for d in dets], dtype=np.float64).reshape(-1, 2)
         distance = blended_distances(
             np.array([t.kf.centre for t in tracks]).reshape(-1, 2),
             np.array([t.kf.velocity for t in tracks]).reshape(-1, 2),
             np.array([t.since for t in tracks]),
-            np.array([d.translation[:2] for d in dets]).reshape(-1, 2),
-            np.array([d.velocity for d in dets], dtype=np.float64).reshape(-1, 2),
+            centres,
+            velocities,
             cfg.velocity_blend,
         )
+        # A slow lost track may stand where it was last matched, for a detection that stands too
+        # (not a car driving past its spot).
+        still = (
+            np.array([lifecycle.is_still(t, cfg) for t in tracks], dtype=bool)[:, None]
+            & (np.linalg.norm(velocities, axis=1) < cfg.lost_still_speed_mps)[None, :]
+        )
+        if still.any():
+            stood = np.array([t.detection.translation[:2] for t in tracks]).reshape(-1, 2)
+            there = np.linalg.norm(stood[:, None, :] - centres[None, :, :], axis=-1)
+            distance = np.where(still, np.minimum(distance, there), distance)
         labels = np.array([t.label for t in tracks], dtype=object)
         same = labels[:, None] == np.array([d.name for d in dets], dtype=object)[None, :]
         appearance, weight = None, 0.0

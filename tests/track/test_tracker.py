@@ -261,6 +261,36 @@ def test_the_detection_velocity_tells_a_parked_car_from_one_driving_past_its_spo
     assert list(run(braking, own, False)[-1].values()) == ["1"]
 
 
+def test_a_slow_lost_track_is_also_looked_for_where_it_stood():
+    # A parked car seen twice 0.4 m apart (the detector's noise): its filter believes it creeps
+    # along x at about 0.8 m/s. Hidden for 4 keyframes, it is predicted 2 m from its spot; a
+    # stranger then stands 1.4 m from the spot, nearer that prediction, and the car reappears
+    # at its spot. Looked for at its spot too, the track keeps its car; looked for only where
+    # its creeping would have taken it, it takes the stranger.
+    nan = np.full(3, np.nan)
+    cfg = dataclasses.replace(CFG, velocity_blend=0.0)
+    seen = [[(det(-0.4), nan)], [(det(0.0), nan)]]
+    tracker = Tracker(cfg, use_appearance=False)
+    for k, items in enumerate([*seen, [], [], [], []]):
+        tracker.step(Frame(f"s{k}", k * 500_000, [d for d, _ in items], np.zeros((len(items), 3))))
+    (track,) = tracker.tracks
+    assert 0.5 < track.kf.velocity[0] < cfg.lost_still_speed_mps  # slow: may stand
+    assert track.kf.centre[0] + 0.5 * track.kf.velocity[0] > 1.8  # where it is looked for
+    back = [(det(0.0), nan), (det(1.4), nan)]
+    frames = [*seen, [], [], [], [], back]
+    off = dataclasses.replace(cfg, lost_still_speed_mps=0.0)
+    for appearance in (False, True):
+        assert run(frames, cfg, appearance)[-1] == {0.0: "0", 1.4: "1"}
+        assert run(frames, off, appearance)[-1] == {0.0: "1", 1.4: "0"}  # a switch
+    # With the gate kept at 2 m, a car 1 m behind the spot is out of reach of the prediction:
+    # standing, it may be the parked car; driving past at 7 m/s, it is not looked for there.
+    narrow = dataclasses.replace(cfg, lost_gate_growth_m=0.0)
+    for speed, expected in ((0.0, "0"), (7.0, "1")):
+        car = Detection("s", (-1.0, 0.0, 1.0), (1.9, 4.5, 1.6), (1.0, 0.0, 0.0, 0.0),
+                        (speed, 0.0), "car", 0.9)  # fmt: skip
+        assert run([*seen, [], [], [], [], [(car, nan)]], narrow, False)[-1] == {-1.0: expected}
+
+
 def at(x: float, y: float, score: float = 0.9) -> Detection:
     return Detection("s", (x, y, 1.0), (1.9, 4.5, 1.6), (1.0, 0.0, 0.0, 0.0), (0.0, 0.0), "car",
                      score)  # fmt: skip
