@@ -768,8 +768,8 @@ class TrackConfig(_Section):
     # have moved and, by a detection as slow, where it was last matched; the nearer of the two
     # counts. A parked car stays where it stood, and at such speeds a track's velocity is mostly
     # the detector's noise, which carries its prediction into the next parked car over a few
-    # seconds hidden. 0: off (docs/results-tracking.md, "A slow track is looked for where it
-    # stood").
+    # seconds hidden. A detector that writes no velocities makes every detection slow. 0: off
+    # (docs/results-tracking.md, "A slow track is looked for where it stood").
     lost_still_speed_mps: float = num(1.0, 0)
     # The matching takes the pairs that save the most, counting a track and a detection left
     # apart at this cost (bev_reid.track.association.match): one good pair beats two poor ones
