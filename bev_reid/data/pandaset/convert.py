@@ -30,6 +30,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from bev_reid.config import ConfigError, PandaSetConfig, to_dict
+from bev_reid.data.cuboids import count_points_in_boxes
 from bev_reid.data.nuscenes_format import (
     SENSORS,
     attribute_table,
@@ -41,7 +42,7 @@ from bev_reid.data.nuscenes_format import (
 from bev_reid.data.pandaset import tables as T
 from bev_reid.data.pandaset.conventions import CAMERAS, LIDAR_CHANNEL, LIDARS, SENSOR_TO_EGO, micros
 from bev_reid.data.pandaset.cuboids import select_cuboids
-from bev_reid.data.pandaset.geometry import View, count_points_in_boxes, fov_share, static_extrinsic
+from bev_reid.data.pandaset.geometry import View, fov_share, static_extrinsic
 from bev_reid.data.pandaset.read import PandaSetFileError, PandaSetFormatError, Pose, Sequence
 from bev_reid.engine.io import atomic_open, atomic_write_bytes, atomic_write_text
 
