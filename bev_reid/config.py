@@ -796,6 +796,11 @@ class TrackConfig(_Section):
     # the devkit fills them with its own interpolation, which runs backwards in time. Like stitch
     # it needs the track's future: false (and stitch false) keeps the output online.
     fill_gaps: bool = True
+    # A filled box is written only where the keyframe's LiDAR sweep has this many points in it,
+    # grown by fill_margin_m a side (a hidden vehicle: the devkit fills the hole as it fills the
+    # ground truth's; bev_reid.track.gaps); 0 fills every keyframe, and needs no LiDAR.
+    fill_min_points: int = num(1, 0)
+    fill_margin_m: float = num(0.5, 0)
     max_gate_m: float = num(8.0, 0, above=True)  # the widest the gate of a lost track grows, metres
     min_hits: int = num(1, 1)  # matched detections before a track is reported
     memory: int = num(8, 1)  # views in a track's appearance memory

@@ -65,6 +65,8 @@ def track(args: argparse.Namespace, cfg: Config) -> int:
     )
     rate = run.keyframes / max(run.seconds, 1e-9)
     filled = f", {run.filled} boxes filled in gaps" if run.filled else ""
+    if run.hidden:
+        filled += f" ({run.hidden} hidden, no LiDAR point: left to the devkit)"
     print(
         f"wrote {run.path}: {run.keyframes} keyframes, {run.tracks} tracks ({mode}){filled}, "
         f"{rate:.1f} keyframes/s"

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from bev_reid.config import Config, ConfigError
 from bev_reid.data.nuscenes import NuScenesDB, resolve_scenes
 from bev_reid.track.detections import DEFAULT_META, read_detections, write_results
-from bev_reid.track.gaps import fill_gaps
+from bev_reid.track.gaps import fill_gaps, lidar_seen
 from bev_reid.track.tracker import Frame, Tracker
 
 
@@ -35,6 +35,7 @@ class TrackingRun:
     appearance: bool
     stitched: int = 0  # tracks joined to an earlier one at the end of their scene
     filled: int = 0  # boxes interpolated inside tracks (track.fill_gaps)
+    hidden: int = 0  # keyframes inside tracks left to the devkit: no LiDAR point in the box
 
 
 def open_embedder(cfg: Config, db: NuScenesDB):
@@ -75,7 +76,11 @@ def run_tracking(cfg: Config, progress: bool = True) -> TrackingRun:
     total = sum(len(db.keyframes(s)) for s in scenes)
     bar = tqdm(total=total, desc="track", unit="keyframe", disable=not progress)
     start = time.perf_counter()
-    stitched = filled = 0
+    stitched = filled = hidden = 0
+    seen = None
+    if cfg.track.fill_gaps and cfg.track.fill_min_points > 0:
+        first = db.keyframes(scenes[0])[0] if scenes else None
+        seen = lidar_seen(db, cfg.track.fill_min_points, cfg.track.fill_margin_m, first)
     for scene in scenes:
         tracker.reset()
         tokens = db.keyframes(scene)
@@ -93,7 +98,8 @@ def run_tracking(cfg: Config, progress: bool = True) -> TrackingRun:
             for record in results[token]:
                 record["tracking_id"] = renamed.get(record["tracking_id"], record["tracking_id"])
         if cfg.track.fill_gaps:
-            filled += fill_gaps(results, tokens, stamps)
+            added, left = fill_gaps(results, tokens, stamps, seen)
+            filled, hidden = filled + added, hidden + left
     seconds = time.perf_counter() - start
     bar.close()
     meta = dict(DEFAULT_META)
@@ -109,4 +115,5 @@ def run_tracking(cfg: Config, progress: bool = True) -> TrackingRun:
         embedder is not None,
         stitched,
         filled,
+        hidden,
     )

@@ -23,7 +23,7 @@ def test_a_gap_is_filled_forwards_in_time_with_the_tracks_mean_score():
     results["kf0"].append(box(0, 0.0, score=0.9))
     results["kf4"].append(box(4, 10.0, yaw=math.pi / 2, score=0.5, size=(2.0, 6.0, 1.5)))
     results["kf5"].append(box(5, 12.0, score=0.4))
-    assert fill_gaps(results, TOKENS, STAMPS) == 3
+    assert fill_gaps(results, TOKENS, STAMPS) == (3, 0)
     # kf1..kf3 lie 0.5, 1.0 and 1.5 s into the 2.5 s from kf0 to kf4: 1/5, 2/5 and 3/5 of the way
     for k, r in zip((1, 2, 3), (0.2, 0.4, 0.6), strict=True):
         (filled,) = results[TOKENS[k]]
@@ -43,11 +43,11 @@ def test_only_holes_inside_a_track_are_filled_per_id():
     results["kf1"] += [box(1, 0.0, track="a"), box(1, 50.0, track="b")]
     results["kf2"].append(box(2, 1.0, track="a"))
     results["kf3"].append(box(3, 52.0, track="b", name="truck"))
-    assert fill_gaps(results, TOKENS, STAMPS) == 1  # b's kf2; nothing before a track or after
+    assert fill_gaps(results, TOKENS, STAMPS) == (1, 0)  # b's kf2; nothing before a track or after
     assert [r["tracking_id"] for r in results["kf2"]] == ["a", "b"]
     assert results["kf2"][1]["translation"][0] == pytest.approx(51.0)
     assert results["kf0"] == [] and results["kf4"] == [] and results["kf5"] == []
-    assert fill_gaps(results, TOKENS, STAMPS) == 0  # filled results have no holes left
+    assert fill_gaps(results, TOKENS, STAMPS) == (0, 0)  # filled results have no holes left
 
 
 def test_filled_boxes_are_what_a_plain_interpolation_gives():
@@ -60,3 +60,66 @@ def test_filled_boxes_are_what_a_plain_interpolation_gives():
     for k in range(1, 5):
         expected = np.interp(STAMPS[k], [STAMPS[0], STAMPS[5]], xs)
         assert results[TOKENS[k]][0]["translation"][0] == pytest.approx(expected)
+
+
+def test_lidar_seen_counts_the_points_the_annotations_record(dataroot):
+    """Boxes at the annotations of a few keyframes: seen exactly where the annotation has a LiDAR
+    point (its ``num_lidar_pts``, an independent count); the margin only adds points; a box far
+    from everything is not seen."""
+    from bev_reid.data.nuscenes import NuScenesDB
+    from bev_reid.track.gaps import lidar_seen
+
+    db = NuScenesDB(dataroot.path, dataroot.version)
+    seen, loose = lidar_seen(db, 1, 0.0), lidar_seen(db, 1, 0.5)
+    checked = hidden = 0
+    for token in db.keyframes(db.scene_names[0])[:4]:
+        anns = [db.get("sample_annotation", a) for a in db.sample(token)["anns"]]
+        records = [
+            tracking_record(
+                token, a["translation"], a["size"], a["rotation"], (0.0, 0.0), "1", "car", 0.5
+            )  # fmt: skip
+            for a in anns
+        ]
+        got = seen(token, records)
+        want = np.array([a["num_lidar_pts"] > 0 for a in anns])
+        assert (got == want).all()
+        assert (loose(token, records) >= got).all()
+        checked, hidden = checked + len(anns), hidden + int((~want).sum())
+        far = dict(records[0], translation=[1e4, 1e4, 0.0])
+        assert not seen(token, [far])[0]
+    assert checked >= 20 and hidden >= 1  # both kinds were there to tell apart
+
+
+def test_boxes_the_lidar_does_not_see_are_left_out():
+    results = {t: [] for t in TOKENS}
+    results["kf0"].append(box(0, 0.0))
+    results["kf4"].append(box(4, 8.0))
+    asked = []
+
+    def seen(token, records):  # the box at x = 1.6 m is hidden (kf1: 0.5 s of 2.5 s)
+        asked.append(token)
+        return np.array([abs(r["translation"][0] - 1.6) > 1e-6 for r in records])
+
+    assert fill_gaps(results, TOKENS, STAMPS, seen) == (2, 1)
+    assert results["kf1"] == [] and len(results["kf2"]) == len(results["kf3"]) == 1
+    assert sorted(asked) == ["kf1", "kf2", "kf3"]  # once per keyframe with new boxes
+
+
+def test_without_the_lidar_the_error_names_the_file_and_the_key(synth_world, tmp_path):
+    """A dataroot of tables alone (no sensor files)."""
+    import os
+
+    from bev_reid.data.nuscenes import TABLES, NuScenesDB
+    from bev_reid.data.records import NuScenesFileError
+    from bev_reid.track.gaps import lidar_seen
+
+    (tmp_path / synth_world.version).mkdir()
+    for name in TABLES:
+        table = f"{synth_world.version}/{name}.json"
+        os.symlink(synth_world.path / table, tmp_path / table)
+    db = NuScenesDB(tmp_path, synth_world.version)
+    token = db.keyframes(db.scene_names[0])[1]
+    with pytest.raises(NuScenesFileError, match=r"LiDAR point cloud .*fill_min_points.* 0"):
+        lidar_seen(db, 1, 0.5)(token, [box(1, 0.0)])
+    with pytest.raises(NuScenesFileError, match="fill_min_points"):  # before any tracking
+        lidar_seen(db, 1, 0.5, first=token)
