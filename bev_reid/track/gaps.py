@@ -29,7 +29,9 @@ with points. A track's box at such a keyframe, put where the vehicle truly is, t
 metres from that ground truth when the vehicle moves: a false positive beside a miss, the
 price of every hidden stretch that re-identification bridges. Left as a hole, the track's box
 there is filled by the devkit the same way as the ground truth's, from boxes either side that
-stand where the ground truth's do. ``fill_min_points: 0`` fills every keyframe.
+stand where the ground truth's do. ``fill_min_points: 0`` fills every keyframe. The count is
+LiDAR's alone: a vehicle that only radar sees keeps its ground-truth box but gets the devkit's
+filling.
 """
 
 from __future__ import annotations
