@@ -13,7 +13,9 @@ detections of ``make-detections`` (seed 0, gaps of up to 3 keyframes):
 - reading: the keyframes the embedding needs (LiDAR, and the images when painted), alone;
 - BEV pass: reading, cutting every detection's crop from one pass and the ReID net;
 - ``track`` with ReID and with ``none``: the whole command (reading the tables and the
-  detections, tracking, writing the results).
+  detections, tracking, filling the holes inside tracks where the LiDAR sees the vehicle,
+  writing the results); with ``none`` also filling every hole (``track.fill_min_points`` 0),
+  which reads no LiDAR.
 
 Each time is the median of ``--repeats`` runs; ratios are against the reference measured in the
 same run. Without ``--reid-checkpoint``, a checkpoint is trained for 2 steps on a LiDAR box
@@ -112,10 +114,11 @@ def main() -> None:
             for t, kf in zip(tokens, embedder.keyframes(tokens), strict=True):
                 embedder.embed(kf, dets.get(t, []))
 
-        def command(ckpt_name: str):
+        def command(ckpt_name: str, **extra):
             run_cfg = load_config(overrides={**base, "track.detections": str(det),
                                              "track.reid_checkpoint": ckpt_name,
-                                             "track.out": str(tmp / "tracks.json")})  # fmt: skip
+                                             "track.out": str(tmp / "tracks.json"),
+                                             **extra})  # fmt: skip
             return lambda: run_tracking(run_cfg, progress=False)
 
         rows = [
@@ -124,6 +127,10 @@ def main() -> None:
             ("reading the keyframes", median_time(reading, args.repeats)),
             ("reading + BEV pass + crops + ReID net", median_time(bev_pass, args.repeats)),
             ("track --reid-checkpoint none", median_time(command("none"), args.repeats)),
+            (
+                "  the same, filling without LiDAR",
+                median_time(command("none", **{"track.fill_min_points": 0}), args.repeats),
+            ),
             ("track --reid-checkpoint CKPT", median_time(command(ckpt), args.repeats)),
         ]
     boxes = sum(len(v) for v in dets.values()) / max(n, 1)
