@@ -15,7 +15,8 @@ reported at keyframe j of the same scene:
   within ``min(gate_m + lost_gate_growth_m * (j - i), stitch_gate_m)`` metres of A's last
   centre moved on over the gap by A's velocity blended with B's first (``velocity_blend``, as
   the online tracker looks for a lost track: :func:`bev_reid.track.association.blended_distances`;
-  the lost tracks' gate, capped wider);
+  the lost tracks' gate, capped wider); and their speeds there (A's filter's at its last
+  report, B's at its first) differ by at most ``stitch_max_speed_change``;
 - cost: the cosine distance between the normalised mean of A's last ``memory`` views and that
   of B's first ``memory`` views; pairs above ``stitch_max_distance`` are never joined;
 - each track is joined to at most one predecessor and one successor, the pairs taken by the
@@ -118,11 +119,15 @@ def stitch_cost(tracklets: list[Tracklet], cfg: TrackConfig) -> np.ndarray:
     )  # fmt: skip
     gate = np.minimum(cfg.gate_m + cfg.lost_gate_growth_m * gap, cfg.stitch_gate_m)
     labels = np.array([t.label for t in tracklets], dtype=object)
+    speed_at_end = np.linalg.norm(velocity, axis=1)
+    speed_at_start = np.linalg.norm(np.stack([t.first_velocity for t in tracklets]), axis=1)
+    speed_change = np.abs(speed_at_start[None, :] - speed_at_end[:, None])
     allowed = (
         (gap > 0)
         & (gap <= cfg.reid_max_age)
         & (labels[:, None] == labels[None, :])
         & (distance <= gate)
+        & (speed_change <= cfg.stitch_max_speed_change)
         & np.isfinite(appearance)
         & (np.nan_to_num(appearance, nan=np.inf) <= cfg.stitch_max_distance)
     )

@@ -52,9 +52,26 @@ def test_the_gate_follows_the_velocities_of_both_tracks():
     assert stitch([moving, tracklet(1, 8, 9, 0.0, vx=4.0)], CFG) == {}
     # A ends at 8 m/s; B stands 8 m on, 2 s later (gate 6 m): braking evenly from 8 m/s to 0
     # covers 8 m (velocity_blend 0.5), at A's own velocity the car would be 16 m on.
+    # (The speed rule, tested below, is off here.)
     fast, stopped = tracklet(0, 0, 3, -12.0, 0.0, vx=8.0), tracklet(1, 7, 8, 8.0)
-    assert stitch([fast, stopped], CFG) == {1: 0}
-    assert stitch([fast, stopped], dataclasses.replace(CFG, velocity_blend=0.0)) == {}
+    braking = dataclasses.replace(CFG, stitch_max_speed_change=1e6)
+    assert stitch([fast, stopped], braking) == {1: 0}
+    assert stitch([fast, stopped], dataclasses.replace(braking, velocity_blend=0.0)) == {}
+
+
+def test_no_join_when_the_speed_changed_more_than_the_limit():
+    # A ends at 4 m/s; B starts where A's blended motion puts it (2 s later: 4 keyframes), at
+    # 1.1 m/s (a change of 2.9 m/s) or 0.9 m/s (3.1 m/s): the default limit is 3 m/s. The
+    # direction does not count, only the speed: B going the other way at 4 m/s is joined.
+    assert CFG.stitch_max_speed_change == 3.0
+    a = tracklet(0, 0, 3, -6.0, 0.0, vx=4.0)
+    for vb, joined in ((1.1, True), (0.9, False), (6.9, True), (7.1, False)):
+        b = tracklet(1, 7, 8, 2.0 * (4.0 + vb) / 2, vx=vb)  # constant acceleration over 2 s
+        assert (stitch([a, b], CFG) == {1: 0}) is joined, vb
+    back = tracklet(1, 7, 8, 4.0, vx=-4.0)  # 4 m/s, the other way: velocities blend to 0
+    assert stitch([a, back], CFG) == {1: 0}
+    assert stitch([a, tracklet(1, 7, 8, 2.0 * (4.0 + 0.9) / 2, vx=0.9)],
+                  dataclasses.replace(CFG, stitch_max_speed_change=1e6)) == {1: 0}  # fmt: skip
 
 
 def test_the_view_means_are_compared_and_the_first_and_last_views_count():
