@@ -123,3 +123,45 @@ def test_without_the_lidar_the_error_names_the_file_and_the_key(synth_world, tmp
         lidar_seen(db, 1, 0.5)(token, [box(1, 0.0)])
     with pytest.raises(NuScenesFileError, match="fill_min_points"):  # before any tracking
         lidar_seen(db, 1, 0.5, first=token)
+
+
+def moving(k, centre, velocity, track="9"):
+    return tracking_record(TOKENS[k], (*centre, 0.5), (2.0, 4.0, 1.5), (1.0, 0.0, 0.0, 0.0),
+                           velocity, track, "car", 0.8)  # fmt: skip
+
+
+def test_a_cubic_fill_follows_a_turn_through_both_ends_velocities():
+    # A car at (0, 0) going 6 m/s east, at (6, 6) 1.5 s later going 6 m/s north: a quarter turn.
+    # Cubic Hermite by hand, T = 1.5 s, r = 1/3: h00 = 20/27, h10 = 4/27, h01 = 7/27,
+    # h11 = -2/27; x = h10 T 6 + h01 6 = 26/9, y = h01 6 + h11 T 6 = 8/9; the velocity from the
+    # derivatives (h00' = -4/3, h10' = 0, h01' = 4/3, h11' = -1/3), divided by T: (16/3, 10/3).
+    # r = 2/3 mirrors it. The straight line would put the boxes at (2, 2) and (4, 4).
+    results = {t: [] for t in TOKENS}
+    results["kf0"].append(moving(0, (0.0, 0.0), (6.0, 0.0)))
+    results["kf3"].append(moving(3, (6.0, 6.0), (0.0, 6.0)))
+    assert fill_gaps(results, TOKENS, STAMPS, cubic=True) == (2, 0)
+    (first,), (second,) = results["kf1"], results["kf2"]
+    assert first["translation"] == pytest.approx([26 / 9, 8 / 9, 0.5])
+    assert first["velocity"] == pytest.approx([16 / 3, 10 / 3])
+    assert second["translation"] == pytest.approx([6 - 8 / 9, 6 - 26 / 9, 0.5])
+    assert second["velocity"] == pytest.approx([10 / 3, 16 / 3])
+    results = {t: [] for t in TOKENS}
+    results["kf0"].append(moving(0, (0.0, 0.0), (6.0, 0.0)))
+    results["kf3"].append(moving(3, (6.0, 6.0), (0.0, 6.0)))
+    fill_gaps(results, TOKENS, STAMPS)  # the straight line
+    assert results["kf1"][0]["translation"] == pytest.approx([2.0, 2.0, 0.5])
+
+
+def test_a_cubic_fill_is_the_straight_line_when_the_velocities_are_the_lines():
+    rng = np.random.default_rng(5)
+    for _ in range(5):
+        a, b = rng.uniform(-30, 30, size=(2, 2))
+        chord = (b - a) / 3.0  # kf0 -> kf5 is 3 s
+        results = {t: [] for t in TOKENS}
+        results["kf0"].append(moving(0, a, chord))
+        results["kf5"].append(moving(5, b, chord))
+        fill_gaps(results, TOKENS, STAMPS, cubic=True)
+        for k in range(1, 5):
+            r = STAMPS[k] / STAMPS[5]
+            assert results[TOKENS[k]][0]["translation"][:2] == pytest.approx(a + r * (b - a))
+            assert results[TOKENS[k]][0]["velocity"] == pytest.approx(chord)
