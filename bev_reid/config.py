@@ -806,11 +806,6 @@ class TrackConfig(_Section):
     # ground truth's; bev_reid.track.gaps); 0 fills every keyframe, and needs no LiDAR.
     fill_min_points: int = num(1, 0)
     fill_margin_m: float = num(0.5, 0)
-    # A filled centre lies on the cubic path that leaves the box before the hole with its
-    # velocity and reaches the box after it with its own (a vehicle that turned while hidden);
-    # false: on the straight line between them (docs/results-tracking.md, "Filled boxes follow
-    # the bend").
-    fill_cubic: bool = True
     max_gate_m: float = num(8.0, 0, above=True)  # the widest the gate of a lost track grows, metres
     min_hits: int = num(1, 1)  # matched detections before a track is reported
     memory: int = num(8, 1)  # views in a track's appearance memory

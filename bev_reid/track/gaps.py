@@ -13,13 +13,7 @@ So the tracker writes those boxes itself, interpolated the right way round in ti
 devkit finds no holes to fill. Per gap of a tracking id, between its boxes L at time t0 and R at
 t1, the box at time t takes r = (t - t0) / (t1 - t0) of the way:
 
-- the centre's x and y (``track.fill_cubic``, the default): on the cubic path that leaves L's
-  centre with L's velocity and reaches R's with R's (cubic Hermite interpolation, scipy's
-  ``CubicHermiteSpline``), and the velocity is that path's; a vehicle that turns while hidden
-  is followed round the bend rather than across it (a bus turning for 4 s: boxes up to 11 m off
-  on the straight line). When both velocities are the straight line's, the path is that line;
-- with ``fill_cubic: false`` the centre and velocity, and always the height and size:
-  (1 - r) L + r R;
+- translation, size and velocity: (1 - r) L + r R;
 - rotation: the spherical interpolation (slerp) of the two quaternions, by r (pyquaternion);
 - score: the mean score of the track's own boxes, so the track's score, which the devkit takes
   as the mean over its boxes, is what it was.
@@ -49,7 +43,6 @@ from typing import Any
 
 import numpy as np
 from pyquaternion import Quaternion
-from scipy.interpolate import CubicHermiteSpline
 
 from bev_reid.data.cuboids import count_points_in_boxes
 from bev_reid.data.nuscenes import NuScenesDB
@@ -64,32 +57,9 @@ def holes(
     times, in order): ``(left, right, k, r)`` for every keyframe ``k`` strictly between two
     consecutive boxes, ``r`` = (times[k] - t_left) / (t_right - t_left) the share of the way from
     left to right."""
-    for left, right, k, r, _ in spans(track, times):
-        yield left, right, k, r
-
-
-def spans(
-    track: list[tuple[int, Any]], times: Sequence[float]
-) -> Iterator[tuple[Any, Any, int, float, float]]:
-    """:func:`holes`, each with the gap's whole span t_right - t_left (in the units of ``times``)
-    after ``r``."""
     for (k0, left), (k1, right) in pairwise(track):
-        span = times[k1] - times[k0]
         for k in range(k0 + 1, k1):
-            yield left, right, k, (times[k] - times[k0]) / span, span
-
-
-def cubic_centre(
-    left: dict, right: dict, seconds: float, r: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """([2] centre x, y; [2] velocity) at ``r`` of the way along the cubic path from the record
-    ``left`` (its translation and velocity) to the record ``right``, ``seconds`` later."""
-    path = CubicHermiteSpline(
-        [0.0, seconds],
-        np.array([left["translation"][:2], right["translation"][:2]], dtype=np.float64),
-        np.array([left["velocity"][:2], right["velocity"][:2]], dtype=np.float64),
-    )
-    return path(r * seconds), path(r * seconds, 1)
+            yield left, right, k, (times[k] - times[k0]) / (times[k1] - times[k0])
 
 
 Seen = Callable[[str, list[dict]], np.ndarray]  # (sample token, records) -> [R] bool
@@ -100,14 +70,12 @@ def fill_gaps(
     tokens: list[str],
     timestamps: list[int],
     seen: Seen | None = None,
-    cubic: bool = False,
 ) -> tuple[int, int]:
     """Adds to ``results`` ({sample token: tracking-results records}) a box for every keyframe
     inside a track (by ``tracking_id``) at which it has none, for one scene's keyframes
     ``tokens`` in order, taken at ``timestamps`` (microseconds); with ``seen``, only the boxes it
-    passes (:func:`lidar_seen`; called once per keyframe with that keyframe's new boxes); with
-    ``cubic``, the centres on :func:`cubic_centre`'s path (else the straight line). Returns how
-    many boxes it added and how many ``seen`` left out."""
+    passes (:func:`lidar_seen`; called once per keyframe with that keyframe's new boxes).
+    Returns how many boxes it added and how many ``seen`` left out."""
     tracks: dict[str, list[tuple[int, dict]]] = defaultdict(list)  # id -> (keyframe, record)
     for k, token in enumerate(tokens):
         for record in results.get(token, []):
@@ -115,14 +83,11 @@ def fill_gaps(
     new: dict[str, list[dict]] = defaultdict(list)
     for track in tracks.values():
         score = float(np.mean([r["tracking_score"] for _, r in track]))
-        for left, right, k, r, span in spans(track, timestamps):
+        for left, right, k, r in holes(track, timestamps):
             mix = {
                 key: (1 - r) * np.asarray(left[key]) + r * np.asarray(right[key])
                 for key in ("translation", "size", "velocity")
             }
-            if cubic:
-                centre, mix["velocity"] = cubic_centre(left, right, span / 1e6, r)
-                mix["translation"] = np.array([*centre, mix["translation"][2]])
             rotation = Quaternion.slerp(
                 Quaternion(left["rotation"]), Quaternion(right["rotation"]), amount=r
             )

@@ -98,7 +98,7 @@ def run_tracking(cfg: Config, progress: bool = True) -> TrackingRun:
             for record in results[token]:
                 record["tracking_id"] = renamed.get(record["tracking_id"], record["tracking_id"])
         if cfg.track.fill_gaps:
-            added, left = fill_gaps(results, tokens, stamps, seen, cfg.track.fill_cubic)
+            added, left = fill_gaps(results, tokens, stamps, seen)
             filled, hidden = filled + added, hidden + left
     seconds = time.perf_counter() - start
     bar.close()
