@@ -793,8 +793,9 @@ class TrackConfig(_Section):
     stitch_gate_m: float = num(10.0, 0, above=True)
     # the largest change of speed (m/s) from a track's end to the next one's start for them to
     # be joined: a vehicle hidden for a few seconds seldom changes its speed by much, another
-    # vehicle that shows up there often does; 1e6: off (docs/results-tracking.md, "A stitched
-    # track keeps its speed")
+    # vehicle that shows up there often does; 1e6: off, as for a detector that writes no
+    # velocities (a track's speed at its start is the detector's) (docs/results-tracking.md,
+    # "A stitched track keeps its speed")
     stitch_max_speed_change: float = num(3.0, 0)
     # Once a scene is tracked, the keyframes inside a track at which it was not reported get
     # boxes interpolated between those either side (bev_reid.track.gaps), in both modes; else

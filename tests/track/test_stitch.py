@@ -61,8 +61,9 @@ def test_the_gate_follows_the_velocities_of_both_tracks():
 
 def test_no_join_when_the_speed_changed_more_than_the_limit():
     # A ends at 4 m/s; B starts where A's blended motion puts it (2 s later: 4 keyframes), at
-    # 1.1 m/s (a change of 2.9 m/s) or 0.9 m/s (3.1 m/s): the default limit is 3 m/s. The
-    # direction does not count, only the speed: B going the other way at 4 m/s is joined.
+    # 1.1 or 6.9 m/s (a change of 2.9 m/s) or at 0.9 or 7.1 m/s (3.1 m/s): the default limit is
+    # 3 m/s. The direction does not count, only the speed: B going the other way at 4 m/s is
+    # joined.
     assert CFG.stitch_max_speed_change == 3.0
     a = tracklet(0, 0, 3, -6.0, 0.0, vx=4.0)
     for vb, joined in ((1.1, True), (0.9, False), (6.9, True), (7.1, False)):
