@@ -112,15 +112,16 @@ def stitch_cost(tracklets: list[Tracklet], cfg: TrackConfig) -> np.ndarray:
     seconds = first_time[None, :] - last_time[:, None]  # N x N
     last_centre = np.stack([t.last_centre for t in tracklets])  # N x 2
     velocity = np.stack([t.last_velocity for t in tracklets])
+    first_velocity = np.stack([t.first_velocity for t in tracklets])
     predicted = last_centre[:, None, :] + seconds[..., None] * velocity[:, None, :]  # N x N x 2
     distance = blended_distances(
         predicted, velocity, seconds, np.stack([t.first_centre for t in tracklets]),
-        np.stack([t.first_velocity for t in tracklets]), cfg.velocity_blend,
+        first_velocity, cfg.velocity_blend,
     )  # fmt: skip
     gate = np.minimum(cfg.gate_m + cfg.lost_gate_growth_m * gap, cfg.stitch_gate_m)
     labels = np.array([t.label for t in tracklets], dtype=object)
     speed_at_end = np.linalg.norm(velocity, axis=1)
-    speed_at_start = np.linalg.norm(np.stack([t.first_velocity for t in tracklets]), axis=1)
+    speed_at_start = np.linalg.norm(first_velocity, axis=1)
     speed_change = np.abs(speed_at_start[None, :] - speed_at_end[:, None])
     allowed = (
         (gap > 0)
