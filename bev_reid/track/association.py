@@ -59,6 +59,21 @@ def blended_distances(
     return np.linalg.norm(moved - centres[None, :, :], axis=-1)
 
 
+def stood_distances(
+    distance: np.ndarray, still: np.ndarray, stood: np.ndarray, centres: np.ndarray
+) -> np.ndarray:  # fmt: skip
+    """[T, D] ``distance``, but where ``still`` [T, D] holds, the smaller of it and the
+    distance from where the track stood [T, 2] to the detection centre [D, 2]: a parked car
+    comes back where it stood, whatever its filter's (noisy) velocity predicts."""
+    distance = np.asarray(distance, dtype=np.float64)
+    if not np.any(still):
+        return distance
+    stood = np.asarray(stood, dtype=np.float64).reshape(-1, 2)
+    centres = np.asarray(centres, dtype=np.float64).reshape(-1, 2)
+    there = np.linalg.norm(stood[:, None, :] - centres[None, :, :], axis=-1)
+    return np.where(still, np.minimum(distance, there), distance)
+
+
 def footprints(centres: np.ndarray, sizes: np.ndarray, yaws: np.ndarray) -> np.ndarray:
     """[N] shapely polygons of boxes' ground-plane footprints: centres [N, 2], sizes [N, 2+]
     (width, length, ...; the length lies along the heading), yaws [N] radians."""

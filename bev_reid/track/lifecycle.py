@@ -172,15 +172,25 @@ def is_reported(track: Track, cfg: TrackConfig) -> bool:
 
 
 def gate_of(track: Track, cfg: TrackConfig, floor: float = 1.0) -> float:
-    """The track's distance gate, metres: wider the longer it has been lost (up to
-    ``max_gate_m``), by a share of ``lost_gate_growth_m`` per keyframe lost. The share scales
-    with the track's speed (full at ``lost_gate_speed_mps`` and faster; 0 turns the scaling
-    off) from ``floor`` for a parked track: 1 gives the full growth at any speed (the gate that
-    scales the cost), 0 the gate of motion alone, ``lost_gate_look_floor`` that of a pair with a
-    view on both sides."""
+    """The track's distance gate, metres: :func:`lost_gate` at its filter's speed and keyframes
+    lost, at most ``max_gate_m``."""
+    speed = float(np.linalg.norm(track.kf.velocity))
+    return float(lost_gate(speed, track.misses, cfg, floor, max(cfg.gate_m, cfg.max_gate_m)))
+
+
+def lost_gate(
+    speed: np.ndarray | float, lost: np.ndarray | float, cfg: TrackConfig, floor: float,
+    widest: float,
+) -> np.ndarray:  # fmt: skip
+    """The distance gate of a track lost for ``lost`` keyframes at ``speed`` m/s (arrays
+    broadcast), metres: ``gate_m`` widened by a share of ``lost_gate_growth_m`` per keyframe
+    lost, at most ``widest``. The share scales with the speed (full at ``lost_gate_speed_mps``
+    and faster; 0 turns the scaling off) from ``floor`` for a parked track: 1 gives the full
+    growth at any speed (the gate that scales the cost), 0 the gate of motion alone,
+    ``lost_gate_look_floor`` that of a pair with a view on both sides."""
     share = 1.0
     if cfg.lost_gate_speed_mps > 0:
-        speed = min(1.0, float(np.linalg.norm(track.kf.velocity)) / cfg.lost_gate_speed_mps)
-        share = floor + (1.0 - floor) * speed
-    growth = share * cfg.lost_gate_growth_m * track.misses
-    return min(cfg.gate_m + growth, max(cfg.gate_m, cfg.max_gate_m))
+        fast = np.minimum(1.0, np.asarray(speed, dtype=np.float64) / cfg.lost_gate_speed_mps)
+        share = floor + (1.0 - floor) * fast
+    growth = share * cfg.lost_gate_growth_m * np.asarray(lost, dtype=np.float64)
+    return np.minimum(cfg.gate_m + growth, widest)

@@ -38,6 +38,7 @@ from bev_reid.track.association import (
     duplicates,
     match,
     size_changes,
+    stood_distances,
 )
 from bev_reid.track.detections import Detection, tracking_record
 
@@ -118,10 +119,8 @@ class Tracker:
             np.array([lifecycle.is_still(t, cfg) for t in tracks], dtype=bool)[:, None]
             & (np.linalg.norm(velocities, axis=1) < cfg.lost_still_speed_mps)[None, :]
         )
-        if still.any():
-            stood = np.array([t.detection.translation[:2] for t in tracks]).reshape(-1, 2)
-            there = np.linalg.norm(stood[:, None, :] - centres[None, :, :], axis=-1)
-            distance = np.where(still, np.minimum(distance, there), distance)
+        stood = np.array([t.detection.translation[:2] for t in tracks]).reshape(-1, 2)
+        distance = stood_distances(distance, still, stood, centres)
         labels = np.array([t.label for t in tracks], dtype=object)
         same = labels[:, None] == np.array([d.name for d in dets], dtype=object)[None, :]
         appearance, weight = None, 0.0
