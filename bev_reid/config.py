@@ -739,6 +739,7 @@ class TrackConfig(_Section):
     lost_gate_growth_m: float = num(1.0, 0)
     # ... on motion alone (no view on either side) in proportion to the track's speed, fully at
     # this speed or faster, m/s; 0: always fully (docs/results-tracking.md, "A parked car").
+    # Stitching's gate follows it too ("A stitched parked car stood still").
     lost_gate_speed_mps: float = num(2.0, 0)
     # ... and where both sides have a view, at least this share of the growth for a parked track
     # (1: always fully, as before; 0: as on motion alone) (docs/results-tracking.md, "A parked
@@ -769,7 +770,8 @@ class TrackConfig(_Section):
     # counts. A parked car stays where it stood, and at such speeds a track's velocity is mostly
     # the detector's noise, which carries its prediction into the next parked car over a few
     # seconds hidden. A detector that writes no velocities makes every detection slow. 0: off
-    # (docs/results-tracking.md, "A slow track is looked for where it stood").
+    # (docs/results-tracking.md, "A slow track is looked for where it stood"). Stitching looks
+    # for a slow track's successor there too.
     lost_still_speed_mps: float = num(1.0, 0)
     # The matching takes the pairs that save the most, counting a track and a detection left
     # apart at this cost (bev_reid.track.association.match): one good pair beats two poor ones
@@ -789,7 +791,8 @@ class TrackConfig(_Section):
     stitch: bool = True
     # the largest cosine distance of joined views (0.4, was 0.3: "The appearance settings re-tuned")
     stitch_max_distance: float = num(0.4, 0, 2)
-    # the widest gate between a track's end and the next's start, m
+    # the widest gate between a track's end and the next's start, m (the gate is a lost
+    # track's on motion alone: bev_reid.track.stitch)
     stitch_gate_m: float = num(10.0, 0, above=True)
     # the largest change of speed (m/s) from a track's end to the next one's start for them to
     # be joined: a vehicle hidden for a few seconds seldom changes its speed by much, another

@@ -12,11 +12,20 @@ The rule (``track.*`` keys), for a track A last reported at keyframe i and a tra
 reported at keyframe j of the same scene:
 
 - candidates: same class; 0 < j - i <= ``reid_max_age``; both have views; B's first centre lies
-  within ``min(gate_m + lost_gate_growth_m * (j - i), stitch_gate_m)`` metres of A's last
-  centre moved on over the gap by A's velocity blended with B's first (``velocity_blend``, as
-  the online tracker looks for a lost track: :func:`bev_reid.track.association.blended_distances`;
-  the lost tracks' gate, capped wider); and their speeds there (A's filter's at its last
-  report, B's at its first) differ by at most ``stitch_max_speed_change``;
+  within A's gate of A's last centre moved on over the gap by A's velocity blended with B's
+  first (``velocity_blend``, as the online tracker looks for a lost track:
+  :func:`bev_reid.track.association.blended_distances`); and their speeds there (A's
+  filter's at its last report, B's at its first) differ by at most
+  ``stitch_max_speed_change``;
+- A's gate is a lost track's on motion alone (:func:`bev_reid.track.lifecycle.lost_gate`),
+  capped at ``stitch_gate_m`` rather than ``max_gate_m``: ``gate_m`` widened by
+  ``lost_gate_growth_m`` per keyframe of the gap, the widening scaled by A's speed (full from
+  ``lost_gate_speed_mps``). When both are slower than ``lost_still_speed_mps``, B may also
+  stand within the gate of where A stood, as the online tracker looks for a slow lost track.
+  So a parked car is joined only near its spot: a parked track's filter speed is the
+  detector's noise, which over seconds carries the prediction a car's width or more, and a
+  gate widened by the keyframes hidden reached the next cars of its row and the false
+  positives about;
 - cost: the cosine distance between the normalised mean of A's last ``memory`` views and that
   of B's first ``memory`` views; pairs above ``stitch_max_distance`` are never joined;
 - each track is joined to at most one predecessor and one successor, the pairs taken by the
@@ -36,7 +45,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bev_reid.config import TrackConfig
-from bev_reid.track.association import blended_distances, cosine_distances, match, mean_view
+from bev_reid.track.association import (
+    blended_distances,
+    cosine_distances,
+    match,
+    mean_view,
+    stood_distances,
+)
+from bev_reid.track.lifecycle import lost_gate
 
 
 @dataclass
@@ -114,14 +130,21 @@ def stitch_cost(tracklets: list[Tracklet], cfg: TrackConfig) -> np.ndarray:
     velocity = np.stack([t.last_velocity for t in tracklets])
     first_velocity = np.stack([t.first_velocity for t in tracklets])
     predicted = last_centre[:, None, :] + seconds[..., None] * velocity[:, None, :]  # N x N x 2
+    first_centres = np.stack([t.first_centre for t in tracklets])
     distance = blended_distances(
-        predicted, velocity, seconds, np.stack([t.first_centre for t in tracklets]),
-        first_velocity, cfg.velocity_blend,
-    )  # fmt: skip
-    gate = np.minimum(cfg.gate_m + cfg.lost_gate_growth_m * gap, cfg.stitch_gate_m)
-    labels = np.array([t.label for t in tracklets], dtype=object)
+        predicted, velocity, seconds, first_centres, first_velocity, cfg.velocity_blend
+    )
     speed_at_end = np.linalg.norm(velocity, axis=1)
     speed_at_start = np.linalg.norm(first_velocity, axis=1)
+    # A parked car comes back where it stood, within the gate of motion alone (a lost track's
+    # on motion alone: floor 0): its filter's noisy velocity carries the prediction off, and a
+    # gate widened by the keyframes hidden reaches the other cars of its row.
+    still = (speed_at_end[:, None] < cfg.lost_still_speed_mps) & (
+        speed_at_start[None, :] < cfg.lost_still_speed_mps
+    )
+    distance = stood_distances(distance, still, last_centre, first_centres)
+    gate = lost_gate(speed_at_end[:, None], gap, cfg, 0.0, cfg.stitch_gate_m)
+    labels = np.array([t.label for t in tracklets], dtype=object)
     speed_change = np.abs(speed_at_start[None, :] - speed_at_end[:, None])
     allowed = (
         (gap > 0)

@@ -39,8 +39,9 @@ def test_no_join_across_looks_classes_overlaps_gaps_or_distance():
     assert stitch([a, tracklet(1, 3 + CFG.reid_max_age + 1, 20, 0.5)], CFG) == {}  # too late
     assert stitch([a, tracklet(1, 3 + CFG.reid_max_age, 20, 0.5)], CFG) == {1: 0}  # just in time
     assert stitch([a, tracklet(1, 8, 9, CFG.stitch_gate_m + 0.1)], CFG) == {}  # too far
-    assert stitch([a, tracklet(1, 4, 5, 3.1)], CFG) == {}  # one keyframe: gate 2 + 1 m
-    assert stitch([a, tracklet(1, 4, 5, 2.9)], CFG) == {1: 0}
+    wide = dataclasses.replace(CFG, lost_gate_speed_mps=0.0)  # the growth at any speed
+    assert stitch([a, tracklet(1, 4, 5, 3.1)], wide) == {}  # one keyframe: gate 2 + 1 m
+    assert stitch([a, tracklet(1, 4, 5, 2.9)], wide) == {1: 0}
     assert stitch([a, tracklet(1, 8, 9, 0.5, views=[NAN, NAN])], CFG) == {}  # no views
 
 
@@ -73,6 +74,36 @@ def test_no_join_when_the_speed_changed_more_than_the_limit():
     assert stitch([a, back], CFG) == {1: 0}
     assert stitch([a, tracklet(1, 7, 8, 2.0 * (4.0 + 0.9) / 2, vx=0.9)],
                   dataclasses.replace(CFG, stitch_max_speed_change=1e6)) == {1: 0}  # fmt: skip
+
+
+def test_a_parked_track_is_joined_only_near_where_it_stood():
+    # A parked car's gate does not widen with the keyframes it was hidden (as a lost track's on
+    # motion alone): 5 keyframes after A, 2.9 m from its end, too far; 1.9 m, joined. A car
+    # driving at lost_gate_speed_mps (2 m/s) and more gets the full growth, up to
+    # stitch_gate_m (6 m here).
+    parked = tracklet(0, 0, 3, 0.0)
+    assert stitch([parked, tracklet(1, 8, 9, 2.9)], CFG) == {}
+    assert stitch([parked, tracklet(1, 8, 9, 1.9)], CFG) == {1: 0}
+    wide = dataclasses.replace(CFG, lost_gate_speed_mps=0.0)  # the growth at any speed
+    assert stitch([parked, tracklet(1, 8, 9, 2.9)], wide) == {1: 0}
+    moving = tracklet(0, 0, 3, -6.0, 0.0, vx=2.0)  # 5 keyframes on: predicted at 5 m
+    assert stitch([moving, tracklet(1, 8, 9, 5.0 + 5.9, vx=2.0)], CFG) == {1: 0}
+    assert stitch([moving, tracklet(1, 8, 9, 5.0 + 6.1, vx=2.0)], CFG) == {}
+
+
+def test_a_slow_track_is_looked_for_where_it_stood_as_well():
+    # A stands at 0 with a noisy 0.9 m/s; 10 keyframes (5 s) later B stands 1.5 m behind it,
+    # moving back at 0.5 m/s. Carried on by the velocities blended, A would be at +1.0 m,
+    # 2.5 m from B: beyond gate_m (the growth is off here to keep the numbers plain). From
+    # where A stood B is 1.5 m: joined, unless lost_still_speed_mps is 0.
+    cfg = dataclasses.replace(CFG, lost_gate_growth_m=0.0)
+    a = tracklet(0, 0, 3, 0.0, vx=0.9)
+    b = tracklet(1, 13, 14, -1.5, vx=-0.5)
+    assert stitch([a, b], cfg) == {1: 0}
+    assert stitch([a, b], dataclasses.replace(cfg, lost_still_speed_mps=0.0)) == {}
+    # B driving at 1.2 m/s is no parked car: only where A's motion carries it counts.
+    fast = tracklet(1, 13, 14, -1.5 - 5.0, vx=-1.2)
+    assert stitch([a, fast], cfg) == {}
 
 
 def test_the_view_means_are_compared_and_the_first_and_last_views_count():
