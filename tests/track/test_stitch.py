@@ -101,9 +101,11 @@ def test_a_slow_track_is_looked_for_where_it_stood_as_well():
     b = tracklet(1, 13, 14, -1.5, vx=-0.5)
     assert stitch([a, b], cfg) == {1: 0}
     assert stitch([a, b], dataclasses.replace(cfg, lost_still_speed_mps=0.0)) == {}
-    # B driving at 1.2 m/s is no parked car: only where A's motion carries it counts.
-    fast = tracklet(1, 13, 14, -1.5 - 5.0, vx=-1.2)
+    # B at the same place driving on at 1.2 m/s is no parked car: only where A's motion
+    # carries it counts (+5.25 m, 6.75 m from B).
+    fast = tracklet(1, 13, 14, -1.5, vx=1.2)
     assert stitch([a, fast], cfg) == {}
+    assert stitch([a, fast], dataclasses.replace(cfg, lost_still_speed_mps=1.5)) == {1: 0}
 
 
 def test_the_view_means_are_compared_and_the_first_and_last_views_count():
