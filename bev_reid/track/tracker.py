@@ -119,8 +119,9 @@ class Tracker:
             np.array([lifecycle.is_still(t, cfg) for t in tracks], dtype=bool)[:, None]
             & (np.linalg.norm(velocities, axis=1) < cfg.lost_still_speed_mps)[None, :]
         )
-        stood = np.array([t.detection.translation[:2] for t in tracks]).reshape(-1, 2)
-        distance = stood_distances(distance, still, stood, centres)
+        if still.any():  # most keyframes have no slow lost track: no places to gather
+            stood = np.array([t.detection.translation[:2] for t in tracks]).reshape(-1, 2)
+            distance = stood_distances(distance, still, stood, centres)
         labels = np.array([t.label for t in tracks], dtype=object)
         same = labels[:, None] == np.array([d.name for d in dets], dtype=object)[None, :]
         appearance, weight = None, 0.0
