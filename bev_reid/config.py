@@ -762,14 +762,25 @@ class TrackConfig(_Section):
     # of the change to the detection's velocity over the time since the track was last matched
     # (0.5: a constant acceleration between the two velocities; 0: the track's velocity alone).
     # The detection's velocity tells a parked car's lost track from a car driving past its spot
-    # (docs/results-tracking.md, "The detection's velocity"). Set 0 for a detector that writes
-    # no velocity estimates (zeros): the blend would then pull every track towards standing.
+    # (docs/results-tracking.md, "The detection's velocity"). A detection without a velocity
+    # (detection_velocity) moves nothing.
     velocity_blend: float = num(0.5, 0, 1)
+    # The detector's velocities: auto uses them unless the file has none (every one null, NaN
+    # or exactly [0, 0], as detectors without a velocity estimate write); ignore treats them all
+    # as unknown; use takes them as written (zeros too). Without one, a new track's filter starts
+    # at rest with a velocity std of max_speed_mps / 2, and its second detection may lie up to
+    # max_speed_mps x the time away; the filter then has its velocity from the motion
+    # (bev_reid.track.lifecycle; docs/results-tracking.md, "Detectors without velocities").
+    detection_velocity: typing.Literal["auto", "use", "ignore"] = "auto"
+    max_speed_mps: float = num(15.0, 0, above=True)
+    # ... and beyond gate_m only within this angle of its box's heading: a vehicle drives along
+    # its length, the parked car beside it stands across (90: any way)
+    max_heading_change_deg: float = num(30.0, 0, 90)
     # A lost track slower than this (its filter's speed, m/s) is looked for both where it would
     # have moved and, by a detection as slow, where it was last matched; the nearer of the two
     # counts. A parked car stays where it stood, and at such speeds a track's velocity is mostly
     # the detector's noise, which carries its prediction into the next parked car over a few
-    # seconds hidden. A detector that writes no velocities makes every detection slow. 0: off
+    # seconds hidden. A detection without a velocity may be slow. 0: off
     # (docs/results-tracking.md, "A slow track is looked for where it stood"). Stitching looks
     # for a slow track's successor there too.
     lost_still_speed_mps: float = num(1.0, 0)
@@ -796,8 +807,8 @@ class TrackConfig(_Section):
     stitch_gate_m: float = num(10.0, 0, above=True)
     # the largest change of speed (m/s) from a track's end to the next one's start for them to
     # be joined: a vehicle hidden for a few seconds seldom changes its speed by much, another
-    # vehicle that shows up there often does; 1e6: off, as for a detector that writes no
-    # velocities (a track's speed at its start is the detector's) (docs/results-tracking.md,
+    # vehicle that shows up there often does; 1e6: off. A track's speed at its start is the
+    # detector's, or, without one, its filter's at its second report (docs/results-tracking.md,
     # "A stitched track keeps its speed")
     stitch_max_speed_change: float = num(3.0, 0)
     # Once a scene is tracked, the keyframes inside a track at which it was not reported get

@@ -63,6 +63,13 @@ def track(args: argparse.Namespace, cfg: Config) -> int:
         if run.appearance
         else "motion alone"
     )
+    if not run.velocities:
+        why = (
+            "ignored (track.detection_velocity: ignore)"
+            if cfg.track.detection_velocity == "ignore"
+            else "none in the file (all null, NaN or [0, 0])"
+        )
+        print(f"detector velocities: {why}; the tracker estimated them from the motion")
     rate = run.keyframes / max(run.seconds, 1e-9)
     filled = f", {run.filled} boxes filled in gaps" if run.filled else ""
     if run.hidden:

@@ -43,7 +43,7 @@ def blended_distances(
     share ``blend`` of the velocity change moves it by ``blend * seconds * (v_det - v_track)``.
     With ``blend`` 0.5 that is a constant acceleration from one velocity to the other (the
     distance covered is the mean velocity times the time); with 0, the plain distances from
-    ``predicted``.
+    ``predicted``. A detection velocity of NaN (unknown) changes nothing.
     """
     velocity = np.asarray(velocity, dtype=np.float64).reshape(-1, 2)
     detection_velocity = np.asarray(detection_velocity, dtype=np.float64).reshape(-1, 2)
@@ -53,7 +53,7 @@ def blended_distances(
     )
     seconds = np.asarray(seconds, dtype=np.float64)
     seconds = np.broadcast_to(seconds.reshape(t, 1) if seconds.ndim == 1 else seconds, (t, d))
-    change = detection_velocity[None, :, :] - velocity[:, None, :]  # T x D x 2
+    change = np.nan_to_num(detection_velocity[None, :, :] - velocity[:, None, :])  # T x D x 2
     moved = predicted + blend * seconds[..., None] * change
     centres = np.asarray(centres, dtype=np.float64).reshape(-1, 2)
     return np.linalg.norm(moved - centres[None, :, :], axis=-1)
@@ -72,6 +72,20 @@ def stood_distances(
     centres = np.asarray(centres, dtype=np.float64).reshape(-1, 2)
     there = np.linalg.norm(stood[:, None, :] - centres[None, :, :], axis=-1)
     return np.where(still, np.minimum(distance, there), distance)
+
+
+def off_heading(
+    origins: np.ndarray, yaws: np.ndarray, centres: np.ndarray
+) -> np.ndarray:  # fmt: skip
+    """[T, D] the angle, in degrees from 0 to 90, between the line from each origin [T, 2] to
+    each centre [D, 2] and the origin's heading yaws [T] (radians; either way along it: a box's
+    heading may be flipped)."""
+    origins = np.asarray(origins, dtype=np.float64).reshape(-1, 2)
+    centres = np.asarray(centres, dtype=np.float64).reshape(-1, 2)
+    step = centres[None, :, :] - origins[:, None, :]  # T x D x 2
+    bearing = np.arctan2(step[..., 1], step[..., 0])
+    turn = bearing - np.asarray(yaws, dtype=np.float64).reshape(-1, 1)
+    return np.degrees(np.abs((turn + np.pi / 2) % np.pi - np.pi / 2))
 
 
 def footprints(centres: np.ndarray, sizes: np.ndarray, yaws: np.ndarray) -> np.ndarray:

@@ -7,7 +7,10 @@ Detection results (what CenterPoint, BEVFusion and the others write)::
                                  "rotation": [w, x, y, z], "velocity": [vx, vy],
                                  "detection_name", "detection_score", "attribute_name"}, ...]}}
 
-in the global frame (metres, m/s; the quaternion rotates the box frame into the global one).
+in the global frame (metres, m/s; the quaternion rotates the box frame into the global one). A
+detector that estimates no velocity may write ``null`` or ``NaN`` for it (``[null, null]``
+too): the detection's velocity is then unknown, NaN here, and the tracker estimates it from the
+track's motion (:func:`without_velocities`, ``track.detection_velocity``).
 Tracking results hold the same boxes with ``tracking_id``, ``tracking_name`` and
 ``tracking_score`` instead of the ``detection_*`` fields, and must list every keyframe of the
 scenes evaluated (an empty list where nothing is tracked).
@@ -18,6 +21,7 @@ position) in a :class:`DetectionFormatError`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Iterable
@@ -60,7 +64,7 @@ class Detection:
     translation: tuple[float, float, float]
     size: tuple[float, float, float]  # w, l, h
     rotation: tuple[float, float, float, float]  # w, x, y, z
-    velocity: tuple[float, float]
+    velocity: tuple[float, float]  # (NaN, NaN): the detector gave none
     name: str  # detection class
     score: float
 
@@ -77,7 +81,7 @@ class Detection:
             "translation": list(self.translation),
             "size": list(self.size),
             "rotation": list(self.rotation),
-            "velocity": list(self.velocity),
+            "velocity": list(self.velocity) if all(map(math.isfinite, self.velocity)) else None,
             "detection_name": self.name,
             "detection_score": self.score,
             "attribute_name": "",
@@ -91,6 +95,43 @@ def _numbers(record: dict, key: str, count: int, where: str) -> tuple[float, ...
     if not ok or not all(math.isfinite(v) for v in value):
         raise DetectionFormatError(f"{where}: {key} must be {count} finite numbers, got {value!r}")
     return tuple(float(v) for v in value)
+
+
+def _velocity(record: dict, where: str) -> tuple[float, float]:
+    """The record's velocity; (NaN, NaN) where the detector gives none (null or NaN)."""
+    value = record["velocity"]
+    if value is None:
+        return (math.nan, math.nan)
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        unknown = [v is None or (isinstance(v, float) and math.isnan(v)) for v in value]
+        if all(unknown):
+            return (math.nan, math.nan)
+        if any(unknown):
+            raise DetectionFormatError(
+                f"{where}: velocity must be 2 finite numbers, or null (unknown); got {value!r}"
+            )
+    return _numbers(record, "velocity", 2, where)  # type: ignore[return-value]
+
+
+def has_velocity(detection: Detection) -> bool:
+    """The detector estimated this box's velocity, and it is not exactly (0, 0)."""
+    vx, vy = detection.velocity
+    return math.isfinite(vx) and math.isfinite(vy) and (vx, vy) != (0.0, 0.0)
+
+
+def without_velocities(detections: dict[str, list[Detection]]) -> bool:
+    """No detection of the file has a velocity (all unknown, or all exactly (0, 0)): the
+    detector estimates none. A velocity estimator's outputs are never all exactly zero."""
+    return not any(has_velocity(d) for dets in detections.values() for d in dets)
+
+
+def drop_velocities(detections: dict[str, list[Detection]]) -> dict[str, list[Detection]]:
+    """The same detections with their velocities unknown (NaN)."""
+    unknown = (math.nan, math.nan)
+    return {
+        key: [dataclasses.replace(d, velocity=unknown) for d in dets]
+        for key, dets in detections.items()
+    }
 
 
 def parse_detection(record: Any, key: str, where: str) -> Detection:
@@ -123,7 +164,7 @@ def parse_detection(record: Any, key: str, where: str) -> Detection:
         translation=_numbers(record, "translation", 3, where),  # type: ignore[arg-type]
         size=size,  # type: ignore[arg-type]
         rotation=tuple(v / norm for v in rotation),  # type: ignore[arg-type]
-        velocity=_numbers(record, "velocity", 2, where),  # type: ignore[arg-type]
+        velocity=_velocity(record, where),
         name=name,
         score=score[0],
     )

@@ -5,6 +5,13 @@ Rules (``track.*`` config keys):
 - Birth: every detection (of a tracked class, scored at least ``min_score``) that matches no
   track starts a track, with the next integer id, its centre, the detector's velocity and its
   embedding as the first view of the appearance memory.
+- Without the detector's velocity (a detection whose velocity is unknown: see
+  ``detection_velocity``): the new track's filter starts at rest with a velocity std of
+  ``max_speed_mps`` / 2, and until its second match it is looked for up to ``max_speed_mps``
+  times the time since its birth away (``gate_m`` more), after the tracks whose motion is known
+  have taken their detections (:class:`bev_reid.track.tracker.Tracker`), so that its wide gate
+  takes nothing they would. Its second match gives the filter a velocity from the motion. Lost
+  before that, it is looked for as a parked track.
 - Update: a matched track corrects its Kalman filter with the detection's centre, takes the
   detection's height, size, heading and score, and adds the detection's embedding to its memory.
 - Report: a track is written out at a keyframe where it was matched, once it has been matched
@@ -64,6 +71,7 @@ class Track:
     kf: ConstantVelocityKF
     detection: Detection  # the latest matched detection
     hits: int = 1
+    velocity_known: bool = True  # False from a birth without the detector's velocity to a match
     misses: int = 0  # keyframes since the last match (0: matched at the current keyframe)
     since: float = 0.0  # seconds from the last match to the latest prediction
     memory: deque = field(default_factory=deque)  # embeddings [E] of the last matched views
@@ -115,14 +123,16 @@ def birth(
     track_id: int, detection: Detection, embedding: np.ndarray | None, cfg: TrackConfig
 ) -> Track:
     """A new track on an unmatched detection."""
+    velocity = np.asarray(detection.velocity, dtype=np.float64)
+    known = bool(np.all(np.isfinite(velocity)))
     kf = ConstantVelocityKF(
         np.asarray(detection.translation[:2]),
-        np.asarray(detection.velocity),
+        velocity if known else np.zeros(2),
         cfg.measurement_noise_m,
-        cfg.velocity_std,
+        cfg.velocity_std if known else cfg.max_speed_mps / 2,
         cfg.accel_noise,
     )
-    track = Track(track_id, detection.name, kf, detection)
+    track = Track(track_id, detection.name, kf, detection, velocity_known=known)
     track.remember(embedding, cfg.memory)
     track.remember_size(detection.size, cfg.memory)
     return track
@@ -135,6 +145,7 @@ def update(
     track.kf.update(np.asarray(detection.translation[:2]))
     track.detection = detection
     track.hits += 1
+    track.velocity_known = True  # two centres give the filter a velocity
     track.misses = 0
     track.since = 0.0
     track.remember(embedding, cfg.memory)
@@ -148,6 +159,11 @@ def coast(track: Track) -> None:
 
 def is_lost(track: Track) -> bool:
     return track.misses >= 1
+
+
+def needs_velocity(track: Track) -> bool:
+    """Born at the last keyframe without the detector's velocity: its motion is unknown."""
+    return not track.velocity_known and not is_lost(track)
 
 
 def is_still(track: Track, cfg: TrackConfig) -> bool:
@@ -173,7 +189,10 @@ def is_reported(track: Track, cfg: TrackConfig) -> bool:
 
 def gate_of(track: Track, cfg: TrackConfig, floor: float = 1.0) -> float:
     """The track's distance gate, metres: :func:`lost_gate` at its filter's speed and keyframes
-    lost, at most ``max_gate_m``."""
+    lost, at most ``max_gate_m``; for a track whose motion is unknown (:func:`needs_velocity`)
+    ``gate_m`` more than ``max_speed_mps`` times the seconds since its birth."""
+    if needs_velocity(track):
+        return cfg.gate_m + cfg.max_speed_mps * track.since
     speed = float(np.linalg.norm(track.kf.velocity))
     return float(lost_gate(speed, track.misses, cfg, floor, max(cfg.gate_m, cfg.max_gate_m)))
 

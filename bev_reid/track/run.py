@@ -1,6 +1,7 @@
 """`bev-reid track`: detections in, tracks out, scene by scene.
 
-Reads the detection-results file (checked against the dataroot's keyframes), tracks every scene
+Reads the detection-results file (checked against the dataroot's keyframes; its velocities
+dropped when it has none, see ``track.detection_velocity``), tracks every scene
 (``data.scenes``, else all of the version) keyframe by keyframe with :class:`Tracker`, embedding
 the detections with the ReID checkpoint (one BEV pass per keyframe) unless it is ``none``, and
 writes tracking-results JSON that lists every keyframe of those scenes. At the end of each scene
@@ -18,7 +19,13 @@ from tqdm import tqdm
 
 from bev_reid.config import Config, ConfigError
 from bev_reid.data.nuscenes import NuScenesDB, resolve_scenes
-from bev_reid.track.detections import DEFAULT_META, read_detections, write_results
+from bev_reid.track.detections import (
+    DEFAULT_META,
+    drop_velocities,
+    read_detections,
+    without_velocities,
+    write_results,
+)
 from bev_reid.track.gaps import fill_gaps, lidar_seen
 from bev_reid.track.tracker import Frame, Tracker
 
@@ -36,6 +43,7 @@ class TrackingRun:
     stitched: int = 0  # tracks joined to an earlier one at the end of their scene
     filled: int = 0  # boxes interpolated inside tracks (track.fill_gaps)
     hidden: int = 0  # keyframes inside tracks left to the devkit: no LiDAR point in the box
+    velocities: bool = True  # the detectors' velocities were used (track.detection_velocity)
 
 
 def open_embedder(cfg: Config, db: NuScenesDB):
@@ -70,6 +78,10 @@ def run_tracking(cfg: Config, progress: bool = True) -> TrackingRun:
     scenes = resolve_scenes(db, None, cfg.data.scenes)
     all_tokens = [t for s in db.scene_names for t in db.keyframes(s)]
     detections = read_detections(cfg.track.detections, all_tokens)
+    mode = cfg.track.detection_velocity
+    velocities = mode == "use" or (mode == "auto" and not without_velocities(detections))
+    if not velocities:  # the tracker estimates them from the motion
+        detections = drop_velocities(detections)
     embedder = open_embedder(cfg, db)
     tracker = Tracker(cfg.track, use_appearance=embedder is not None)
     results: dict[str, list[dict]] = {}
@@ -116,4 +128,5 @@ def run_tracking(cfg: Config, progress: bool = True) -> TrackingRun:
         stitched,
         filled,
         hidden,
+        velocities,
     )

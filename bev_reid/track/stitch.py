@@ -15,8 +15,9 @@ reported at keyframe j of the same scene:
   within A's gate of A's last centre moved on over the gap by A's velocity blended with B's
   first (``velocity_blend``, as the online tracker looks for a lost track:
   :func:`bev_reid.track.association.blended_distances`); and their speeds there (A's
-  filter's at its last report, B's at its first) differ by at most
-  ``stitch_max_speed_change``;
+  filter's at its last report, B's at its first, or at its second when B was born without the
+  detector's velocity; a B reported once without one has no speed to compare) differ by at
+  most ``stitch_max_speed_change``;
 - A's gate is a lost track's on motion alone (:func:`bev_reid.track.lifecycle.lost_gate`),
   capped at ``stitch_gate_m`` rather than ``max_gate_m``: ``gate_m`` widened by
   ``lost_gate_growth_m`` per keyframe of the gap, the widening scaled by A's speed (full from
@@ -68,8 +69,8 @@ class Tracklet:
     last_time: float
     first_centre: np.ndarray  # [2] global, metres
     last_centre: np.ndarray
-    last_velocity: np.ndarray  # [2] m/s
-    first_velocity: np.ndarray  # [2] m/s, at the first report
+    last_velocity: np.ndarray  # [2] m/s (0 while unknown)
+    first_velocity: np.ndarray  # [2] m/s, at the first report where it was known (NaN: never)
     head: list[np.ndarray] = field(default_factory=list)  # the first views (embeddings [E])
     tail: list[np.ndarray] = field(default_factory=list)  # the latest views
 
@@ -77,10 +78,14 @@ class Tracklet:
         self, frame: int, seconds: float, centre: np.ndarray, velocity: np.ndarray,
         embedding: np.ndarray | None, memory: int,
     ) -> None:  # fmt: skip
-        """The track was reported at keyframe ``frame`` (after the first)."""
+        """The track was reported at keyframe ``frame`` (after the first); ``velocity`` NaN:
+        still unknown (born without the detector's velocity)."""
         self.last, self.last_time = frame, seconds
         self.last_centre = np.asarray(centre, dtype=np.float64)
-        self.last_velocity = np.asarray(velocity, dtype=np.float64)
+        velocity = np.asarray(velocity, dtype=np.float64)
+        if not np.all(np.isfinite(self.first_velocity)):
+            self.first_velocity = velocity
+        self.last_velocity = np.nan_to_num(velocity)
         self.add_view(embedding, memory)
 
     def add_view(self, embedding: np.ndarray | None, memory: int) -> None:
@@ -95,12 +100,14 @@ def start_tracklet(
     track_id: int, label: str, frame: int, seconds: float, centre: np.ndarray,
     velocity: np.ndarray, embedding: np.ndarray | None, memory: int,
 ) -> Tracklet:  # fmt: skip
-    """The tracklet of a track first reported at keyframe ``frame``."""
+    """The tracklet of a track first reported at keyframe ``frame``; ``velocity`` NaN: unknown
+    (stitching then takes its speed at a later report, and at rest as its end)."""
     centre = np.asarray(centre, dtype=np.float64)
     velocity = np.asarray(velocity, dtype=np.float64)
     tracklet = Tracklet(
-        track_id, label, frame, frame, seconds, seconds, centre, centre, velocity, velocity
-    )
+        track_id, label, frame, frame, seconds, seconds, centre, centre,
+        np.nan_to_num(velocity), velocity,
+    )  # fmt: skip
     tracklet.add_view(embedding, memory)
     return tracklet
 
@@ -139,8 +146,9 @@ def stitch_cost(tracklets: list[Tracklet], cfg: TrackConfig) -> np.ndarray:
     # A parked car comes back where it stood, within the gate of motion alone (a lost track's
     # on motion alone: floor 0): its filter's noisy velocity carries the prediction off, and a
     # gate widened by the keyframes hidden reaches the other cars of its row.
-    still = (speed_at_end[:, None] < cfg.lost_still_speed_mps) & (
-        speed_at_start[None, :] < cfg.lost_still_speed_mps
+    # (B's speed at its start may be unknown: it may stand, and its change is not counted.)
+    still = (speed_at_end[:, None] < cfg.lost_still_speed_mps) & ~(
+        speed_at_start[None, :] >= cfg.lost_still_speed_mps
     )
     distance = stood_distances(distance, still, last_centre, first_centres)
     gate = lost_gate(speed_at_end[:, None], gap, cfg, 0.0, cfg.stitch_gate_m)
@@ -151,7 +159,7 @@ def stitch_cost(tracklets: list[Tracklet], cfg: TrackConfig) -> np.ndarray:
         & (gap <= cfg.reid_max_age)
         & (labels[:, None] == labels[None, :])
         & (distance <= gate)
-        & (speed_change <= cfg.stitch_max_speed_change)
+        & ~(speed_change > cfg.stitch_max_speed_change)
         & np.isfinite(appearance)
         & (np.nan_to_num(appearance, nan=np.inf) <= cfg.stitch_max_distance)
     )

@@ -9,10 +9,12 @@ Per keyframe (one :class:`Frame`):
    was last matched, by a slow detection (``lost_still_speed_mps``; the nearer place counts);
 2. the detections of tracked classes, scored at least ``min_score`` and (vehicles,
    ``nms_classes``) not overlapping a higher-scored one of their class by more than ``nms_iou``,
-   are associated in two stages (:mod:`bev_reid.track.association`): first the tracks matched
-   at the previous keyframe (the distance gate ``gate_m``), then the lost tracks with the
-   remaining detections (a wider gate, and an appearance limit: re-identification; dormant
-   tracks by appearance alone), each by the matching that saves the most (``max_pair_cost``);
+   are associated in stages (:mod:`bev_reid.track.association`): first the tracks matched
+   at the previous keyframe (the distance gate ``gate_m``), then those of them born there
+   without the detector's velocity (a gate as wide as ``max_speed_mps`` allows), then the lost
+   tracks with the remaining detections (a wider gate, and an appearance limit:
+   re-identification; dormant tracks by appearance alone), each by the matching that saves the
+   most (``max_pair_cost``);
 3. matched tracks update, unmatched ones coast, unmatched detections start tracks, and tracks
    lost too long die (:mod:`bev_reid.track.lifecycle`);
 4. the tracks matched at this keyframe are reported as tracking-results records.
@@ -37,6 +39,7 @@ from bev_reid.track.association import (
     cosine_distances,
     duplicates,
     match,
+    off_heading,
     size_changes,
     stood_distances,
 )
@@ -114,10 +117,10 @@ class Tracker:
             cfg.velocity_blend,
         )
         # A slow lost track may stand where it was last matched, for a detection that stands too
-        # (not a car driving past its spot).
+        # (not a car driving past its spot), or may (its velocity unknown: not NaN >= limit).
         still = (
             np.array([lifecycle.is_still(t, cfg) for t in tracks], dtype=bool)[:, None]
-            & (np.linalg.norm(velocities, axis=1) < cfg.lost_still_speed_mps)[None, :]
+            & ~(np.linalg.norm(velocities, axis=1) >= cfg.lost_still_speed_mps)[None, :]
         )
         if still.any():  # most keyframes have no slow lost track: no places to gather
             stood = np.array([t.detection.translation[:2] for t in tracks]).reshape(-1, 2)
@@ -158,6 +161,15 @@ class Tracker:
             # matched gate it takes what motion alone would: a weak embedding costs nothing there.
             far = distance > cfg.gate_m
             cost[lost & far & np.isfinite(appearance) & (cost > cfg.max_lost_cost)] = np.inf
+        newborn = np.array([lifecycle.needs_velocity(t) for t in tracks], dtype=bool)
+        if newborn.any():  # a vehicle drives along its length (lifecycle: without a velocity)
+            turn = off_heading(
+                np.array([t.detection.translation[:2] for t in tracks]).reshape(-1, 2),
+                np.array([t.detection.yaw for t in tracks]),
+                centres,
+            )
+            sideways = (distance > cfg.gate_m) & (turn > cfg.max_heading_change_deg)
+            cost[newborn[:, None] & sideways] = np.inf
         if size_weight > 0:  # a lost track prefers a box of its own size (lifecycle: Size)
             change = size_changes(
                 np.stack([t.size() for t in tracks]), np.array([d.size for d in dets])
@@ -207,13 +219,18 @@ class Tracker:
             keep = [i for i in keep if i not in dropped]
         dets = [frame.detections[i] for i in keep]
         emb = None if frame.embeddings is None else np.asarray(frame.embeddings)[keep]
-        active = [t for t in self.tracks if not lifecycle.is_lost(t)]
+        # Three stages: the tracks matched at the last keyframe, then those born there without
+        # a velocity (a wide gate: they take what the others leave), then the lost ones.
+        newborn = [t for t in self.tracks if lifecycle.needs_velocity(t)]
+        active = [
+            t for t in self.tracks if not lifecycle.is_lost(t) and not lifecycle.needs_velocity(t)
+        ]
         lost = [t for t in self.tracks if lifecycle.is_lost(t)]
         free = list(range(len(dets)))
         views: dict[int, np.ndarray | None] = {}  # track id -> its embedding at this keyframe
         matched: dict[int, int] = {}  # id(track) -> detection index
         size_weight = self.size_weight()  # one median per keyframe, for both stages
-        for group in (active, lost):
+        for group in (active, lost, newborn):
             for i, j in self._associate(group, dets, emb, free, size_weight):
                 matched[id(group[i])] = j
             free = [j for j in free if j not in set(matched.values())]
@@ -237,15 +254,15 @@ class Tracker:
         seconds = frame.timestamp / 1e6
         for t in reported if self.stitching else ():  # what stitching will need of them
             view = views.get(t.id)
+            velocity = t.kf.velocity if t.velocity_known else np.full(2, np.nan)
             if t.id in self.tracklets:
                 self.tracklets[t.id].report(
-                    self.frame, seconds, t.kf.centre, t.kf.velocity, view, cfg.memory
+                    self.frame, seconds, t.kf.centre, velocity, view, cfg.memory
                 )
             else:
                 self.tracklets[t.id] = stitch.start_tracklet(
-                    t.id, t.label, self.frame, seconds, t.kf.centre, t.kf.velocity, view,
-                    cfg.memory,
-                )  # fmt: skip
+                    t.id, t.label, self.frame, seconds, t.kf.centre, velocity, view, cfg.memory
+                )
         return [self._record(frame.sample_token, t) for t in reported]
 
     def stitch(self) -> dict[str, str]:

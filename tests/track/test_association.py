@@ -13,6 +13,7 @@ from bev_reid.track.association import (
     duplicates,
     footprints,
     match,
+    off_heading,
     size_changes,
 )
 
@@ -191,3 +192,24 @@ def test_a_suppressed_box_suppresses_nothing():
         np.array([0.9, 0.8, 0.7]), 0.3,
     )  # fmt: skip
     assert out.tolist() == [False, True, False]
+
+
+def test_off_heading_is_the_angle_to_the_box_axis_either_way():
+    origins = np.array([[0.0, 0.0], [1.0, 1.0]])
+    yaws = np.array([0.0, math.pi / 2])  # along x; along y
+    centres = np.array([[3.0, 0.0], [0.0, 3.0], [-3.0, 0.0], [3.0, 3.0], [1.0, -2.0]])
+    want = np.array([[0.0, 90.0, 0.0, 45.0, math.degrees(math.atan(2))],
+                     [90.0 - math.degrees(math.atan(0.5)), 90 - math.degrees(math.atan(2)),
+                      90 - math.degrees(math.atan(0.25)), 45.0, 0.0]])  # fmt: skip
+    np.testing.assert_allclose(off_heading(origins, yaws, centres), want, atol=1e-9)
+    # a flipped heading (yaw + pi) is the same axis
+    np.testing.assert_allclose(off_heading(origins, yaws + math.pi, centres), want, atol=1e-9)
+
+
+def test_an_unknown_detection_velocity_changes_nothing():
+    got = blended_distances(
+        np.array([[0.0, 0.0]]), np.array([[4.0, 0.0]]), np.array([2.0]),
+        np.array([[1.0, 0.0], [1.0, 0.0]]), np.array([[math.nan, math.nan], [0.0, 0.0]]), 0.5,
+    )  # fmt: skip
+    # unknown: the plain distance 1 m; at rest: moved back by 0.5 x 2 s x 4 m/s = 4 m
+    np.testing.assert_allclose(got, [[1.0, 5.0]])

@@ -42,6 +42,38 @@ def test_make_detections_track_eval_and_show(synth_world, track_checkpoint, tmp_
     assert f"and {listed} ({len(lines) - 1} switches:" in capsys.readouterr().out
 
 
+def test_track_estimates_the_velocities_a_detector_does_not_write(synth_world, tmp_path, capsys):
+    flags = data_flags(synth_world)
+    det, zeros = tmp_path / "det.json", tmp_path / "zeros.json"
+    assert main(["make-detections", *flags, "--out", str(det), "--seed", "2"]) == 0
+    body = json.loads(det.read_text())
+    for records in body["results"].values():
+        for r in records:
+            r["velocity"] = [0.0, 0.0]  # as a detector without a velocity estimate writes
+    zeros.write_text(json.dumps(body))
+
+    def tracks(detections, *extra) -> list:
+        out = tmp_path / "t.json"
+        assert main(["track", *flags, "--detections", str(detections), "--reid-checkpoint",
+                     "none", "--out", str(out), *extra]) == 0  # fmt: skip
+        results = json.loads(out.read_text())["results"]
+        return sorted(
+            (k, r["tracking_id"], r["translation"]) for k, v in results.items() for r in v
+        )
+
+    capsys.readouterr()
+    auto = tracks(zeros)
+    assert "detector velocities: none in the file" in capsys.readouterr().out
+    assert auto == tracks(det, "--set", "track.detection_velocity=ignore")
+    assert "ignored (track.detection_velocity: ignore)" in capsys.readouterr().out
+    taken = tracks(zeros, "--set", "track.detection_velocity=use")
+    assert "detector velocities" not in capsys.readouterr().out
+    assert taken != auto
+    with_velocities = tracks(det)
+    assert "detector velocities" not in capsys.readouterr().out
+    assert with_velocities != auto
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -1,14 +1,18 @@
 """Detection-results files: records are checked and a bad one is named; results round-trip."""
 
+import dataclasses
 import json
+import math
 
 import pytest
 
 from bev_reid.track.detections import (
     Detection,
     DetectionFormatError,
+    drop_velocities,
     read_detections,
     tracking_record,
+    without_velocities,
     write_results,
 )
 
@@ -47,6 +51,9 @@ def test_a_good_file_reads_back(tmp_path):
         ({"size": [1.0, -2.0, 1.0]}, "size must be positive"),
         ({"translation": [1.0, float("nan"), 0.0]}, "translation must be 3 finite numbers"),
         ({"velocity": [1.0]}, "velocity must be 2 finite numbers"),
+        ({"velocity": [1.0, None]}, "velocity must be 2 finite numbers, or null"),
+        ({"velocity": [float("nan"), 0.0]}, "velocity must be 2 finite numbers, or null"),
+        ({"velocity": "fast"}, "velocity must be 2 finite numbers"),
         ({"rotation": [0, 0, 0, 0]}, "rotation must be a quaternion"),
         ({"sample_token": "other"}, "differs from the results key"),
     ],
@@ -80,3 +87,20 @@ def test_tracking_records_and_same_bytes(tmp_path):
     a = write_results(tmp_path / "a.json", {"t": [rec]}).read_bytes()
     assert a == write_results(tmp_path / "b.json", {"t": [rec]}).read_bytes()
     assert json.loads(a)["results"]["t"][0]["translation"][0] == 1.1235
+
+
+@pytest.mark.parametrize("unknown", [None, [None, None], [float("nan"), float("nan")]])
+def test_a_detector_without_velocities_reads_as_unknown(tmp_path, unknown):
+    path = tmp_path / "det.json"
+    records = [{**GOOD, "velocity": unknown}, {**GOOD, "velocity": [0.0, 0.0]}]
+    path.write_text(json.dumps({"meta": {}, "results": {"tok1": records}}))  # NaN: as Python
+    dets = read_detections(path)
+    assert all(math.isnan(v) for v in dets["tok1"][0].velocity)
+    assert dets["tok1"][1].velocity == (0.0, 0.0)
+    assert without_velocities(dets)  # unknown or exactly zero: the detector has none
+    assert dets["tok1"][0].record()["velocity"] is None  # written back as null
+    moving = {**dets, "tok2": [dataclasses.replace(dets["tok1"][1], velocity=(0.0, 0.1))]}
+    assert not without_velocities(moving)
+    dropped = drop_velocities(moving)
+    assert all(math.isnan(v) for ds in dropped.values() for d in ds for v in d.velocity)
+    assert dropped["tok2"][0].translation == moving["tok2"][0].translation

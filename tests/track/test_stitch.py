@@ -156,3 +156,28 @@ def test_a_vehicle_that_returns_unseen_keeps_its_id_once_it_shows_itself():
     assert track(frames, appearance=False)[-1] == ["1"]  # motion alone: no stitching
     stranger = [seen] * 3 + [[]] * (CFG.max_age + 3) + [unseen] * 2 + [[(det(0.0), EB)]] * 2
     assert track(stranger)[-1] == ["1"]
+
+
+def test_a_track_born_without_a_velocity_is_compared_at_its_second_report():
+    # A ends at 4 m/s at x = 0; B starts 4 keyframes (2 s) later 8 m on, born without the
+    # detector's velocity (NaN at its first report). Its speed comes from its second report:
+    # 4 m/s joins; 0 m/s (a change of 4 > 3 m/s) does not; reported once, it has no speed to
+    # compare, and its start is looked for at A's speed alone.
+    a = tracklet(0, 0, 3, -6.0, 0.0, vx=4.0)
+    unknown = (np.nan, np.nan)
+
+    def b(second_vx):
+        t = start_tracklet(1, "car", 7, 3.5, (8.0, 0.0), unknown, EA, CFG.memory)
+        assert np.all(np.isnan(t.first_velocity)) and np.all(t.last_velocity == 0)
+        if second_vx is not None:
+            t.report(8, 4.0, (10.0, 0.0), (second_vx, 0.0), EA, CFG.memory)
+            assert t.first_velocity[0] == second_vx
+        return t
+
+    assert stitch([a, b(4.0)], CFG) == {1: 0}
+    assert stitch([a, b(0.0)], CFG) == {}
+    assert stitch([a, b(None)], CFG) == {1: 0}
+    # A later report does not change the speed at the start.
+    later = b(4.0)
+    later.report(9, 4.5, (12.0, 0.0), (0.0, 0.0), EA, CFG.memory)
+    assert stitch([a, later], CFG) == {1: 0}

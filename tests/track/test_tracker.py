@@ -343,3 +343,56 @@ def test_non_maximum_suppression_drops_a_lower_scored_overlapping_box():
                for d, e in [(at(0.0, 0.0), EA), (at(0.1, 0.0, 0.4), EC)]]]  # fmt: skip
     assert len(ids_at(people, cfg, True)) == 2
     assert len(ids_at(people, dataclasses.replace(cfg, nms_classes=("pedestrian",)), True)) == 1
+
+
+def unknown(x: float, y: float = 0.0, yaw: float = 0.0) -> Detection:
+    """A car whose detector gives no velocity (NaN), heading ``yaw`` radians."""
+    rotation = (math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2))
+    return Detection("s", (x, y, 1.0), (1.9, 4.5, 1.6), rotation, (math.nan, math.nan), "car",
+                     0.9)  # fmt: skip
+
+
+def test_without_the_detector_velocity_a_moving_car_keeps_its_track():
+    nan = np.full(3, np.nan)
+    # Driving along x at 8 m/s (4 m a keyframe), no velocity given: the new track may find its
+    # second box up to gate_m + max_speed_mps x 0.5 s (9.5 m) away, and then has its speed.
+    frames = [[(unknown(4.0 * k), nan)] for k in range(6)]
+    for appearance in (False, True):
+        assert {i for out in run(frames, CFG, appearance) for i in out.values()} == {"0"}
+    tracker = Tracker(CFG, use_appearance=False)
+    for k, items in enumerate(frames[:2]):
+        tracker.step(Frame(f"s{k}", k * 500_000, [d for d, _ in items], np.zeros((1, 3))))
+    assert tracker.tracks[0].kf.velocity[0] == pytest.approx(8.0, abs=0.5)
+    # Taken at its word, a detector's (0, 0) says the car stands: every box starts a track.
+    zeros = [[(det(4.0 * k), nan)] for k in range(6)]
+    assert [list(out.values()) for out in run(zeros, CFG, False)] == [[str(k)] for k in range(6)]
+    # Slower than 4 m/s the limit stops it: 3 m a keyframe is beyond 2 + 2 x 0.5 m.
+    slow = dataclasses.replace(CFG, max_speed_mps=2.0)
+    assert run(frames, slow, False)[1] == {4.0: "1"}
+
+
+def test_without_the_detector_velocity_a_far_second_box_lies_along_the_heading():
+    nan = np.full(3, np.nan)
+    # A car seen once at the origin, heading along x, then missed; a car 5 m away appears:
+    # ahead of it (0 deg off its heading), it may be the same one driving on; beside it (90
+    # deg), or 40 deg off, it is another (a parked neighbour), past max_heading_change_deg.
+    first = [(unknown(0.0), nan)]
+    assert run([first, [(unknown(5.0), nan)]], CFG, False)[1] == {5.0: "0"}
+    assert run([first, [(unknown(-5.0), nan)]], CFG, False)[1] == {-5.0: "0"}  # reversing
+    assert run([first, [(unknown(0.0, 5.0), nan)]], CFG, False)[1] == {0.0: "1"}
+    off = unknown(5 * math.cos(math.radians(40)), 5 * math.sin(math.radians(40)))
+    assert list(run([first, [(off, nan)]], CFG, False)[1].values()) == ["1"]
+    wide = dataclasses.replace(CFG, max_heading_change_deg=45.0)
+    assert list(run([first, [(off, nan)]], wide, False)[1].values()) == ["0"]
+    # Heading along y, the same box beside it is ahead of it.
+    along_y = [(unknown(0.0, yaw=math.pi / 2), nan)]
+    assert run([along_y, [(unknown(0.0, 5.0), nan)]], CFG, False)[1] == {0.0: "0"}
+
+
+def test_tracks_of_known_motion_take_their_detections_before_a_new_track_without_one():
+    # Track 0 stands at the origin (the detector's velocity 0); track 1 is born 6 m ahead
+    # without one. The next box lies 1.5 m from track 0 (cost 0.75 of its 2 m gate) and 4.5 m
+    # from track 1, whose wide gate (9.5 m) would make it cheaper (0.47): track 0 goes first.
+    nan = np.full(3, np.nan)
+    frames = [[(det(0.0), nan)], [(det(0.0), nan), (unknown(6.0), nan)], [(det(1.5), nan)]]
+    assert list(run(frames, CFG, False)[2].values()) == ["0"]
