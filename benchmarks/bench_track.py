@@ -10,6 +10,8 @@ detections of ``make-detections`` (seed 0, gaps of up to 3 keyframes):
   detections in memory;
 - the same loop without the non-maximum suppression of overlapping vehicle boxes
   (``track.nms_iou`` 1): what the suppression costs;
+- the same loop on the detections with their velocities dropped (a detector that writes none:
+  the tracker estimates them, with a third association stage for the tracks born without one);
 - reading: the keyframes the embedding needs (LiDAR, and the images when painted), alone;
 - BEV pass: reading, cutting every detection's crop from one pass and the ReID net;
 - ``track`` with ReID and with ``none``: the whole command (reading the tables and the
@@ -36,7 +38,7 @@ import torch
 from bev_reid.config import SynthConfig, load_config
 from bev_reid.data.nuscenes import NuScenesDB
 from bev_reid.track.degrade import make_detections
-from bev_reid.track.detections import read_detections
+from bev_reid.track.detections import drop_velocities, read_detections
 from bev_reid.track.run import open_embedder, run_tracking
 from bev_reid.track.tracker import Frame, Tracker
 
@@ -97,10 +99,12 @@ def main() -> None:
         dets = read_detections(det)
         n = len(tokens)
 
-        def motion_loop(track_cfg=cfg.track) -> None:
+        def motion_loop(track_cfg=cfg.track, source=dets) -> None:
             tracker = Tracker(track_cfg, use_appearance=False)
             for t in tokens:
-                tracker.step(Frame(t, stamps[t], dets.get(t, [])))
+                tracker.step(Frame(t, stamps[t], source.get(t, [])))
+
+        no_velocities = drop_velocities(dets)
 
         no_nms = dataclasses.replace(cfg.track, nms_iou=1.0)
 
@@ -124,6 +128,10 @@ def main() -> None:
         rows = [
             ("tracking loop, motion alone (reference)", median_time(motion_loop, args.repeats)),
             ("loop, no suppression", median_time(lambda: motion_loop(no_nms), args.repeats)),
+            (
+                "loop, detections without velocities",
+                median_time(lambda: motion_loop(source=no_velocities), args.repeats),
+            ),
             ("reading the keyframes", median_time(reading, args.repeats)),
             ("reading + BEV pass + crops + ReID net", median_time(bev_pass, args.repeats)),
             ("track --reid-checkpoint none", median_time(command("none"), args.repeats)),
