@@ -718,6 +718,9 @@ class TrackConfig(_Section):
     det_size_noise: float = num(0.05, 0)  # std of the relative noise of width, length and height
     det_yaw_noise_deg: float = num(5.0, 0)  # std of the heading noise, degrees
     det_velocity_noise: float = num(0.5, 0)  # std of the velocity noise, m/s
+    # the velocities written: noisy (as above), zero ([0, 0]) or none (null), as detectors that
+    # estimate no velocity write them
+    det_velocity: typing.Literal["noisy", "zero", "none"] = "noisy"
     # false positives per keyframe, per true box there (Poisson mean)
     det_fp_rate: float = num(0.05, 0)
     # chance that a detector misses an object at visibility 1 (0-40% visible in the cameras), at

@@ -19,6 +19,10 @@ def _make_detections_args(p: argparse.ArgumentParser) -> None:
     config_option(p, "--noise-m", "track.det_noise_m", "std of the centre noise, metres")
     config_option(p, "--fp-rate", "track.det_fp_rate", "false positives per true box and keyframe")
     config_option(
+        p, "--velocity", "track.det_velocity",
+        "velocities written: noisy, zero ([0, 0]) or none (null), as detectors without them write",
+    )  # fmt: skip
+    config_option(
         p, "--hidden-miss", "track.det_hidden_miss",
         "chance of missing an object while it is 0-40%% visible (0: gaps only)",
     )  # fmt: skip

@@ -16,6 +16,8 @@ so (``track.det_*`` keys):
   length and height are scaled by 1 + N(0, ``det_size_noise``) each (at least 0.2 m); the
   heading turns by N(0, ``det_yaw_noise_deg``) degrees; the velocity (the annotation's, from its
   neighbours as the devkit computes it, 0 where unknown) gets N(0, ``det_velocity_noise``) per axis.
+  ``det_velocity`` ``zero`` writes ``[0, 0]`` and ``none`` writes ``null`` for every box instead,
+  as detectors that estimate no velocity do (the draws are the same).
 - Scores: a true detection scores U(0.4, 1.0).
 - False positives: each keyframe gets Poisson(``det_fp_rate`` x its true detections) boxes of
   class car, placed uniformly in a 40 m disc around the ego with a random heading, a car's size
@@ -100,9 +102,14 @@ def degrade(
     size = tuple(max(MIN_SIZE_M, float(s * f)) for s, f in zip(ann["size"], factors, strict=True))
     turn = Quaternion(axis=(0, 0, 1), angle=yaw)
     rotation = tuple((turn * Quaternion(ann["rotation"])).elements)
-    vel = tuple(v + rng.normal(0, tc.det_velocity_noise) for v in velocity)
+    vel = written_velocity(tuple(v + rng.normal(0, tc.det_velocity_noise) for v in velocity), tc)
     score = float(rng.uniform(0.4, 1.0))
     return Detection(ann["sample_token"], centre, size, rotation, vel, name, score)  # type: ignore[arg-type]
+
+
+def written_velocity(velocity: tuple[float, float], tc: TrackConfig) -> tuple[float, float]:
+    """The velocity a detection is written with (``det_velocity``): NaN is written as null."""
+    return {"zero": (0.0, 0.0), "none": (math.nan, math.nan)}.get(tc.det_velocity, velocity)
 
 
 def false_positives(
@@ -119,7 +126,8 @@ def false_positives(
         size = tuple(s * (1 + rng.normal(0, tc.det_size_noise)) for s in FP_SIZE)
         rotation = tuple(Quaternion(axis=(0, 0, 1), angle=rng.uniform(-math.pi, math.pi)).elements)
         score = float(rng.uniform(0.05, 0.5))
-        out.append(Detection(token, centre, size, rotation, (0.0, 0.0), "car", score))  # type: ignore[arg-type]
+        velocity = written_velocity((0.0, 0.0), tc)
+        out.append(Detection(token, centre, size, rotation, velocity, "car", score))  # type: ignore[arg-type]
     return out
 
 

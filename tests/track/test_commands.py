@@ -44,13 +44,11 @@ def test_make_detections_track_eval_and_show(synth_world, track_checkpoint, tmp_
 
 def test_track_estimates_the_velocities_a_detector_does_not_write(synth_world, tmp_path, capsys):
     flags = data_flags(synth_world)
-    det, zeros = tmp_path / "det.json", tmp_path / "zeros.json"
+    det, zeros, nulls = (tmp_path / f"{n}.json" for n in ("det", "zeros", "nulls"))
     assert main(["make-detections", *flags, "--out", str(det), "--seed", "2"]) == 0
-    body = json.loads(det.read_text())
-    for records in body["results"].values():
-        for r in records:
-            r["velocity"] = [0.0, 0.0]  # as a detector without a velocity estimate writes
-    zeros.write_text(json.dumps(body))
+    for path, mode in ((zeros, "zero"), (nulls, "none")):  # as detectors without them write
+        assert main(["make-detections", *flags, "--out", str(path), "--seed", "2",
+                     "--velocity", mode]) == 0  # fmt: skip
 
     def tracks(detections, *extra) -> list:
         out = tmp_path / "t.json"
@@ -64,7 +62,7 @@ def test_track_estimates_the_velocities_a_detector_does_not_write(synth_world, t
     capsys.readouterr()
     auto = tracks(zeros)
     assert "detector velocities: none in the file" in capsys.readouterr().out
-    assert auto == tracks(det, "--set", "track.detection_velocity=ignore")
+    assert auto == tracks(det, "--set", "track.detection_velocity=ignore") == tracks(nulls)
     assert "ignored (track.detection_velocity: ignore)" in capsys.readouterr().out
     taken = tracks(zeros, "--set", "track.detection_velocity=use")
     assert "detector velocities" not in capsys.readouterr().out

@@ -134,3 +134,20 @@ def test_hidden_objects_are_missed_at_the_chance_asked_and_nothing_else_moves(
         assert all(some[k] == base[k] for k in some)  # the others keep their bytes
         assert set(base) - set(some) <= low  # only hidden ones go
         assert lo <= len(low - set(some)) / len(low) <= hi
+
+
+def test_velocities_written_as_detectors_without_them_write_and_nothing_else_moves(
+    synth_world, tmp_path
+):
+    def results(name: str, **keys) -> list[dict]:
+        cfg = world_config(synth_world, **{"track.detections": str(tmp_path / name), **keys})
+        body = json.loads(make_detections(cfg, progress=False).read_text())["results"]
+        return [d for ds in body.values() for d in ds]
+
+    noisy = results("noisy.json")
+    assert any(d["velocity"] != [0.0, 0.0] for d in noisy)
+    for mode, written in (("zero", [0.0, 0.0]), ("none", None)):
+        some = results(f"{mode}.json", **{"track.det_velocity": mode})
+        assert [d["velocity"] for d in some] == [written] * len(noisy)  # clutter too
+        strip = [{k: v for k, v in d.items() if k != "velocity"} for d in some]
+        assert strip == [{k: v for k, v in d.items() if k != "velocity"} for d in noisy]
