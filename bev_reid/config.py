@@ -776,6 +776,7 @@ class TrackConfig(_Section):
     # (bev_reid.track.lifecycle; docs/results-tracking.md, "Detectors without velocities").
     detection_velocity: typing.Literal["auto", "use", "ignore"] = "auto"
     max_speed_mps: float = num(15.0, 0, above=True)
+    walking_speed_mps: float = num(3.0, 0, above=True)  # ... for a pedestrian
     # ... and beyond gate_m only within this angle of its box's heading: a vehicle drives along
     # its length, the parked car beside it stands across (90: any way)
     max_heading_change_deg: float = num(30.0, 0, 90)

@@ -7,11 +7,12 @@ Rules (``track.*`` config keys):
   embedding as the first view of the appearance memory.
 - Without the detector's velocity (a detection whose velocity is unknown: see
   ``detection_velocity``): the new track's filter starts at rest with a velocity std of
-  ``max_speed_mps`` / 2, and until its second match it is looked for up to ``max_speed_mps``
-  times the time since its birth away (``gate_m`` more), after the tracks whose motion is known
-  have taken their detections (:class:`bev_reid.track.tracker.Tracker`), so that its wide gate
-  takes nothing they would. Its second match gives the filter a velocity from the motion. Lost
-  before that, it is looked for as a parked track.
+  ``max_speed_mps`` / 2 (a pedestrian's: ``walking_speed_mps``, for these and below), and until
+  its second match it is looked for up to ``max_speed_mps`` times the time since its birth away
+  (``gate_m`` more), after the tracks whose motion is known have taken their detections
+  (:class:`bev_reid.track.tracker.Tracker`), so that its wide gate takes nothing they would. Its
+  second match gives the filter a velocity from the motion. Lost before that, it is looked for
+  as a parked track.
 - Update: a matched track corrects its Kalman filter with the detection's centre, takes the
   detection's height, size, heading and score, and adds the detection's embedding to its memory.
 - Report: a track is written out at a keyframe where it was matched, once it has been matched
@@ -129,7 +130,7 @@ def birth(
         np.asarray(detection.translation[:2]),
         velocity if known else np.zeros(2),
         cfg.measurement_noise_m,
-        cfg.velocity_std if known else cfg.max_speed_mps / 2,
+        cfg.velocity_std if known else top_speed(detection.name, cfg) / 2,
         cfg.accel_noise,
     )
     track = Track(track_id, detection.name, kf, detection, velocity_known=known)
@@ -161,6 +162,12 @@ def is_lost(track: Track) -> bool:
     return track.misses >= 1
 
 
+def top_speed(label: str, cfg: TrackConfig) -> float:
+    """The fastest a track of class ``label`` is taken to move while its velocity is unknown,
+    m/s: ``walking_speed_mps`` for a pedestrian, ``max_speed_mps`` for the rest."""
+    return cfg.walking_speed_mps if label == "pedestrian" else cfg.max_speed_mps
+
+
 def needs_velocity(track: Track) -> bool:
     """Born at the last keyframe without the detector's velocity: its motion is unknown."""
     return not track.velocity_known and not is_lost(track)
@@ -190,9 +197,9 @@ def is_reported(track: Track, cfg: TrackConfig) -> bool:
 def gate_of(track: Track, cfg: TrackConfig, floor: float = 1.0) -> float:
     """The track's distance gate, metres: :func:`lost_gate` at its filter's speed and keyframes
     lost, at most ``max_gate_m``; for a track whose motion is unknown (:func:`needs_velocity`)
-    ``gate_m`` more than ``max_speed_mps`` times the seconds since its birth."""
+    ``gate_m`` more than :func:`top_speed` times the seconds since its birth."""
     if needs_velocity(track):
-        return cfg.gate_m + cfg.max_speed_mps * track.since
+        return cfg.gate_m + top_speed(track.label, cfg) * track.since
     speed = float(np.linalg.norm(track.kf.velocity))
     return float(lost_gate(speed, track.misses, cfg, floor, max(cfg.gate_m, cfg.max_gate_m)))
 

@@ -345,10 +345,10 @@ def test_non_maximum_suppression_drops_a_lower_scored_overlapping_box():
     assert len(ids_at(people, dataclasses.replace(cfg, nms_classes=("pedestrian",)), True)) == 1
 
 
-def unknown(x: float, y: float = 0.0, yaw: float = 0.0) -> Detection:
-    """A car whose detector gives no velocity (NaN), heading ``yaw`` radians."""
+def unknown(x: float, y: float = 0.0, yaw: float = 0.0, name: str = "car") -> Detection:
+    """A box whose detector gives no velocity (NaN), heading ``yaw`` radians."""
     rotation = (math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2))
-    return Detection("s", (x, y, 1.0), (1.9, 4.5, 1.6), rotation, (math.nan, math.nan), "car",
+    return Detection("s", (x, y, 1.0), (1.9, 4.5, 1.6), rotation, (math.nan, math.nan), name,
                      0.9)  # fmt: skip
 
 
@@ -396,3 +396,13 @@ def test_tracks_of_known_motion_take_their_detections_before_a_new_track_without
     nan = np.full(3, np.nan)
     frames = [[(det(0.0), nan)], [(det(0.0), nan), (unknown(6.0), nan)], [(det(1.5), nan)]]
     assert list(run(frames, CFG, False)[2].values()) == ["0"]
+
+
+def test_without_the_detector_velocity_a_pedestrian_is_not_looked_for_as_far_as_a_car():
+    # 4 m a keyframe ahead: within a car's 2 + 15 x 0.5 m, beyond a pedestrian's 2 + 3 x 0.5 m.
+    nan = np.full(3, np.nan)
+    for name, second in (("car", "0"), ("pedestrian", "1")):
+        frames = [[(unknown(0.0, name=name), nan)], [(unknown(4.0, name=name), nan)]]
+        assert run(frames, CFG, False)[1] == {4.0: second}, name
+    slow = [[(unknown(0.0, name="pedestrian"), nan)], [(unknown(3.0, name="pedestrian"), nan)]]
+    assert list(run(slow, CFG, False)[1].values()) == ["0"]
