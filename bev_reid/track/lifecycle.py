@@ -9,7 +9,7 @@ Rules (``track.*`` config keys):
   ``detection_velocity``): the new track's filter starts at rest with a velocity std of
   ``max_speed_mps`` / 2 (a pedestrian's: ``walking_speed_mps``, for these and below), and until
   its second match it is looked for up to ``max_speed_mps`` times the time since its birth away
-  (``gate_m`` more), after the tracks whose motion is known have taken their detections
+  (``gate_m`` more), after the other tracks (the lost ones too) have taken their detections
   (:class:`bev_reid.track.tracker.Tracker`), so that its wide gate takes nothing they would. Its
   second match gives the filter a velocity from the motion. Lost before that, it is looked for
   as a parked track.

@@ -10,11 +10,11 @@ Per keyframe (one :class:`Frame`):
 2. the detections of tracked classes, scored at least ``min_score`` and (vehicles,
    ``nms_classes``) not overlapping a higher-scored one of their class by more than ``nms_iou``,
    are associated in stages (:mod:`bev_reid.track.association`): first the tracks matched
-   at the previous keyframe (the distance gate ``gate_m``), then those of them born there
-   without the detector's velocity (a gate as wide as ``max_speed_mps`` allows), then the lost
-   tracks with the remaining detections (a wider gate, and an appearance limit:
-   re-identification; dormant tracks by appearance alone), each by the matching that saves the
-   most (``max_pair_cost``);
+   at the previous keyframe (the distance gate ``gate_m``), then the lost tracks with the
+   remaining detections (a wider gate, and an appearance limit: re-identification; dormant
+   tracks by appearance alone), then the tracks born at the previous keyframe without the
+   detector's velocity (a gate as wide as ``max_speed_mps`` allows: they take what the others
+   leave), each by the matching that saves the most (``max_pair_cost``);
 3. matched tracks update, unmatched ones coast, unmatched detections start tracks, and tracks
    lost too long die (:mod:`bev_reid.track.lifecycle`);
 4. the tracks matched at this keyframe are reported as tracking-results records.
@@ -219,8 +219,8 @@ class Tracker:
             keep = [i for i in keep if i not in dropped]
         dets = [frame.detections[i] for i in keep]
         emb = None if frame.embeddings is None else np.asarray(frame.embeddings)[keep]
-        # Three stages: the tracks matched at the last keyframe, then those born there without
-        # a velocity (a wide gate: they take what the others leave), then the lost ones.
+        # Three stages: the tracks matched at the last keyframe, the lost ones, then those born
+        # at the last keyframe without a velocity (a wide gate: they take what the others leave).
         newborn = [t for t in self.tracks if lifecycle.needs_velocity(t)]
         active = [
             t for t in self.tracks if not lifecycle.is_lost(t) and not lifecycle.needs_velocity(t)
