@@ -820,6 +820,12 @@ class TrackConfig(_Section):
     # the devkit fills them with its own interpolation, which runs backwards in time. Like stitch
     # it needs the track's future: false (and stitch false) keeps the output online.
     fill_gaps: bool = True
+    # Once a scene is tracked, two tracks of one class that take turns on one object become one
+    # (never reported at one keyframe, each one's box where the other, interpolated across its
+    # hole, stands: footprints overlapping by more than nms_iou; bev_reid.track.gaps), in both
+    # modes, before the filling; else each track's filled hole holds a box beside the other's.
+    # Offline, like stitch.
+    merge_interleaved: bool = True
     # A filled box is written only where the keyframe's LiDAR sweep has this many points in it,
     # grown by fill_margin_m a side (a hidden vehicle: the devkit fills the hole as it fills the
     # ground truth's; bev_reid.track.gaps); 0 fills every keyframe, and needs no LiDAR.

@@ -102,6 +102,14 @@ def footprints(centres: np.ndarray, sizes: np.ndarray, yaws: np.ndarray) -> np.n
     return shapely.polygons(np.stack([x, y], axis=-1))
 
 
+def footprint_ious(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """[N] intersection over union of the footprints ``a[n]`` and ``b[n]`` ([N] shapely polygons,
+    :func:`footprints`), pair by pair."""
+    inter = shapely.area(shapely.intersection(a, b))
+    union = shapely.area(a) + shapely.area(b) - inter
+    return inter / np.maximum(union, 1e-12)
+
+
 def duplicates(
     centres: np.ndarray, sizes: np.ndarray, yaws: np.ndarray, labels: np.ndarray,
     scores: np.ndarray, max_iou: float,
@@ -126,10 +134,8 @@ def duplicates(
         return out
     i, j = np.nonzero(np.triu(near))
     polys = footprints(centres, sizes, yaws)
-    inter = shapely.area(shapely.intersection(polys[i], polys[j]))
-    union = shapely.area(polys[i]) + shapely.area(polys[j]) - inter
     over = np.zeros((n, n), dtype=bool)
-    over[i, j] = over[j, i] = inter > max_iou * np.maximum(union, 1e-12)
+    over[i, j] = over[j, i] = footprint_ious(polys[i], polys[j]) > max_iou
     for k in np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable"):
         if not out[k]:
             out |= over[k]  # k is kept; what it overlaps goes (a box never overlaps itself)

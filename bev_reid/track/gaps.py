@@ -32,6 +32,14 @@ there is filled by the devkit the same way as the ground truth's, from boxes eit
 stand where the ground truth's do. ``fill_min_points: 0`` fills every keyframe. The count is
 LiDAR's alone: a vehicle that only radar sees keeps its ground-truth box but gets the devkit's
 filling.
+
+Before the filling, two tracks that take turns on one object become one
+(:func:`merge_interleaved`, ``track.merge_interleaved``). A lost track that re-identifies its
+vehicle while a newer track, born while it was lost, follows the same vehicle leaves the two
+tracks taking the vehicle's boxes in turn. Each track's holes then lie where the other has
+boxes; filled (by us or the devkit) they put a second box on the vehicle at the track's own
+score, a false positive at the scores that count most. Joined, they are one track without those
+holes.
 """
 
 from __future__ import annotations
@@ -47,6 +55,7 @@ from pyquaternion import Quaternion
 from bev_reid.data.cuboids import count_points_in_boxes
 from bev_reid.data.nuscenes import NuScenesDB
 from bev_reid.data.records import NuScenesFileError
+from bev_reid.track.association import footprint_ious, footprints
 from bev_reid.track.detections import tracking_record
 
 
@@ -60,6 +69,29 @@ def holes(
     for (k0, left), (k1, right) in pairwise(track):
         for k in range(k0 + 1, k1):
             yield left, right, k, (times[k] - times[k0]) / (times[k1] - times[k0])
+
+
+def interpolated(left: dict, right: dict, r: float, token: str, score: float) -> dict:
+    """The tracking-results record ``r`` of the way from ``left`` to ``right`` (records of one
+    track) at keyframe ``token``, scored ``score``: translation, size and velocity linearly, the
+    rotation by slerp."""
+    mix = {
+        key: (1 - r) * np.asarray(left[key]) + r * np.asarray(right[key])
+        for key in ("translation", "size", "velocity")
+    }
+    rotation = Quaternion.slerp(
+        Quaternion(left["rotation"]), Quaternion(right["rotation"]), amount=r
+    )
+    return tracking_record(
+        token,
+        mix["translation"],
+        mix["size"],
+        rotation.elements,
+        mix["velocity"],
+        left["tracking_id"],
+        left["tracking_name"],
+        score,
+    )
 
 
 Seen = Callable[[str, list[dict]], np.ndarray]  # (sample token, records) -> [R] bool
@@ -84,25 +116,7 @@ def fill_gaps(
     for track in tracks.values():
         score = float(np.mean([r["tracking_score"] for _, r in track]))
         for left, right, k, r in holes(track, timestamps):
-            mix = {
-                key: (1 - r) * np.asarray(left[key]) + r * np.asarray(right[key])
-                for key in ("translation", "size", "velocity")
-            }
-            rotation = Quaternion.slerp(
-                Quaternion(left["rotation"]), Quaternion(right["rotation"]), amount=r
-            )
-            new[tokens[k]].append(
-                tracking_record(
-                    tokens[k],
-                    mix["translation"],
-                    mix["size"],
-                    rotation.elements,
-                    mix["velocity"],
-                    left["tracking_id"],
-                    left["tracking_name"],
-                    score,
-                )
-            )
+            new[tokens[k]].append(interpolated(left, right, r, tokens[k], score))
     added = hidden = 0
     for token, records in new.items():
         keep = np.ones(len(records), bool) if seen is None else np.asarray(seen(token, records))
@@ -143,3 +157,86 @@ def lidar_seen(db: NuScenesDB, min_points: int, margin_m: float, first: str | No
         return count_points_in_boxes(points, centres, dims, yaws) >= min_points
 
     return seen
+
+
+def merge_interleaved(
+    results: dict[str, list[dict]], tokens: list[str], timestamps: Sequence[float], max_iou: float
+) -> dict[str, str]:
+    """Joins the tracks that take turns on one object, for one scene's keyframes ``tokens`` in
+    order, taken at ``timestamps``: two tracks of one class, never reported at the same keyframe,
+    each reported inside the other's life, and where each one's box stands where the other,
+    interpolated across its hole as :func:`fill_gaps` would fill it, stands at that keyframe
+    (their footprints overlapping by more than ``max_iou``, every such keyframe). A track whose
+    boxes all lie in one hole of the other (often a false positive beside a hidden vehicle) is
+    not joined. A lost track that took its object
+    back while a newer one followed it makes such a pair; filled, each track's hole would hold a
+    box beside the other's, a false positive at the track's score. The track that starts later
+    takes the earlier one's id, in ``results``, until no pair is left. Returns {old id: new id}."""
+    renamed: dict[str, str] = {}
+    while (pair := _interleaved_pair(results, tokens, timestamps, max_iou)) is not None:
+        keep, gone = pair
+        for records in results.values():
+            for record in records:
+                if record["tracking_id"] == gone:
+                    record["tracking_id"] = keep
+        renamed = {old: keep if new == gone else new for old, new in renamed.items()}
+        renamed[gone] = keep
+    return renamed
+
+
+def _interleaved_pair(
+    results: dict[str, list[dict]], tokens: list[str], timestamps: Sequence[float], max_iou: float
+) -> tuple[str, str] | None:
+    """The first pair (earlier track's id, later one's) that :func:`merge_interleaved` joins."""
+    tracks: dict[str, list[tuple[int, dict]]] = defaultdict(list)
+    for k, token in enumerate(tokens):
+        for record in results.get(token, []):
+            tracks[record["tracking_id"]].append((k, record))
+    order = sorted(tracks, key=lambda t: tracks[t][0][0])  # by first keyframe
+    for i, a in enumerate(order):
+        ta = tracks[a]
+        if len(ta) < 2:
+            continue  # no hole
+        for b in order[i + 1 :]:
+            tb = tracks[b]
+            if tb[0][0] >= ta[-1][0]:
+                break  # b starts after a ends (later ones too): stitching's business
+            if tb[0][1]["tracking_name"] != ta[0][1]["tracking_name"]:
+                continue
+            if {k for k, _ in ta} & {k for k, _ in tb}:
+                continue  # two objects at once
+            if _take_turns(ta, tb, tokens, timestamps, max_iou):
+                return a, b
+    return None
+
+
+def _take_turns(
+    ta: list[tuple[int, dict]],
+    tb: list[tuple[int, dict]],
+    tokens: list[str],
+    timestamps: Sequence[float],
+    max_iou: float,
+) -> bool:
+    """Whether each of two tracks ([(keyframe, record)], never at one keyframe, lives
+    overlapping) is reported inside the other's life, and stands where the other, interpolated,
+    stands at each such keyframe."""
+    pairs = []
+    for x, y in ((ta, tb), (tb, ta)):
+        at = dict(y)
+        inside = [
+            (interpolated(left, right, r, tokens[k], 0.0), at[k])
+            for left, right, k, r in holes(x, timestamps)
+            if k in at
+        ]
+        if not inside:
+            return False  # y only fills a hole of x (a false positive beside a hidden object)
+        pairs += inside
+
+    def boxes(records):
+        centres = np.array([r["translation"][:2] for r in records], dtype=np.float64)
+        sizes = np.array([r["size"][:2] for r in records], dtype=np.float64)
+        yaws = np.array([Quaternion(r["rotation"]).yaw_pitch_roll[0] for r in records])
+        return footprints(centres, sizes, yaws)
+
+    guessed, seen = zip(*pairs, strict=True)
+    return bool((footprint_ious(boxes(guessed), boxes(seen)) > max_iou).all())

@@ -5,8 +5,9 @@ dropped when it has none, see ``track.detection_velocity``), tracks every scene
 (``data.scenes``, else all of the version) keyframe by keyframe with :class:`Tracker`, embedding
 the detections with the ReID checkpoint (one BEV pass per keyframe) unless it is ``none``, and
 writes tracking-results JSON that lists every keyframe of those scenes. At the end of each scene
-the tracks that join an earlier one take its id (:mod:`bev_reid.track.stitch`), and the
-keyframes inside a track at which it was lost get interpolated boxes (:mod:`bev_reid.track.gaps`).
+the tracks that join an earlier one take its id (:mod:`bev_reid.track.stitch`), two tracks that
+took turns on one object become one, and the keyframes inside a track at which it was lost get
+interpolated boxes (both :mod:`bev_reid.track.gaps`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from bev_reid.track.detections import (
     without_velocities,
     write_results,
 )
-from bev_reid.track.gaps import fill_gaps, lidar_seen
+from bev_reid.track.gaps import fill_gaps, lidar_seen, merge_interleaved
 from bev_reid.track.tracker import Frame, Tracker
 
 
@@ -41,6 +42,7 @@ class TrackingRun:
     embed_seconds: float  # the BEV pass, cropping and the ReID net
     appearance: bool
     stitched: int = 0  # tracks joined to an earlier one at the end of their scene
+    merged: int = 0  # tracks joined to one they took turns with (track.merge_interleaved)
     filled: int = 0  # boxes interpolated inside tracks (track.fill_gaps)
     hidden: int = 0  # keyframes inside tracks left to the devkit: no LiDAR point in the box
     velocities: bool = True  # the detectors' velocities were used (track.detection_velocity)
@@ -88,7 +90,7 @@ def run_tracking(cfg: Config, progress: bool = True) -> TrackingRun:
     total = sum(len(db.keyframes(s)) for s in scenes)
     bar = tqdm(total=total, desc="track", unit="keyframe", disable=not progress)
     start = time.perf_counter()
-    stitched = filled = hidden = 0
+    stitched = merged = filled = hidden = 0
     seen = None
     if cfg.track.fill_gaps and cfg.track.fill_min_points > 0:
         first = db.keyframes(scenes[0])[0] if scenes else None
@@ -109,6 +111,8 @@ def run_tracking(cfg: Config, progress: bool = True) -> TrackingRun:
         for token in tokens:
             for record in results[token]:
                 record["tracking_id"] = renamed.get(record["tracking_id"], record["tracking_id"])
+        if cfg.track.merge_interleaved:
+            merged += len(merge_interleaved(results, tokens, stamps, cfg.track.nms_iou))
         if cfg.track.fill_gaps:
             added, left = fill_gaps(results, tokens, stamps, seen)
             filled, hidden = filled + added, hidden + left
@@ -126,6 +130,7 @@ def run_tracking(cfg: Config, progress: bool = True) -> TrackingRun:
         0.0 if embedder is None else embedder.seconds,
         embedder is not None,
         stitched,
+        merged,
         filled,
         hidden,
         velocities,

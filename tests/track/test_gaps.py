@@ -7,15 +7,15 @@ import pytest
 from pyquaternion import Quaternion
 
 from bev_reid.track.detections import tracking_record
-from bev_reid.track.gaps import fill_gaps
+from bev_reid.track.gaps import fill_gaps, merge_interleaved
 
 TOKENS = [f"kf{k}" for k in range(6)]
 STAMPS = [0, 500_000, 1_000_000, 1_500_000, 2_500_000, 3_000_000]  # one keyframe is 1 s late
 
 
-def box(k, x, track="7", yaw=0.0, score=0.9, size=(2.0, 4.0, 1.5), name="car"):
+def box(k, x, track="7", yaw=0.0, score=0.9, size=(2.0, 4.0, 1.5), name="car", y=1.0):
     rotation = (math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2))
-    return tracking_record(TOKENS[k], (x, 1.0, 0.5), size, rotation, (x, 0.0), track, name, score)
+    return tracking_record(TOKENS[k], (x, y, 0.5), size, rotation, (x, 0.0), track, name, score)
 
 
 def test_a_gap_is_filled_forwards_in_time_with_the_tracks_mean_score():
@@ -123,3 +123,64 @@ def test_without_the_lidar_the_error_names_the_file_and_the_key(synth_world, tmp
         lidar_seen(db, 1, 0.5)(token, [box(1, 0.0)])
     with pytest.raises(NuScenesFileError, match="fill_min_points"):  # before any tracking
         lidar_seen(db, 1, 0.5, first=token)
+
+
+# A car driving along x at 4 m/s, where each keyframe has it (STAMPS: kf4 comes 1 s after kf3).
+X = [4.0 * t / 1e6 for t in STAMPS]
+
+
+def turns(reports, **kw):
+    """Results with track ``t``'s box on the car at each of its keyframes ({t: [k]})."""
+    results = {t: [] for t in TOKENS}
+    for track, ks in reports.items():
+        for k in ks:
+            results[TOKENS[k]].append(box(k, X[k], track=track, **kw.get(track, {})))
+    return results
+
+
+def ids(results):
+    return [[r["tracking_id"] for r in results[t]] for t in TOKENS]
+
+
+def test_two_tracks_taking_turns_on_one_car_become_one():
+    """An old track lost at kf1 takes the car back at kf4 while a newer one had followed it
+    at kf2-kf3 and comes back at kf5: filled, each hole would hold a box beside the other's."""
+    results = turns({"old": [0, 1, 4], "new": [2, 3, 5]})
+    assert merge_interleaved(results, TOKENS, STAMPS, 0.1) == {"new": "old"}
+    assert ids(results) == [["old"]] * 6
+    assert fill_gaps(results, TOKENS, STAMPS) == (0, 0)  # one track, no hole
+    unmerged = turns({"old": [0, 1, 4], "new": [2, 3, 5]})
+    assert fill_gaps(unmerged, TOKENS, STAMPS) == (3, 0)  # old's kf2, kf3 beside new's; new's kf4
+    assert sorted(ids(unmerged)[3]) == ["new", "old"]
+
+
+def test_a_chain_of_three_becomes_one_and_the_renames_compose():
+    results = turns({"a": [0, 2], "b": [1, 4], "c": [3, 5]})
+    assert merge_interleaved(results, TOKENS, STAMPS, 0.1) == {"b": "a", "c": "a"}
+    assert ids(results) == [["a"]] * 6
+
+
+def test_tracks_that_do_not_take_turns_are_left_apart():
+    # the later track's only boxes lie in one hole of the other: clutter beside a hidden car
+    results = turns({"a": [0, 1, 5], "b": [2, 3]})
+    assert merge_interleaved(results, TOKENS, STAMPS, 0.1) == {}
+    # two parked cars side by side, 3 m apart, seen in turns (2 m wide boxes: no overlap)
+    results = turns({"a": [0, 2, 4], "b": [1, 3, 5]}, b={"y": 4.0})
+    assert merge_interleaved(results, TOKENS, STAMPS, 0.1) == {}
+    # both reported at kf2: two objects
+    results = turns({"a": [0, 2, 4], "b": [1, 2, 5]})
+    assert merge_interleaved(results, TOKENS, STAMPS, 0.1) == {}
+    # a car and a truck
+    results = turns({"a": [0, 2, 4], "b": [1, 3, 5]}, b={"name": "truck"})
+    assert merge_interleaved(results, TOKENS, STAMPS, 0.1) == {}
+    # one after the other (stitching's business)
+    results = turns({"a": [0, 1, 2], "b": [3, 4, 5]})
+    assert merge_interleaved(results, TOKENS, STAMPS, 0.1) == {}
+
+
+def test_the_overlap_is_measured_against_the_interpolated_box():
+    """b stands 1.2 m across the car's path at kf1 and kf3, where a's interpolated box is: a
+    2 x 4 m box 1.2 m aside overlaps it by 0.8 x 4 = 3.2 m2 of a union of 12.8: 0.25."""
+    results = turns({"a": [0, 2, 4], "b": [1, 3, 5]}, b={"y": 2.2})
+    assert merge_interleaved(results, TOKENS, STAMPS, 0.3) == {}
+    assert merge_interleaved(results, TOKENS, STAMPS, 0.2) == {"b": "a"}
