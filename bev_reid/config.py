@@ -818,7 +818,7 @@ class TrackConfig(_Section):
     # Once a scene is tracked, the keyframes inside a track at which it was not reported get
     # boxes interpolated between those either side (bev_reid.track.gaps), in both modes; else
     # the devkit fills them with its own interpolation, which runs backwards in time. Like stitch
-    # it needs the track's future: false (and stitch false) keeps the output online.
+    # it needs the track's future: false (and stitch, merge_interleaved false) keeps it online.
     fill_gaps: bool = True
     # Once a scene is tracked, two tracks of one class that take turns on one object become one
     # (never reported at one keyframe, each one's box where the other, interpolated across its
