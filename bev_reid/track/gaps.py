@@ -44,6 +44,7 @@ holes.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from itertools import pairwise
@@ -193,6 +194,13 @@ def _interleaved_pair(
         for record in results.get(token, []):
             tracks[record["tracking_id"]].append((k, record))
     order = sorted(tracks, key=lambda t: tracks[t][0][0])  # by first keyframe
+    keyframes = {t: [k for k, _ in tracks[t]] for t in order}
+
+    def inside(x: str, y: str) -> bool:  # x reported strictly inside y's life
+        kx, ky = keyframes[x], keyframes[y]
+        i = bisect_right(kx, ky[0])  # x's first keyframe after y's first
+        return i < len(kx) and kx[i] < ky[-1]
+
     for i, a in enumerate(order):
         ta = tracks[a]
         if len(ta) < 2:
@@ -203,7 +211,9 @@ def _interleaved_pair(
                 break  # b starts after a ends (later ones too): stitching's business
             if tb[0][1]["tracking_name"] != ta[0][1]["tracking_name"]:
                 continue
-            if {k for k, _ in ta} & {k for k, _ in tb}:
+            if not (inside(a, b) and inside(b, a)):
+                continue  # b within one hole of a (or a single box): not taking turns
+            if not set(keyframes[a]).isdisjoint(keyframes[b]):
                 continue  # two objects at once
             if _take_turns(ta, tb, tokens, timestamps, max_iou):
                 return a, b
@@ -217,20 +227,24 @@ def _take_turns(
     timestamps: Sequence[float],
     max_iou: float,
 ) -> bool:
-    """Whether each of two tracks ([(keyframe, record)], never at one keyframe, lives
-    overlapping) is reported inside the other's life, and stands where the other, interpolated,
-    stands at each such keyframe."""
+    """Whether each of two tracks ([(keyframe, record)], never at one keyframe, each reported
+    inside the other's life) stands where the other, interpolated, stands at each such
+    keyframe."""
     pairs = []
     for x, y in ((ta, tb), (tb, ta)):
         at = dict(y)
-        inside = [
-            (interpolated(left, right, r, tokens[k], 0.0), at[k])
-            for left, right, k, r in holes(x, timestamps)
-            if k in at
-        ]
-        if not inside:
-            return False  # y only fills a hole of x (a false positive beside a hidden object)
-        pairs += inside
+        for left, right, k, r in holes(x, timestamps):
+            if k not in at:
+                continue
+            centre = (1 - r) * np.asarray(left["translation"][:2]) + r * np.asarray(
+                right["translation"][:2]
+            )
+            sizes = (left["size"][:2], right["size"][:2], at[k]["size"][:2])
+            diagonals = [float(np.hypot(*size)) for size in sizes]
+            reach = (max(diagonals[:2]) + diagonals[2]) / 2  # the interpolated size lies between
+            if np.hypot(*(centre - at[k]["translation"][:2])) >= reach:
+                return False  # their circumscribed circles do not meet: no overlap
+            pairs.append((interpolated(left, right, r, tokens[k], 0.0), at[k]))
 
     def boxes(records):
         centres = np.array([r["translation"][:2] for r in records], dtype=np.float64)
@@ -238,5 +252,7 @@ def _take_turns(
         yaws = np.array([Quaternion(r["rotation"]).yaw_pitch_roll[0] for r in records])
         return footprints(centres, sizes, yaws)
 
+    if not pairs:
+        return False
     guessed, seen = zip(*pairs, strict=True)
     return bool((footprint_ious(boxes(guessed), boxes(seen)) > max_iou).all())
