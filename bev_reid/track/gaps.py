@@ -169,10 +169,10 @@ def merge_interleaved(
     interpolated across its hole as :func:`fill_gaps` would fill it, stands at that keyframe
     (their footprints overlapping by more than ``max_iou``, every such keyframe). A track whose
     boxes all lie in one hole of the other (often a false positive beside a hidden vehicle) is
-    not joined. A lost track that took its object
-    back while a newer one followed it makes such a pair; filled, each track's hole would hold a
-    box beside the other's, a false positive at the track's score. The track that starts later
-    takes the earlier one's id, in ``results``, until no pair is left. Returns {old id: new id}."""
+    not joined. A lost track that took its object back while a newer one followed it makes such
+    a pair; filled, each track's hole would hold a box beside the other's, a false positive at
+    the track's score. The track that starts later takes the earlier one's id, in ``results``,
+    until no pair is left. Returns {old id: new id}."""
     renamed: dict[str, str] = {}
     while (pair := _interleaved_pair(results, tokens, timestamps, max_iou)) is not None:
         keep, gone = pair
