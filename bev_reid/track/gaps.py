@@ -95,6 +95,17 @@ def interpolated(left: dict, right: dict, r: float, token: str, score: float) ->
     )
 
 
+def by_track(
+    results: dict[str, list[dict]], tokens: list[str]
+) -> dict[str, list[tuple[int, dict]]]:
+    """{tracking id: [(keyframe index, record)]} in keyframe order, for the keyframes ``tokens``."""
+    tracks: dict[str, list[tuple[int, dict]]] = defaultdict(list)
+    for k, token in enumerate(tokens):
+        for record in results.get(token, []):
+            tracks[record["tracking_id"]].append((k, record))
+    return tracks
+
+
 Seen = Callable[[str, list[dict]], np.ndarray]  # (sample token, records) -> [R] bool
 
 
@@ -109,10 +120,7 @@ def fill_gaps(
     ``tokens`` in order, taken at ``timestamps`` (microseconds); with ``seen``, only the boxes it
     passes (:func:`lidar_seen`; called once per keyframe with that keyframe's new boxes).
     Returns how many boxes it added and how many ``seen`` left out."""
-    tracks: dict[str, list[tuple[int, dict]]] = defaultdict(list)  # id -> (keyframe, record)
-    for k, token in enumerate(tokens):
-        for record in results.get(token, []):
-            tracks[record["tracking_id"]].append((k, record))
+    tracks = by_track(results, tokens)
     new: dict[str, list[dict]] = defaultdict(list)
     for track in tracks.values():
         score = float(np.mean([r["tracking_score"] for _, r in track]))
@@ -189,10 +197,7 @@ def _interleaved_pair(
     results: dict[str, list[dict]], tokens: list[str], timestamps: Sequence[float], max_iou: float
 ) -> tuple[str, str] | None:
     """The first pair (earlier track's id, later one's) that :func:`merge_interleaved` joins."""
-    tracks: dict[str, list[tuple[int, dict]]] = defaultdict(list)
-    for k, token in enumerate(tokens):
-        for record in results.get(token, []):
-            tracks[record["tracking_id"]].append((k, record))
+    tracks = by_track(results, tokens)
     order = sorted(tracks, key=lambda t: tracks[t][0][0])  # by first keyframe
     keyframes = {t: [k for k, _ in tracks[t]] for t in order}
 
