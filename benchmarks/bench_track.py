@@ -17,8 +17,9 @@ detections of ``make-detections`` (seed 0, gaps of up to 3 keyframes):
 - ``track`` with ReID and with ``none``: the whole command (reading the tables and the
   detections, tracking, filling the holes inside tracks where the LiDAR sees the vehicle,
   writing the results); with ``none`` also filling every hole (``track.fill_min_points`` 0),
-  which reads no LiDAR, and not joining the tracks that take turns on one object
-  (``track.merge_interleaved`` false): what the join costs.
+  which reads no LiDAR, not joining the tracks that take turns on one object
+  (``track.merge_interleaved`` false): what the join costs, and filling the holes on straight
+  lines (``track.fill_path`` line): what the curve costs.
 
 Each time is the median of ``--repeats`` runs; ratios are against the reference measured in the
 same run. Without ``--reid-checkpoint``, a checkpoint is trained for 2 steps on a LiDAR box
@@ -143,6 +144,10 @@ def main() -> None:
             (
                 "  the same, not joining tracks in turns",
                 median_time(command("none", **{"track.merge_interleaved": False}), args.repeats),
+            ),
+            (
+                "  the same, holes filled straight",
+                median_time(command("none", **{"track.fill_path": "line"}), args.repeats),
             ),
             ("track --reid-checkpoint CKPT", median_time(command(ckpt), args.repeats)),
         ]

@@ -820,6 +820,11 @@ class TrackConfig(_Section):
     # the devkit fills them with its own interpolation, which runs backwards in time. Like stitch
     # it needs the track's future: false (and stitch, merge_interleaved false) keeps it online.
     fill_gaps: bool = True
+    # The path of a filled hole (and of merge_interleaved's guess): curve leaves the box before
+    # it along its heading and reaches the box after it along its heading (a vehicle that turned
+    # a corner while lost is put on the corner); line is the straight chord at a steady pace
+    # (bev_reid.track.gaps.hole_centre).
+    fill_path: Literal["curve", "line"] = "curve"
     # Once a scene is tracked, two tracks of one class that take turns on one object become one
     # (never reported at one keyframe, each one's box where the other, interpolated across its
     # hole, stands: footprints overlapping by more than nms_iou; bev_reid.track.gaps), in both

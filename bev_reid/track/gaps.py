@@ -13,7 +13,10 @@ So the tracker writes those boxes itself, interpolated the right way round in ti
 devkit finds no holes to fill. Per gap of a tracking id, between its boxes L at time t0 and R at
 t1, the box at time t takes r = (t - t0) / (t1 - t0) of the way:
 
-- translation, size and velocity: (1 - r) L + r R;
+- centre: the cubic Hermite path that leaves L along its heading and reaches R along its
+  heading (``track.fill_path: curve``; :func:`hole_centre`), so a vehicle that turned a corner
+  while lost is put on the corner rather than on the chord across it; ``line``: (1 - r) L + r R;
+- size and velocity: (1 - r) L + r R;
 - rotation: the spherical interpolation (slerp) of the two quaternions, by r (pyquaternion);
 - score: the mean score of the track's own boxes, so the track's score, which the devkit takes
   as the mean over its boxes, is what it was.
@@ -72,20 +75,73 @@ def holes(
             yield left, right, k, (times[k] - times[k0]) / (times[k1] - times[k0])
 
 
-def interpolated(left: dict, right: dict, r: float, token: str, score: float) -> dict:
+MAX_OFF_CHORD_COS = 0.2  # a heading up to 78 deg off the chord (a turn late in a hole puts it far)
+
+
+def heading(record: dict) -> float:
+    """A record's yaw (nuScenes boxes are upright: the yaw is all of the rotation)."""
+    return Quaternion(record["rotation"]).yaw_pitch_roll[0]
+
+
+def hole_tangents(left: dict, right: dict) -> tuple[np.ndarray, np.ndarray] | None:
+    """The cubic Hermite tangents [2] (metres per hole) of the path from ``left``'s centre to
+    ``right``'s in the ground plane, or None for a straight line (see :func:`hole_centre`)."""
+    chord = np.asarray(right["translation"][:2], np.float64) - np.asarray(
+        left["translation"][:2], np.float64
+    )
+    length = float(np.hypot(*chord))
+    if length < 1e-6:
+        return None
+    ends = []
+    for record in (left, right):
+        yaw = heading(record)
+        along = np.array([np.cos(yaw), np.sin(yaw)])
+        cos_off = float(along @ chord) / length
+        if abs(cos_off) < MAX_OFF_CHORD_COS:
+            return None  # a heading across the chord: a U-turn, or a yaw not to be trusted
+        ends.append(along * np.sign(cos_off))  # a box's yaw may point backwards
+    turn = float(np.arccos(np.clip(ends[0] @ ends[1], -1.0, 1.0)))
+    arc = length * (turn / 2) / np.sin(turn / 2) if turn > 1e-6 else length
+    return arc * ends[0], arc * ends[1]
+
+
+def hole_centre(left: dict, right: dict, r: float, path: str = "curve") -> np.ndarray:
+    """The centre [3] ``r`` of the way through a hole from ``left`` to ``right`` (records of one
+    track). ``line``: straight, at a steady pace. ``curve``: the cubic Hermite path that leaves
+    ``left`` along its heading and arrives at ``right`` along its heading, each tangent as long
+    as the circular arc between them (the chord times (a/2) / sin(a/2) for a turn of a), so a
+    vehicle that turned a corner while it was lost is put on the corner, not on the chord
+    across it; with both headings along the chord it is the straight line. Headings are the
+    boxes' yaws, turned to point along the chord; one more than 78 deg off it (a U-turn, a yaw
+    gone wrong) gives the straight line. Height: linear."""
+    p0 = np.asarray(left["translation"], np.float64)
+    p1 = np.asarray(right["translation"], np.float64)
+    centre = (1 - r) * p0 + r * p1
+    tangents = hole_tangents(left, right) if path == "curve" else None
+    if tangents is not None:
+        m0, m1 = tangents
+        h00, h01 = 2 * r**3 - 3 * r**2 + 1, -2 * r**3 + 3 * r**2
+        h10, h11 = r**3 - 2 * r**2 + r, r**3 - r**2
+        centre[:2] = h00 * p0[:2] + h01 * p1[:2] + h10 * m0 + h11 * m1
+    return centre
+
+
+def interpolated(
+    left: dict, right: dict, r: float, token: str, score: float, path: str = "curve"
+) -> dict:
     """The tracking-results record ``r`` of the way from ``left`` to ``right`` (records of one
-    track) at keyframe ``token``, scored ``score``: translation, size and velocity linearly, the
-    rotation by slerp."""
+    track) at keyframe ``token``, scored ``score``: the centre by :func:`hole_centre`, size and
+    velocity linearly, the rotation by slerp."""
     mix = {
         key: (1 - r) * np.asarray(left[key]) + r * np.asarray(right[key])
-        for key in ("translation", "size", "velocity")
+        for key in ("size", "velocity")
     }
     rotation = Quaternion.slerp(
         Quaternion(left["rotation"]), Quaternion(right["rotation"]), amount=r
     )
     return tracking_record(
         token,
-        mix["translation"],
+        hole_centre(left, right, r, path),
         mix["size"],
         rotation.elements,
         mix["velocity"],
@@ -114,18 +170,20 @@ def fill_gaps(
     tokens: list[str],
     timestamps: list[int],
     seen: Seen | None = None,
+    path: str = "curve",
 ) -> tuple[int, int]:
     """Adds to ``results`` ({sample token: tracking-results records}) a box for every keyframe
     inside a track (by ``tracking_id``) at which it has none, for one scene's keyframes
-    ``tokens`` in order, taken at ``timestamps`` (microseconds); with ``seen``, only the boxes it
-    passes (:func:`lidar_seen`; called once per keyframe with that keyframe's new boxes).
+    ``tokens`` in order, taken at ``timestamps`` (microseconds), along ``path``
+    (:func:`hole_centre`); with ``seen``, only the boxes it passes (:func:`lidar_seen`; called
+    once per keyframe with that keyframe's new boxes).
     Returns how many boxes it added and how many ``seen`` left out."""
     tracks = by_track(results, tokens)
     new: dict[str, list[dict]] = defaultdict(list)
     for track in tracks.values():
         score = float(np.mean([r["tracking_score"] for _, r in track]))
         for left, right, k, r in holes(track, timestamps):
-            new[tokens[k]].append(interpolated(left, right, r, tokens[k], score))
+            new[tokens[k]].append(interpolated(left, right, r, tokens[k], score, path))
     added = hidden = 0
     for token, records in new.items():
         keep = np.ones(len(records), bool) if seen is None else np.asarray(seen(token, records))
@@ -162,27 +220,31 @@ def lidar_seen(db: NuScenesDB, min_points: int, margin_m: float, first: str | No
         width, length, height = np.array([r["size"] for r in records], dtype=np.float64).T
         grown = 2 * margin_m  # x along the heading: length first
         dims = np.stack([length + grown, width + grown, height], axis=1)
-        yaws = np.array([Quaternion(r["rotation"]).yaw_pitch_roll[0] for r in records])
+        yaws = np.array([heading(r) for r in records])
         return count_points_in_boxes(points, centres, dims, yaws) >= min_points
 
     return seen
 
 
 def merge_interleaved(
-    results: dict[str, list[dict]], tokens: list[str], timestamps: Sequence[float], max_iou: float
+    results: dict[str, list[dict]],
+    tokens: list[str],
+    timestamps: Sequence[float],
+    max_iou: float,
+    path: str = "curve",
 ) -> dict[str, str]:
     """Joins the tracks that take turns on one object, for one scene's keyframes ``tokens`` in
     order, taken at ``timestamps``: two tracks of one class, never reported at the same keyframe,
     each reported inside the other's life, and where each one's box stands where the other,
-    interpolated across its hole as :func:`fill_gaps` would fill it, stands at that keyframe
-    (their footprints overlapping by more than ``max_iou``, every such keyframe). A track whose
-    boxes all lie in one hole of the other (often a false positive beside a hidden vehicle) is
-    not joined. A lost track that took its object back while a newer one followed it makes such
-    a pair; filled, each track's hole would hold a box beside the other's, a false positive at
-    the track's score. The track that starts later takes the earlier one's id, in ``results``,
-    until no pair is left. Returns {old id: new id}."""
+    interpolated across its hole as :func:`fill_gaps` would fill it (along ``path``), stands at
+    that keyframe (their footprints overlapping by more than ``max_iou``, every such keyframe).
+    A track whose boxes all lie in one hole of the other (often a false positive beside a hidden
+    vehicle) is not joined. A lost track that took its object back while a newer one followed
+    it makes such a pair; filled, each track's hole would hold a box beside the other's, a
+    false positive at the track's score. The track that starts later takes the earlier one's
+    id, in ``results``, until no pair is left. Returns {old id: new id}."""
     renamed: dict[str, str] = {}
-    while (pair := _interleaved_pair(results, tokens, timestamps, max_iou)) is not None:
+    while (pair := _interleaved_pair(results, tokens, timestamps, max_iou, path)) is not None:
         keep, gone = pair
         for records in results.values():
             for record in records:
@@ -194,7 +256,11 @@ def merge_interleaved(
 
 
 def _interleaved_pair(
-    results: dict[str, list[dict]], tokens: list[str], timestamps: Sequence[float], max_iou: float
+    results: dict[str, list[dict]],
+    tokens: list[str],
+    timestamps: Sequence[float],
+    max_iou: float,
+    path: str,
 ) -> tuple[str, str] | None:
     """The first pair (earlier track's id, later one's) that :func:`merge_interleaved` joins."""
     tracks = by_track(results, tokens)
@@ -220,7 +286,7 @@ def _interleaved_pair(
                 continue  # b within one hole of a (or a single box): not taking turns
             if not set(keyframes[a]).isdisjoint(keyframes[b]):
                 continue  # two objects at once
-            if _take_turns(ta, tb, tokens, timestamps, max_iou):
+            if _take_turns(ta, tb, tokens, timestamps, max_iou, path):
                 return a, b
     return None
 
@@ -231,6 +297,7 @@ def _take_turns(
     tokens: list[str],
     timestamps: Sequence[float],
     max_iou: float,
+    path: str,
 ) -> bool:
     """Whether each of two tracks ([(keyframe, record)], never at one keyframe, each reported
     inside the other's life) stands where the other, interpolated, stands at each such
@@ -241,20 +308,18 @@ def _take_turns(
         for left, right, k, r in holes(x, timestamps):
             if k not in at:
                 continue
-            centre = (1 - r) * np.asarray(left["translation"][:2]) + r * np.asarray(
-                right["translation"][:2]
-            )
+            centre = hole_centre(left, right, r, path)[:2]
             sizes = (left["size"][:2], right["size"][:2], at[k]["size"][:2])
             diagonals = [float(np.hypot(*size)) for size in sizes]
             reach = (max(diagonals[:2]) + diagonals[2]) / 2  # the interpolated size lies between
             if np.hypot(*(centre - at[k]["translation"][:2])) >= reach:
                 return False  # their circumscribed circles do not meet: no overlap
-            pairs.append((interpolated(left, right, r, tokens[k], 0.0), at[k]))
+            pairs.append((interpolated(left, right, r, tokens[k], 0.0, path), at[k]))
 
     def boxes(records):
         centres = np.array([r["translation"][:2] for r in records], dtype=np.float64)
         sizes = np.array([r["size"][:2] for r in records], dtype=np.float64)
-        yaws = np.array([Quaternion(r["rotation"]).yaw_pitch_roll[0] for r in records])
+        yaws = np.array([heading(r) for r in records])
         return footprints(centres, sizes, yaws)
 
     if not pairs:

@@ -112,9 +112,11 @@ def run_tracking(cfg: Config, progress: bool = True) -> TrackingRun:
             for record in results[token]:
                 record["tracking_id"] = renamed.get(record["tracking_id"], record["tracking_id"])
         if cfg.track.merge_interleaved:
-            merged += len(merge_interleaved(results, tokens, stamps, cfg.track.nms_iou))
+            merged += len(
+                merge_interleaved(results, tokens, stamps, cfg.track.nms_iou, cfg.track.fill_path)
+            )
         if cfg.track.fill_gaps:
-            added, left = fill_gaps(results, tokens, stamps, seen)
+            added, left = fill_gaps(results, tokens, stamps, seen, cfg.track.fill_path)
             filled, hidden = filled + added, hidden + left
     seconds = time.perf_counter() - start
     bar.close()

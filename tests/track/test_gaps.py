@@ -62,6 +62,70 @@ def test_filled_boxes_are_what_a_plain_interpolation_gives():
         assert results[TOKENS[k]][0]["translation"][0] == pytest.approx(expected)
 
 
+def corner(path=None, yaw_end=math.pi, flip=0.0):
+    """A car on a quarter circle of radius 10 m about the origin, at constant speed, reported
+    at kf0 ((10, 0), heading +y) and kf5 ((0, 10), heading ``yaw_end``), filled between."""
+    results = {t: [] for t in TOKENS}
+    results["kf0"].append(
+        tracking_record("kf0", (10.0, 0.0, 0.5), (2.0, 4.0, 1.5),
+                        Quaternion(axis=[0, 0, 1], angle=math.pi / 2 + flip).elements,
+                        (0.0, 5.0), "7", "car", 0.9)
+    )  # fmt: skip
+    results["kf5"].append(
+        tracking_record("kf5", (0.0, 10.0, 0.5), (2.0, 4.0, 1.5),
+                        Quaternion(axis=[0, 0, 1], angle=yaw_end).elements,
+                        (-5.0, 0.0), "7", "car", 0.9)
+    )  # fmt: skip
+    fill_gaps(results, TOKENS, STAMPS, **({} if path is None else {"path": path}))
+    return [np.array(results[TOKENS[k]][0]["translation"][:2]) for k in range(1, 5)]
+
+
+def on_arc(k):
+    angle = math.pi / 2 * STAMPS[k] / STAMPS[5]  # constant speed: the angle in step with time
+    return 10.0 * np.array([math.cos(angle), math.sin(angle)])
+
+
+def test_a_car_that_turned_a_corner_while_lost_is_filled_on_the_corner():
+    """The filled centres lie within 0.2 m of the circular arc at every keyframe (the cubic
+    Hermite path's error for a quarter turn, worked out by hand: 0.15 m at the middle); the
+    straight chord passes 2.9 m inside the arc at the middle."""
+    curve, line = corner(), corner(path="line")
+    for k, (c, s) in enumerate(zip(curve, line, strict=True), start=1):
+        assert np.linalg.norm(c - on_arc(k)) < 0.2
+        assert s == pytest.approx(
+            np.array([10.0, 0.0]) + STAMPS[k] / STAMPS[5] * np.array([-10.0, 10.0])
+        )
+    middle = 10.0 * np.array([math.cos(math.pi / 4), math.sin(math.pi / 4)])
+    assert np.linalg.norm(np.array([5.0, 5.0]) - middle) == pytest.approx(2.93, abs=0.01)
+    # kf3 lies 1.5 s into the 3 s hole: the middle, (5, 5) + (m0 - m1) / 8, m = pi/2 * 10 m
+    assert curve[2] == pytest.approx(5.0 + math.pi / 2 * 10.0 / 8, abs=1e-9)
+
+
+def test_the_curve_reads_a_box_turned_backwards_and_not_a_heading_across_the_chord():
+    """A yaw off by 180 deg (a detector's flip) gives the same path; a heading more than 78 deg
+    off the chord (here the end box's, square across it) gives the straight chord."""
+    for a, b in zip(corner(), corner(flip=math.pi), strict=True):
+        assert a == pytest.approx(b, abs=1e-9)
+    for a, b in zip(corner(yaw_end=math.pi / 4), corner(path="line"), strict=True):
+        assert a == pytest.approx(b, abs=1e-9)
+
+
+def test_a_straight_drive_is_filled_on_the_straight_line():
+    """Headings along the chord: exactly the line. Headings 0.1 rad either side of it (a
+    detector's yaw noise): a bow of (m0 - m1) / 8 at the middle, m = 30 m * sin(0.1) across the
+    chord, 0.75 m."""
+    for yaws, bow in (((0.0, 0.0), 0.0), ((0.1, -0.1), 0.75)):
+        results = {t: [] for t in TOKENS}
+        results["kf0"].append(box(0, 0.0, yaw=yaws[0]))
+        results["kf5"].append(box(5, 30.0, yaw=yaws[1]))
+        fill_gaps(results, TOKENS, STAMPS)
+        for k in range(1, 5):
+            x, y, _ = results[TOKENS[k]][0]["translation"]
+            assert x == pytest.approx(30.0 * STAMPS[k] / STAMPS[5], abs=0.05)
+            assert 1.0 <= y <= 1.0 + bow + 1e-9
+        assert results["kf3"][0]["translation"][1] == pytest.approx(1.0 + bow, abs=0.01)
+
+
 def test_lidar_seen_counts_the_points_the_annotations_record(dataroot):
     """Boxes at the annotations of a few keyframes: seen exactly where the annotation has a LiDAR
     point (its ``num_lidar_pts``, an independent count); the margin only adds points; a box far
