@@ -7,7 +7,7 @@ import pytest
 from pyquaternion import Quaternion
 
 from bev_reid.track.detections import tracking_record
-from bev_reid.track.gaps import fill_gaps, merge_interleaved
+from bev_reid.track.gaps import fill_gaps, heading, merge_interleaved
 
 TOKENS = [f"kf{k}" for k in range(6)]
 STAMPS = [0, 500_000, 1_000_000, 1_500_000, 2_500_000, 3_000_000]  # one keyframe is 1 s late
@@ -124,6 +124,14 @@ def test_a_straight_drive_is_filled_on_the_straight_line():
             assert x == pytest.approx(30.0 * STAMPS[k] / STAMPS[5], abs=0.05)
             assert 1.0 <= y <= 1.0 + bow + 1e-9
         assert results["kf3"][0]["translation"][1] == pytest.approx(1.0 + bow, abs=0.01)
+
+
+def test_heading_is_the_yaw_pyquaternion_reads():
+    rng = np.random.default_rng(0)
+    for yaw in rng.uniform(-math.pi, math.pi, size=50):
+        q = Quaternion(axis=[0, 0, 1], angle=yaw).elements * rng.uniform(0.9, 1.1)  # unnormalised
+        assert heading({"rotation": list(q)}) == pytest.approx(Quaternion(q).yaw_pitch_roll[0])
+        assert heading({"rotation": list(q)}) == pytest.approx(yaw)
 
 
 def test_lidar_seen_counts_the_points_the_annotations_record(dataroot):
