@@ -87,26 +87,31 @@ def heading(record: dict) -> float:
     return math.atan2(2 * (w * z + x * y), w * w + x * x - y * y - z * z)
 
 
-def hole_tangents(left: dict, right: dict) -> tuple[np.ndarray, np.ndarray] | None:
-    """The cubic Hermite tangents [2] (metres per hole) of the path from ``left``'s centre to
-    ``right``'s in the ground plane, or None for a straight line (see :func:`hole_centre`)."""
-    chord = np.asarray(right["translation"][:2], np.float64) - np.asarray(
-        left["translation"][:2], np.float64
-    )
-    length = float(np.hypot(*chord))
+def hole_tangents(
+    left: dict, right: dict
+) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """The cubic Hermite tangents (x, y) (metres per hole) of the path from ``left``'s centre to
+    ``right``'s in the ground plane, or None for a straight line (see :func:`hole_centre`).
+    Plain floats: it runs once per filled box, where numpy's overhead on 2-vectors was most of
+    the cost."""
+    cx = right["translation"][0] - left["translation"][0]
+    cy = right["translation"][1] - left["translation"][1]
+    length = math.hypot(cx, cy)
     if length < 1e-6:
         return None
     ends = []
     for record in (left, right):
         yaw = heading(record)
-        along = np.array([np.cos(yaw), np.sin(yaw)])
-        cos_off = float(along @ chord) / length
+        ux, uy = math.cos(yaw), math.sin(yaw)
+        cos_off = (ux * cx + uy * cy) / length
         if abs(cos_off) < MAX_OFF_CHORD_COS:
             return None  # a heading across the chord: a U-turn, or a yaw not to be trusted
-        ends.append(along * np.sign(cos_off))  # a box's yaw may point backwards
-    turn = float(np.arccos(np.clip(ends[0] @ ends[1], -1.0, 1.0)))
-    arc = length * (turn / 2) / np.sin(turn / 2) if turn > 1e-6 else length
-    return arc * ends[0], arc * ends[1]
+        sign = math.copysign(1.0, cos_off)  # a box's yaw may point backwards
+        ends.append((sign * ux, sign * uy))
+    (ax, ay), (bx, by) = ends
+    turn = math.acos(max(-1.0, min(1.0, ax * bx + ay * by)))
+    arc = length * (turn / 2) / math.sin(turn / 2) if turn > 1e-6 else length
+    return (arc * ax, arc * ay), (arc * bx, arc * by)
 
 
 def hole_centre(left: dict, right: dict, r: float, path: str = "curve") -> np.ndarray:
@@ -126,7 +131,8 @@ def hole_centre(left: dict, right: dict, r: float, path: str = "curve") -> np.nd
         m0, m1 = tangents
         h00, h01 = 2 * r**3 - 3 * r**2 + 1, -2 * r**3 + 3 * r**2
         h10, h11 = r**3 - 2 * r**2 + r, r**3 - r**2
-        centre[:2] = h00 * p0[:2] + h01 * p1[:2] + h10 * m0 + h11 * m1
+        for i in (0, 1):
+            centre[i] = h00 * p0[i] + h01 * p1[i] + h10 * m0[i] + h11 * m1[i]
     return centre
 
 
