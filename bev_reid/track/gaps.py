@@ -82,7 +82,7 @@ MAX_OFF_CHORD_COS = 0.2  # a heading up to 78 deg off the chord (a turn late in 
 def heading(record: dict) -> float:
     """A record's yaw (nuScenes boxes are upright: the yaw is all of the rotation), from its
     quaternion (w, x, y, z) without normalising it (the form is unchanged by its scale) or
-    building a pyquaternion Quaternion (half the time of a fill went there)."""
+    building a pyquaternion Quaternion (with one, the curve doubled the time of a fill)."""
     w, x, y, z = record["rotation"]
     return math.atan2(2 * (w * z + x * y), w * w + x * x - y * y - z * z)
 
@@ -92,8 +92,7 @@ def hole_tangents(
 ) -> tuple[tuple[float, float], tuple[float, float]] | None:
     """The cubic Hermite tangents (x, y) (metres per hole) of the path from ``left``'s centre to
     ``right``'s in the ground plane, or None for a straight line (see :func:`hole_centre`).
-    Plain floats: it runs once per filled box, where numpy's overhead on 2-vectors was most of
-    the cost."""
+    Plain floats: it runs once per filled box (5 us a box with :func:`hole_centre`)."""
     cx = right["translation"][0] - left["translation"][0]
     cy = right["translation"][1] - left["translation"][1]
     length = math.hypot(cx, cy)
