@@ -62,6 +62,13 @@ class CropRecipe:
         return "camera" in self.build.modalities or self.build.lidar_colour
 
     @property
+    def extent_m(self) -> float:
+        """The side of a crop in metres (its cells times their size: ``build.crop_cell``, else
+        the grid's cell, the shorter side where the grid's cells are not square)."""
+        cell = self.build.crop_cell or min(self.grid.xbound[2], self.grid.ybound[2])
+        return self.build.crop_size * cell
+
+    @property
     def needs_lss(self) -> bool:
         """Camera BEV features: the LSS model's BEV pass."""
         return self.build.camera_bev

@@ -64,6 +64,11 @@ class DetectionEmbedder:
         """Whether the crops read the camera images (the results' ``meta.use_camera``)."""
         return self.cutter.recipe.needs_cameras
 
+    @property
+    def extent_m(self) -> float:
+        """The side of a crop, metres: a vehicle longer than this is seen in part."""
+        return self.cutter.recipe.extent_m
+
     def covered(self, detection: Detection) -> bool:
         return self.cutter.recipe.covers(CATEGORY_OF[detection.name])
 

@@ -12,6 +12,7 @@ interpolated boxes (both :mod:`bev_reid.track.gaps`).
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,7 +86,8 @@ def run_tracking(cfg: Config, progress: bool = True) -> TrackingRun:
     if not velocities:  # the tracker estimates them from the motion
         detections = drop_velocities(detections)
     embedder = open_embedder(cfg, db)
-    tracker = Tracker(cfg.track, use_appearance=embedder is not None)
+    extent = math.inf if embedder is None else embedder.extent_m
+    tracker = Tracker(cfg.track, use_appearance=embedder is not None, look_extent_m=extent)
     results: dict[str, list[dict]] = {}
     total = sum(len(db.keyframes(s)) for s in scenes)
     bar = tqdm(total=total, desc="track", unit="keyframe", disable=not progress)

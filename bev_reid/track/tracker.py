@@ -27,6 +27,7 @@ With ``use_appearance`` off (``--reid-checkpoint none``) the same loop runs on m
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,11 +77,14 @@ class Tracker:
     Args:
         cfg: the ``track`` config section.
         use_appearance: mix the embeddings' cosine distance into the cost.
+        look_extent_m: the side of the embedding's crop, metres (``extent_m`` of the
+            embedder): a longer vehicle's look is of part of it (``track.partial_look``).
     """
 
-    def __init__(self, cfg: TrackConfig, use_appearance: bool):
+    def __init__(self, cfg: TrackConfig, use_appearance: bool, look_extent_m: float = math.inf):
         self.cfg = cfg
         self.use_appearance = use_appearance
+        self.look_extent_m = look_extent_m
         self.stitching = use_appearance and cfg.stitch
         self.next_id = 0  # ids stay unique across scenes
         self.reset()
@@ -161,6 +165,12 @@ class Tracker:
             # matched gate it takes what motion alone would: a weak embedding costs nothing there.
             far = distance > cfg.gate_m
             cost[lost & far & np.isfinite(appearance) & (cost > cfg.max_lost_cost)] = np.inf
+            long = np.array([t.size()[1] > self.look_extent_m for t in tracks], dtype=bool)
+            if cfg.partial_look == "crop" and long.any():  # a look of part: help, never hinder
+                alone = association_cost(
+                    distance, gate, None, 0.0, limit, same, dormant, moving, looks
+                )
+                cost[long] = np.minimum(cost[long], alone[long])
         newborn = np.array([lifecycle.needs_velocity(t) for t in tracks], dtype=bool)
         if newborn.any():  # a vehicle drives along its length (lifecycle: without a velocity)
             turn = off_heading(

@@ -27,6 +27,15 @@ def test_crops_of_detections_equal_the_dataset_crops(synth_world, track_dataset,
     assert recipe["crop"]["lidar_raster"] == "box" and recipe["crop"]["lidar_margin"] == 0.25
     cutter = cutter_for(model, data=data_of(synth_world))
     assert cutter.recipe.build.crop_cell == 0.25 and cutter.recipe.build.lidar_colour
+    # The crop's side, which tells the tracker which vehicles it sees in part: cells x 0.25 m,
+    # else the grid's cell (the shorter side where the cells are not square).
+    size = cutter.recipe.build.crop_size
+    assert cutter.recipe.extent_m == pytest.approx(size * 0.25)
+    grid = dataclasses.replace(cutter.recipe.grid, xbound=(-32.0, 32.0, 0.8))
+    on_grid = dataclasses.replace(
+        cutter.recipe, build=dataclasses.replace(cutter.recipe.build, crop_cell=0.0), grid=grid
+    )
+    assert on_grid.extent_m == pytest.approx(size * min(0.8, grid.ybound[2]))
     views = [json.loads(line) for line in (track_dataset / "views.jsonl").read_text().splitlines()]
     stored = np.load(track_dataset / "crops.npy")
     dataset = cutter.keyframes()

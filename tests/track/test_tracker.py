@@ -28,9 +28,13 @@ def det(
     return Detection("s", (x, y, 1.0), size, (1.0, 0.0, 0.0, 0.0), (0.0, 0.0), name, score)
 
 
-def run(frames: list[list[tuple[Detection, np.ndarray]]], cfg=CFG, appearance=True):
-    """Tracks keyframes 0.5 s apart; returns per keyframe the reported {x: tracking id}."""
-    tracker, out = Tracker(cfg, use_appearance=appearance), []
+def run(
+    frames: list[list[tuple[Detection, np.ndarray]]], cfg=CFG, appearance=True,
+    extent: float = 6.0,
+):  # fmt: skip
+    """Tracks keyframes 0.5 s apart; returns per keyframe the reported {x: tracking id}.
+    ``extent``: the side of the embedding's crop, metres."""
+    tracker, out = Tracker(cfg, use_appearance=appearance, look_extent_m=extent), []
     for k, items in enumerate(frames):
         dets = [d for d, _ in items]
         emb = np.stack([e for _, e in items]) if items else np.zeros((0, 3))
@@ -96,6 +100,33 @@ def test_a_lost_vehicle_is_reidentified_by_appearance_not_taken_by_a_stranger():
     assert ids(1.5, CFG) == ids(1.5, strict, False) == ["0"]
     assert ids(2.5) == ["1"]  # beyond gate_m: capped, a new track
     assert ids(2.5, strict, False) == ["0"]  # which motion alone would have taken
+
+
+def test_a_look_of_part_of_a_long_vehicle_may_help_but_never_hinder():
+    # A bus (12 m) is lost a keyframe and comes back 2.5 m on looking unlike its memory (its crop
+    # sees another part of it). The cap (0.5 beyond gate_m: 0.5 * 2.5 / 3 + 0.5 * 1 = 0.92) gives
+    # it a new track; with partial_look "crop" and a crop of 6 m, shorter than the bus, the pair
+    # costs what motion alone says (2.5 / 3 = 0.83 < 1e6), so it keeps its id, as on motion
+    # alone. A car, or a bus in a crop of 13 m, is not affected.
+    bus = (2.5, 12.0, 3.5)  # width, length, height
+    strict = dataclasses.replace(CFG, max_lost_cost=0.5, partial_look="off")
+    partial = dataclasses.replace(strict, partial_look="crop")  # the default; the crop's side 6 m
+
+    def ids(cfg, size, appearance=True, extent=6.0) -> list[str]:
+        frames = [[(det(0.0, size=size), EA)]] * 2 + [[], [(det(2.5, size=size), EC)]]
+        return list(run(frames, cfg, appearance, extent)[3].values())
+
+    assert ids(strict, bus) == ["1"]
+    assert ids(strict, bus, appearance=False) == ["0"]
+    assert ids(partial, bus) == ["0"]
+    assert ids(partial, (1.9, 4.5, 1.6)) == ["1"]  # a car's crop holds all of it: capped
+    assert ids(partial, bus, extent=13.0) == ["1"]
+    # The look still helps a long vehicle: asleep past max_age, it is re-identified by its look
+    # alone (motion alone has no such track), and a stranger is not taken.
+    gap = [[]] * (CFG.max_age + 3)
+    seen = [(det(0.0, size=bus), EA)]
+    assert run([seen, seen, *gap, seen], partial)[-1] == {0.0: "0"}
+    assert run([seen, seen, *gap, [(det(0.0, size=bus), EC)]], partial)[-1] == {0.0: "1"}
 
 
 def test_on_motion_alone_a_lost_track_reaches_as_far_as_its_speed_allows():
