@@ -20,7 +20,7 @@ detections of ``make-detections`` (seed 0, gaps of up to 3 keyframes):
   which reads no LiDAR, not joining the tracks that take turns on one object
   (``track.merge_interleaved`` false): what the join costs, and filling the holes on straight
   lines (``track.fill_path`` line): what the curve costs; with ReID also taking every look in
-  full (``track.partial_look`` off): what weighing a long vehicle's look against motion costs.
+  full (``track.partial_look`` false): what weighing a long vehicle's look against motion costs.
 
 Each time is the median of ``--repeats`` runs; ratios are against the reference measured in the
 same run. Without ``--reid-checkpoint``, a checkpoint is trained for 2 steps on a LiDAR box
@@ -153,7 +153,7 @@ def main() -> None:
             ("track --reid-checkpoint CKPT", median_time(command(ckpt), args.repeats)),
             (
                 "  the same, every look in full",
-                median_time(command(ckpt, **{"track.partial_look": "off"}), args.repeats),
+                median_time(command(ckpt, **{"track.partial_look": False}), args.repeats),
             ),
         ]
     boxes = sum(len(v) for v in dets.values()) / max(n, 1)

@@ -756,11 +756,12 @@ class TrackConfig(_Section):
     # 0.5 (was 0.7 at any distance): fewer neighbours re-identified by mistake
     # (docs/results-tracking.md, "The lost track's cap").
     max_lost_cost: float = num(0.5, 0)
-    # crop: a track whose box is longer than the embedding's crop (its side in metres, from the
+    # A track whose box is longer than the embedding's crop (its side in metres, from the
     # checkpoint's recipe: 24 cells of 0.25 m span 6 m, a bus is 11-12 m long) has a look of
     # part of it, which may lower a pair's cost below motion alone's but never raise it: the
-    # lesser of the two counts. off: every track's look counts in full.
-    partial_look: typing.Literal["crop", "off"] = "crop"
+    # lesser of the two counts. false: every track's look counts in full
+    # (docs/results-tracking.md, "A long vehicle's look").
+    partial_look: bool = True
     # A lost track's cost of a detection adds this times how far their box sizes are apart (the
     # sum of |log ratio| of width, length and height), in both modes, scaled to the scene's size
     # noise (bev_reid.track.tracker.SIZE_REFERENCE); 0: off (docs/results-tracking.md,

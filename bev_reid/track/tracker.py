@@ -166,7 +166,7 @@ class Tracker:
             far = distance > cfg.gate_m
             cost[lost & far & np.isfinite(appearance) & (cost > cfg.max_lost_cost)] = np.inf
             long = np.array([t.size()[1] > self.look_extent_m for t in tracks], dtype=bool)
-            if cfg.partial_look == "crop" and long.any():  # a look of part: help, never hinder
+            if cfg.partial_look and long.any():  # a look of part: help, never hinder
                 alone = association_cost(
                     distance, gate, None, 0.0, limit, same, dormant, moving, looks
                 )

@@ -105,12 +105,12 @@ def test_a_lost_vehicle_is_reidentified_by_appearance_not_taken_by_a_stranger():
 def test_a_look_of_part_of_a_long_vehicle_may_help_but_never_hinder():
     # A bus (12 m) is lost a keyframe and comes back 2.5 m on looking unlike its memory (its crop
     # sees another part of it). The cap (0.5 beyond gate_m: 0.5 * 2.5 / 3 + 0.5 * 1 = 0.92) gives
-    # it a new track; with partial_look "crop" and a crop of 6 m, shorter than the bus, the pair
+    # it a new track; with partial_look and a crop of 6 m, shorter than the bus, the pair
     # costs what motion alone says (2.5 / 3 = 0.83 < 1e6), so it keeps its id, as on motion
     # alone. A car, or a bus in a crop of 13 m, is not affected.
     bus = (2.5, 12.0, 3.5)  # width, length, height
-    strict = dataclasses.replace(CFG, max_lost_cost=0.5, partial_look="off")
-    partial = dataclasses.replace(strict, partial_look="crop")  # the default; the crop's side 6 m
+    strict = dataclasses.replace(CFG, max_lost_cost=0.5, partial_look=False)
+    partial = dataclasses.replace(strict, partial_look=True)  # the default; the crop's side 6 m
 
     def ids(cfg, size, appearance=True, extent=6.0) -> list[str]:
         frames = [[(det(0.0, size=size), EA)]] * 2 + [[], [(det(2.5, size=size), EC)]]
