@@ -25,6 +25,9 @@ Rules (``track.*`` config keys):
   someone else. With embeddings it takes a detection within ``gate_m`` as motion alone would,
   and one farther out only when their mixed cost (distance and appearance) is at most
   ``max_lost_cost``: a far detection must look alike.
+- A long vehicle (with embeddings): a track whose box is longer than the embedding's crop (a
+  bus in a 6 m crop) has a look of part of it, so each of its pairs costs the lesser of the
+  mixed cost and motion alone's (``partial_look``): its look may help it, never hinder it.
 - Standing still (both modes): a lost track slower than ``lost_still_speed_mps`` (its filter's
   speed) is looked for both where its motion carries it and, by a detection whose velocity is
   as slow, where it was last matched; that detection's distance is the smaller of the two (a

@@ -165,12 +165,17 @@ class Tracker:
             # matched gate it takes what motion alone would: a weak embedding costs nothing there.
             far = distance > cfg.gate_m
             cost[lost & far & np.isfinite(appearance) & (cost > cfg.max_lost_cost)] = np.inf
-            long = np.array([t.size()[1] > self.look_extent_m for t in tracks], dtype=bool)
-            if cfg.partial_look and long.any():  # a look of part: help, never hinder
-                alone = association_cost(
-                    distance, gate, None, 0.0, limit, same, dormant, moving, looks
-                )
-                cost[long] = np.minimum(cost[long], alone[long])
+            if cfg.partial_look and math.isfinite(self.look_extent_m):
+                # A vehicle longer than the crop is seen in part: its look may help, never
+                # hinder (the lesser of the mixed cost and motion alone's; dormant tracks keep
+                # theirs, motion alone has none).
+                long = np.array([t.size()[1] > self.look_extent_m for t in tracks], dtype=bool)
+                if long.any():
+                    alone = association_cost(
+                        distance, gate, same_class=same, needs_appearance=dormant,
+                        motion_gate=moving, look_gate=looks,
+                    )  # fmt: skip
+                    cost[long] = np.minimum(cost[long], alone[long])
         newborn = np.array([lifecycle.needs_velocity(t) for t in tracks], dtype=bool)
         if newborn.any():  # a vehicle drives along its length (lifecycle: without a velocity)
             turn = off_heading(
