@@ -136,11 +136,13 @@ def hole_centre(left: dict, right: dict, r: float, path: str = "curve") -> np.nd
 
 
 def interpolated(
-    left: dict, right: dict, r: float, token: str, score: float, path: str = "curve"
-) -> dict:
+    left: dict, right: dict, r: float, token: str, score: float, path: str = "curve",
+    centre: np.ndarray | None = None,
+) -> dict:  # fmt: skip
     """The tracking-results record ``r`` of the way from ``left`` to ``right`` (records of one
-    track) at keyframe ``token``, scored ``score``: the centre by :func:`hole_centre`, size and
-    velocity linearly, the rotation by slerp."""
+    track) at keyframe ``token``, scored ``score``: the centre by :func:`hole_centre` (or
+    ``centre``, where the caller has it already), size and velocity linearly, the rotation by
+    slerp."""
     mix = {
         key: (1 - r) * np.asarray(left[key]) + r * np.asarray(right[key])
         for key in ("size", "velocity")
@@ -150,7 +152,7 @@ def interpolated(
     )
     return tracking_record(
         token,
-        hole_centre(left, right, r, path),
+        hole_centre(left, right, r, path) if centre is None else centre,
         mix["size"],
         rotation.elements,
         mix["velocity"],
@@ -317,13 +319,14 @@ def _take_turns(
         for left, right, k, r in holes(x, timestamps):
             if k not in at:
                 continue
-            centre = hole_centre(left, right, r, path)[:2]
+            guess = hole_centre(left, right, r, path)
+            centre = guess[:2]
             sizes = (left["size"][:2], right["size"][:2], at[k]["size"][:2])
             diagonals = [float(np.hypot(*size)) for size in sizes]
             reach = (max(diagonals[:2]) + diagonals[2]) / 2  # the interpolated size lies between
             if np.hypot(*(centre - at[k]["translation"][:2])) >= reach:
                 return False  # their circumscribed circles do not meet: no overlap
-            pairs.append((interpolated(left, right, r, tokens[k], 0.0, path), at[k]))
+            pairs.append((interpolated(left, right, r, tokens[k], 0.0, path, guess), at[k]))
 
     def boxes(records):
         centres = np.array([r["translation"][:2] for r in records], dtype=np.float64)
