@@ -27,6 +27,7 @@ With ``use_appearance`` off (``--reid-checkpoint none``) the same loop runs on m
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -159,6 +160,8 @@ class Tracker:
             distance, gate, appearance, weight, limit, same, dormant, moving, looks
         )
         lost = np.array([lifecycle.is_lost(t) for t in tracks], dtype=bool)[:, None]
+        # [T, 3] the tracks' remembered box sizes, worked out once for the rules below that ask
+        sizes = functools.cache(lambda: np.stack([t.size() for t in tracks]).reshape(-1, 3))
         if appearance is not None and weight > 0:
             # A lost track weighs both kinds of evidence: a near detection may look unlike its
             # memory, a farther one must look alike (the mixed cost is capped). Within the
@@ -169,7 +172,7 @@ class Tracker:
                 # A vehicle longer than the crop is seen in part: its look may help, never
                 # hinder (the lesser of the mixed cost and motion alone's; dormant tracks keep
                 # theirs, motion alone has none).
-                long = np.array([t.size()[1] > self.look_extent_m for t in tracks], dtype=bool)
+                long = sizes()[:, 1] > self.look_extent_m
                 if long.any():
                     alone = association_cost(
                         distance, gate, same_class=same, needs_appearance=dormant,
@@ -186,9 +189,7 @@ class Tracker:
             sideways = (distance > cfg.gate_m) & (turn > cfg.max_heading_change_deg)
             cost[newborn[:, None] & sideways] = np.inf
         if size_weight > 0:  # a lost track prefers a box of its own size (lifecycle: Size)
-            change = size_changes(
-                np.stack([t.size() for t in tracks]), np.array([d.size for d in dets])
-            )
+            change = size_changes(sizes(), np.array([d.size for d in dets]))
             cost = np.where(lost, cost + size_weight * change, cost)
         return cost
 
