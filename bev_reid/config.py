@@ -837,6 +837,10 @@ class TrackConfig(_Section):
     # modes, before the filling; else each track's filled hole holds a box beside the other's.
     # Offline, like stitch.
     merge_interleaved: bool = True
+    # ... and a track whose boxes all lie in one hole of another of its class joins it only
+    # when each of its boxes overlaps the other's interpolated box by more than this (1: never;
+    # a false positive beside a hidden or parked vehicle lands in such a hole a few metres off).
+    merge_inside_iou: float = num(0.5, 0, 1)
     # A filled box is written only where the keyframe's LiDAR sweep has this many points in it,
     # grown by fill_margin_m a side (a hidden vehicle: the devkit fills the hole as it fills the
     # ground truth's; bev_reid.track.gaps); 0 fills every keyframe, and needs no LiDAR.

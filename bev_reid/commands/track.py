@@ -75,7 +75,11 @@ def track(args: argparse.Namespace, cfg: Config) -> int:
         )
         print(f"detector velocities: {why}; the tracker estimated them from the motion")
     rate = run.keyframes / max(run.seconds, 1e-9)
-    filled = f", {run.merged} joined to one they took turns with" if run.merged else ""
+    filled = (
+        f", {run.merged} joined to one they took turns with or lay in a hole of"
+        if run.merged
+        else ""
+    )
     filled += f", {run.filled} boxes filled in gaps" if run.filled else ""
     if run.hidden:
         filled += f" ({run.hidden} hidden, no LiDAR point: left to the devkit)"

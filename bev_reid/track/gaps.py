@@ -42,7 +42,10 @@ vehicle while a newer track, born while it was lost, follows the same vehicle le
 tracks taking the vehicle's boxes in turn. Each track's holes then lie where the other has
 boxes; filled (by us or the devkit) they put a second box on the vehicle at the track's own
 score, a false positive at the scores that count most. Joined, they are one track without those
-holes.
+holes. A newer track born and ended inside one hole of a lost track, on its vehicle, makes the
+same second box there; it joins the lost track when each of its boxes overlaps the lost track's
+interpolated box by more than ``track.merge_inside_iou`` (0.5: a false positive a few metres
+from a hidden or parked vehicle stays apart).
 """
 
 from __future__ import annotations
@@ -243,19 +246,29 @@ def merge_interleaved(
     timestamps: Sequence[float],
     max_iou: float,
     path: str = "curve",
+    inside_iou: float = 1.0,
 ) -> dict[str, str]:
     """Joins the tracks that take turns on one object, for one scene's keyframes ``tokens`` in
     order, taken at ``timestamps``: two tracks of one class, never reported at the same keyframe,
     each reported inside the other's life, and where each one's box stands where the other,
     interpolated across its hole as :func:`fill_gaps` would fill it (along ``path``), stands at
     that keyframe (their footprints overlapping by more than ``max_iou``, every such keyframe).
-    A track whose boxes all lie in one hole of the other (often a false positive beside a hidden
-    vehicle) is not joined. A lost track that took its object back while a newer one followed
-    it makes such a pair; filled, each track's hole would hold a box beside the other's, a
-    false positive at the track's score. The track that starts later takes the earlier one's
-    id, in ``results``, until no pair is left. Returns {old id: new id}."""
+    A lost track that took its object back while a newer one followed it makes such a pair;
+    filled, each track's hole would hold a box beside the other's, a false positive at the
+    track's score.
+
+    A track whose boxes all lie in one hole of the other (born after the other was lost, ended
+    before it took its object back) joins it only when each of its boxes overlaps the other's
+    interpolated box by more than ``inside_iou`` (1: never): such a track is as often a false
+    positive that happened to land beside a hidden or parked vehicle, a few metres off; filled,
+    the other's hole would put a second box on the vehicle beside each of its boxes.
+
+    The track that starts later takes the earlier one's id, in ``results``, until no pair is
+    left. Returns {old id: new id}."""
     renamed: dict[str, str] = {}
-    while (pair := _interleaved_pair(results, tokens, timestamps, max_iou, path)) is not None:
+    while (
+        pair := _interleaved_pair(results, tokens, timestamps, max_iou, path, inside_iou)
+    ) is not None:
         keep, gone = pair
         for records in results.values():
             for record in records:
@@ -272,6 +285,7 @@ def _interleaved_pair(
     timestamps: Sequence[float],
     max_iou: float,
     path: str,
+    inside_iou: float,
 ) -> tuple[str, str] | None:
     """The first pair (earlier track's id, later one's) that :func:`merge_interleaved` joins."""
     tracks = by_track(results, tokens)
@@ -293,11 +307,15 @@ def _interleaved_pair(
                 break  # b starts after a ends (later ones too): stitching's business
             if tb[0][1]["tracking_name"] != ta[0][1]["tracking_name"]:
                 continue
-            if not (inside(a, b) and inside(b, a)):
-                continue  # b within one hole of a (or a single box): not taking turns
+            if not inside(b, a):
+                continue  # b only where a is (a single box of a is in no one's life)
+            # a reported inside b's life: taking turns; else b lies within one hole of a
+            limit = max_iou if inside(a, b) else inside_iou
+            if limit >= 1.0:
+                continue
             if not set(keyframes[a]).isdisjoint(keyframes[b]):
                 continue  # two objects at once
-            if _take_turns(ta, tb, tokens, timestamps, max_iou, path):
+            if _take_turns(ta, tb, tokens, timestamps, limit, path):
                 return a, b
     return None
 

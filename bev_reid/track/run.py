@@ -43,7 +43,7 @@ class TrackingRun:
     embed_seconds: float  # the BEV pass, cropping and the ReID net
     appearance: bool
     stitched: int = 0  # tracks joined to an earlier one at the end of their scene
-    merged: int = 0  # tracks joined to one they took turns with (track.merge_interleaved)
+    merged: int = 0  # tracks joined to one they took turns with or lay in a hole of (gaps)
     filled: int = 0  # boxes interpolated inside tracks (track.fill_gaps)
     hidden: int = 0  # keyframes inside tracks left to the devkit: no LiDAR point in the box
     velocities: bool = True  # the detectors' velocities were used (track.detection_velocity)
@@ -115,7 +115,14 @@ def run_tracking(cfg: Config, progress: bool = True) -> TrackingRun:
                 record["tracking_id"] = renamed.get(record["tracking_id"], record["tracking_id"])
         if cfg.track.merge_interleaved:
             merged += len(
-                merge_interleaved(results, tokens, stamps, cfg.track.nms_iou, cfg.track.fill_path)
+                merge_interleaved(
+                    results,
+                    tokens,
+                    stamps,
+                    cfg.track.nms_iou,
+                    cfg.track.fill_path,
+                    cfg.track.merge_inside_iou,
+                )
             )
         if cfg.track.fill_gaps:
             added, left = fill_gaps(results, tokens, stamps, seen, cfg.track.fill_path)

@@ -206,7 +206,9 @@ def turns(reports, **kw):
     results = {t: [] for t in TOKENS}
     for track, ks in reports.items():
         for k in ks:
-            results[TOKENS[k]].append(box(k, X[k], track=track, **kw.get(track, {})))
+            extra = dict(kw.get(track, {}))
+            x = X[k] + extra.pop("x_shift", 0.0)
+            results[TOKENS[k]].append(box(k, x, track=track, **extra))
     return results
 
 
@@ -248,6 +250,28 @@ def test_tracks_that_do_not_take_turns_are_left_apart():
     # one after the other (stitching's business)
     results = turns({"a": [0, 1, 2], "b": [3, 4, 5]})
     assert merge_interleaved(results, TOKENS, STAMPS, 0.1) == {}
+
+
+def test_a_track_inside_one_hole_joins_only_when_it_stands_on_the_interpolated_car():
+    """a loses the car after kf0 and takes it back at kf5; b, born and ended inside that hole,
+    followed it at kf2-kf3. Filled, a's hole would put a second box beside each of b's."""
+    results = turns({"a": [0, 5], "b": [2, 3]})
+    assert merge_interleaved(results, TOKENS, STAMPS, 0.1) == {}  # inside_iou 1: never
+    assert merge_interleaved(results, TOKENS, STAMPS, 0.1, inside_iou=0.5) == {"b": "a"}
+    assert ids(results) == [["a"], [], ["a"], ["a"], [], ["a"]]
+    assert fill_gaps(results, TOKENS, STAMPS) == (2, 0)  # kf1, kf4: one box a keyframe
+    # one box is enough
+    results = turns({"a": [0, 5], "b": [3]})
+    assert merge_interleaved(results, TOKENS, STAMPS, 0.1, inside_iou=0.5) == {"b": "a"}
+    # 2 m ahead of the car along its path (a false positive beside it, or another car): the
+    # 2 x 4 m boxes overlap by 2 x 2 = 4 m2 of a union of 12, 1/3
+    results = turns({"a": [0, 5], "b": [2, 3]}, b={"x_shift": 2.0})
+    assert merge_interleaved(results, TOKENS, STAMPS, 0.1, inside_iou=0.4) == {}
+    assert merge_interleaved(results, TOKENS, STAMPS, 0.1, inside_iou=0.3) == {"b": "a"}
+    # the limit on a pair taking turns stays max_iou (1/3 against 0.1 and 0.4)
+    results = turns({"a": [0, 2, 4], "b": [1, 3, 5]}, b={"x_shift": 2.0})
+    assert merge_interleaved(results, TOKENS, STAMPS, 0.4, inside_iou=0.0) == {}
+    assert merge_interleaved(results, TOKENS, STAMPS, 0.1, inside_iou=1.0) == {"b": "a"}
 
 
 def test_the_overlap_is_measured_against_the_interpolated_box():
