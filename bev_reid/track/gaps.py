@@ -308,7 +308,7 @@ def _interleaved_pair(
             if tb[0][1]["tracking_name"] != ta[0][1]["tracking_name"]:
                 continue
             if not inside(b, a):
-                continue  # b only where a is (a single box of a is in no one's life)
+                continue  # b reports nothing strictly inside a's life: no pair
             # a reported inside b's life: taking turns; else b lies within one hole of a
             limit = max_iou if inside(a, b) else inside_iou
             if limit >= 1.0:

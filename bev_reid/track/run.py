@@ -43,7 +43,7 @@ class TrackingRun:
     embed_seconds: float  # the BEV pass, cropping and the ReID net
     appearance: bool
     stitched: int = 0  # tracks joined to an earlier one at the end of their scene
-    merged: int = 0  # tracks joined to one they took turns with or lay in a hole of (gaps)
+    merged: int = 0  # tracks joined to one they took turns with or lay in a hole of (gaps.py)
     filled: int = 0  # boxes interpolated inside tracks (track.fill_gaps)
     hidden: int = 0  # keyframes inside tracks left to the devkit: no LiDAR point in the box
     velocities: bool = True  # the detectors' velocities were used (track.detection_velocity)
