@@ -26,6 +26,12 @@ from bev_reid.data.lidar import COLOUR_CHANNELS, cell_mean_colour
 from bev_reid.ops import dynamic_voxelize
 
 
+def cell_side(cell: float, grid: GridConfig) -> float:
+    """The side of a crop cell, metres: ``cell``, or for 0 (the grid's cells) the grid's
+    shorter cell side."""
+    return cell if cell > 0 else min(grid.xbound[2], grid.ybound[2])
+
+
 def crop_offsets(size: int, cell: tuple[float, float], device=None) -> torch.Tensor:
     """[S, S, 2] (u, v) metres of each crop cell centre from the crop centre: u along rows
     (forward), v along columns (left)."""
@@ -137,7 +143,7 @@ def crop_boxes(
     points = crop_points(boxes["center"], boxes["yaw"], size, grid, align, cell)  # K x S x S x 2
     crops = sample_map(feature_map, points, grid)  # K x C x S x S
     if zero_outside:
-        step = cell if cell > 0 else min(grid.xbound[2], grid.ybound[2])
+        step = cell_side(cell, grid)
         keep = inside_box(
             points, boxes["center"], boxes["yaw"], boxes["length"], boxes["width"], 0.0, step / 2
         )  # K x S x S

@@ -25,6 +25,7 @@ from bev_reid.data.nuscenes import REF_CHANNEL, NuScenesDB
 from bev_reid.data.records import NuScenesFileError
 from bev_reid.engine.checkpoint import CheckpointError
 from bev_reid.reid import build
+from bev_reid.reid.crops import cell_side
 
 
 class SensorMissingError(NuScenesFileError):
@@ -65,8 +66,7 @@ class CropRecipe:
     def extent_m(self) -> float:
         """The side of a crop in metres (its cells times their size: ``build.crop_cell``, else
         the grid's cell, the shorter side where the grid's cells are not square)."""
-        cell = self.build.crop_cell or min(self.grid.xbound[2], self.grid.ybound[2])
-        return self.build.crop_size * cell
+        return self.build.crop_size * cell_side(self.build.crop_cell, self.grid)
 
     @property
     def needs_lss(self) -> bool:
